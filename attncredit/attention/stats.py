@@ -1,0 +1,133 @@
+"""Per-head attention statistics of a causal self-attention layer (PAPER.md §1-4).
+
+For one head with post-softmax causal probabilities ``A[t, s]`` (row t = query, column s = key, s <= t,
+padding keys excluded), response rows ``R`` and distances counted in real-token positions:
+
+* head distance (Eq. 7):  ``d = (1/|R|) sum_{t in R} sum_{s<=t} A[t,s] (t - s)``  (0 when R is empty)
+* WAAD (Eq. 9):           ``WAAD_t = sum_{s<=t} A[t,s] min(t - s, W)`` for t in R, 0 elsewhere
+* FAI (Eq. 10):           ``FAI_s = mean_{t in R, H_lo <= t - s <= H_hi} A[t,s]``, 0 when no such row
+
+All three are linear in A, so the group averages of Eq. 8 can be taken after the per-head statistics.
+The ``dense`` backend here builds A and is the reference every fast backend is tested against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class AttentionStats:
+    """Statistics of one attention layer. ``waad`` and ``fai`` are [B, Hq, N]; ``head_distance`` is [B, Hq]."""
+
+    waad: torch.Tensor
+    fai: torch.Tensor
+    head_distance: torch.Tensor
+
+
+BACKENDS = ("auto", "dense", "torch", "triton")
+
+
+def _check_inputs(query, key, attention_mask, response_mask, window, fai_horizon, backend):
+    """Validate shapes and options; return (attention_mask, response_mask) as bool [B, N]."""
+    if query.dim() != 4:
+        raise ValueError(f"query must be [B, Hq, N, D], got shape {tuple(query.shape)}")
+    if key.dim() != 4:
+        raise ValueError(f"key must be [B, Hkv, N, D], got shape {tuple(key.shape)}")
+    b, hq, n, d = query.shape
+    if key.shape[0] != b or key.shape[2] != n or key.shape[3] != d:
+        raise ValueError(f"key must be [B={b}, Hkv, N={n}, D={d}], got shape {tuple(key.shape)}")
+    hkv = key.shape[1]
+    if hkv == 0 or hq % hkv != 0:
+        raise ValueError(f"query heads Hq={hq} must be a multiple of key heads Hkv={hkv}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if int(window) != window or window < 1:
+        raise ValueError(f"window must be an integer >= 1, got {window!r}")
+    lo, hi = fai_horizon
+    if int(lo) != lo or int(hi) != hi or lo < 0 or lo > hi:
+        raise ValueError(f"fai_horizon must be integers (H_lo, H_hi) with 0 <= H_lo <= H_hi, got {fai_horizon!r}")
+    masks = []
+    for name, mask in (("attention_mask", attention_mask), ("response_mask", response_mask)):
+        if mask is None:
+            masks.append(None)
+            continue
+        if tuple(mask.shape) != (b, n):
+            raise ValueError(f"{name} must be [B={b}, N={n}], got shape {tuple(mask.shape)}")
+        masks.append(mask.to(device=query.device).bool())
+    attn, resp = masks
+    if attn is None:
+        attn = torch.ones(b, n, dtype=torch.bool, device=query.device)
+    if resp is None:
+        resp = attn
+    elif bool((resp & ~attn).any()):
+        raise ValueError("response_mask marks padding tokens (attention_mask == 0) as response tokens")
+    return attn, resp
+
+
+def dense_attention_stats(query, key, attention_mask, response_mask, scaling, window, fai_horizon):
+    """Reference: materialise A [B, Hq, N, N] in float32 and apply Eq. 7, 9 and 10 literally."""
+    b, hq, n, _ = query.shape
+    group = hq // key.shape[1]
+    k = key.float().repeat_interleave(group, dim=1)
+    scores = torch.matmul(query.float(), k.transpose(-1, -2)) * scaling
+    idx = torch.arange(n, device=query.device)
+    dist = (idx[:, None] - idx[None, :]).float()  # t - s
+    allowed = (dist >= 0)[None] & attention_mask[:, None, :] & attention_mask[:, :, None]  # [B, N, N]
+    scores = scores.masked_fill(~allowed[:, None], float("-inf"))
+    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # padding rows have no key: all zeros
+    rows = response_mask[:, None, :, None].float()  # [B, 1, N, 1]
+    waad = (probs * dist.clamp(max=window)).sum(-1) * rows[..., 0]
+    n_rows = response_mask.sum(-1).clamp(min=1).float()[:, None]
+    head_distance = (probs * dist.clamp(min=0)).sum(-1).mul(rows[..., 0]).sum(-1) / n_rows
+    lo, hi = fai_horizon
+    band = ((dist >= lo) & (dist <= hi))[None] & response_mask[:, :, None]  # [B, N(t), N(s)]
+    counts = band.sum(1).float()  # receivers per key s
+    fai = (probs * band[:, None]).sum(-2) / counts.clamp(min=1)[:, None]
+    fai = fai * (counts > 0)[:, None] * attention_mask[:, None]
+    return AttentionStats(waad=waad, fai=fai, head_distance=head_distance)
+
+
+def attention_stats(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    *,
+    scaling: float | None = None,
+    attention_mask: torch.Tensor | None = None,
+    response_mask: torch.Tensor | None = None,
+    window: int = 10,
+    fai_horizon: tuple[int, int] = (10, 100),
+    backend: str = "auto",
+) -> AttentionStats:
+    """Head distance, WAAD and FAI of one causal self-attention layer, per query head.
+
+    Args:
+        query: [B, Hq, N, D] post-RoPE queries.
+        key: [B, Hkv, N, D] post-RoPE keys; query head h reads key head h // (Hq // Hkv) (GQA).
+        scaling: softmax scale, default D**-0.5.
+        attention_mask: [B, N], 1 for real tokens, 0 for padding (left and/or right; real tokens contiguous).
+        response_mask: [B, N], 1 for response tokens (the query rows that count); default: every real token.
+        window: WAAD clipping window W (Eq. 9), paper default 10.
+        fai_horizon: (H_lo, H_hi) receiver band of FAI (Eq. 10), paper default (10, 100).
+        backend: ``dense`` (reference, builds A), ``torch`` (chunked, O(N (W + H_hi + block)) memory per head),
+            ``triton`` (fused GPU kernels) or ``auto`` (triton on CUDA, torch elsewhere).
+
+    Returns:
+        AttentionStats with float32 ``waad`` [B, Hq, N], ``fai`` [B, Hq, N], ``head_distance`` [B, Hq].
+    """
+    attn, resp = _check_inputs(query, key, attention_mask, response_mask, window, fai_horizon, backend)
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    window, fai_horizon = int(window), (int(fai_horizon[0]), int(fai_horizon[1]))
+    if backend == "auto":
+        backend = "triton" if query.is_cuda else "torch"
+    if backend == "dense":
+        return dense_attention_stats(query, key, attn, resp, scaling, window, fai_horizon)
+    if backend == "torch":
+        from .chunked import chunked_attention_stats
+
+        return chunked_attention_stats(query, key, attn, resp, scaling, window, fai_horizon)
+    from .triton_stats import triton_attention_stats
+
+    return triton_attention_stats(query, key, attn, resp, scaling, window, fai_horizon)

@@ -1,0 +1,9 @@
+"""The one error type a user sees for bad input: a one-line message naming the bad value and what is allowed.
+
+Entry points (``recipes/grpo_anchor.py``, ``scripts/*.py``) print it as ``error: <message>`` and exit with
+code 2, without a traceback.
+"""
+
+
+class ConfigError(ValueError):
+    """Bad user input (config value, model or dataset name, dataset column, YAML file)."""

@@ -1,0 +1,113 @@
+"""Tiny random models for tests and quick demos, built offline.
+
+``save_tiny_model(folder, arch=...)`` writes a randomly initialised causal LM of a real architecture
+(Qwen2, Qwen3, Llama or Mistral) and a byte-level BPE tokenizer with a ChatML chat template, so every
+code path that takes a model name (TRL, vLLM, the scripts) can run on it without the hub. ``head_dim``
+defaults to 64, the smallest head size vLLM's CPU attention backend accepts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
+_CORPUS = [
+    "Using the numbers 3, 5, 7 and 11, create an equation that equals 24. Show your work in <think> </think> tags "
+    "and return the final equation in <answer> </answer> tags, for example <answer> (1 + 2) / 3 </answer>.",
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May? The answer is \\boxed{72}. #### 72",
+    "Let x = 2/3 + 1/6. Then x = 5/6, so the final answer is $\\frac{5}{6}$. 0123456789 + - * / = ( ) [ ] { }",
+    "You are a helpful assistant. Please reason step by step, and put your final answer within \\boxed{}.",
+]
+ARCHS = ("qwen2", "qwen3", "llama", "mistral")
+
+
+def build_tiny_tokenizer(vocab_size: int = 512):
+    """Byte-level BPE trained on a small built-in math corpus, with a ChatML template and pad token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        bos_token=None,
+        unk_token=None,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.padding_side = "left"
+    return fast
+
+
+def build_tiny_model(
+    arch: str = "qwen2",
+    *,
+    vocab_size: int,
+    num_layers: int = 6,
+    hidden_size: int = 128,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    head_dim: int = 64,
+    seed: int = 0,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+):
+    """Randomly initialised causal LM of a real architecture, in float32, on CPU."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    config = AutoConfig.for_model(
+        arch,
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        head_dim=head_dim,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+
+
+def save_tiny_model(folder: str | Path, arch: str = "qwen2", seed: int = 0, **model_kwargs) -> Path:
+    """Write a tiny random model and its tokenizer to ``folder``; returns the folder."""
+    folder = Path(folder)
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(
+        arch,
+        vocab_size=len(tokenizer),
+        seed=seed,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **model_kwargs,
+    )
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
