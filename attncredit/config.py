@@ -1,0 +1,159 @@
+"""``AnchorGRPOConfig``: TRL's ``GRPOConfig`` plus one field per knob of attention credit (PAPER.md §6, §12)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+from .errors import ConfigError
+
+HEAD_GROUPINGS = ("sequence", "batch")
+ADVANTAGE_SIGNS = ("both", "positive", "negative")
+NORMALIZATIONS = ("none", "mean_one")
+STATS_BACKENDS = ("auto", "torch", "triton", "dense")
+
+
+@dataclass
+class AnchorGRPOConfig(GRPOConfig):
+    r"""GRPO with attention-aware credit assignment (arXiv 2510.13554).
+
+    Every ``credit_*`` field below has its paper default. The per-token advantage handed to TRL's loss is
+    ``A_t * gamma_t`` (Eq. 13), with ``gamma_t >= 1`` chosen by ``credit_strategy`` from the policy's own
+    attention on the rollout: WAAD (Eq. 9) of locally focused heads and FAI (Eq. 10) of globally focused
+    heads, read in ``credit_num_probe_layers`` layers of the middle third of the network.
+    """
+
+    credit_strategy: str = field(
+        default="coupled",
+        metadata={
+            "help": "Token-credit strategy (PAPER.md §6): 'coupled' (Eq. 18-19, the paper's best), 'local_chunk' "
+            "(preplan tokens, top Delta WAAD, Eq. 14-15), 'global_anchor' (anchor tokens, top FAI, Eq. 16-17), "
+            "the controls 'random' and 'entropy' (§6.5), or 'none' (plain GRPO). Strategies registered with "
+            "attncredit.credit.register_strategy are accepted too."
+        },
+    )
+    credit_window: int = field(
+        default=10, metadata={"help": "WAAD clipping window W (Eq. 9). Paper default 10 (Table 19: best of 5-20)."}
+    )
+    credit_fai_horizon: list[int] = field(
+        default_factory=lambda: [10, 100],
+        metadata={
+            "help": "FAI receiver band [H_lo, H_hi] (Eq. 10): a token's FAI averages the attention it receives from "
+            "response tokens H_lo..H_hi positions later. Paper v2 default 10 100 (v1: 10 50)."
+        },
+    )
+    credit_top_quantile: float = field(
+        default=0.4,
+        metadata={
+            "help": "Share q of each response's tokens that a strategy amplifies: ceil(q * n) of n response tokens "
+            "(Eq. 14, 16; Table 5). Paper default 0.4."
+        },
+    )
+    credit_gamma_amp: float = field(
+        default=1.5, metadata={"help": "Amplification gamma_amp >= 1 of selected tokens' advantage (Eq. 15, 17, 19)."}
+    )
+    credit_alpha: float = field(
+        default=0.5,
+        metadata={
+            "help": "Coupled credit: share alpha in [0, 1] of a locally dominated anchor's bonus moved back to its "
+            "preplan (intro) token (Eq. 19). Not given by the paper; best reading 0.5 (PAPER.md §9 A3)."
+        },
+    )
+    credit_k: int = field(
+        default=3,
+        metadata={
+            "help": "Coupled credit: how many tokens before an anchor are searched for its WAAD jump (Eq. 18). "
+            "Paper: k in {1, 2, 3}; default 3 (PAPER.md §9 A3)."
+        },
+    )
+    credit_head_quantile: float = field(
+        default=0.3,
+        metadata={
+            "help": "Share of probe heads, ranked by head distance d (Eq. 7), in the local (bottom) and global (top) "
+            "groups (Eq. 8). Paper: 0.3."
+        },
+    )
+    credit_head_grouping: str = field(
+        default="sequence",
+        metadata={
+            "help": "Where the local/global head groups are ranked: 'sequence' (each rollout ranks heads by its own d) "
+            "or 'batch' (one ranking from the mean d of the rollouts in the forward). The paper does not say "
+            "(PAPER.md §9 A1); best reading: 'sequence'."
+        },
+    )
+    credit_num_probe_layers: int = field(
+        default=5,
+        metadata={
+            "help": "Number of evenly spaced probe layers in [floor(L/3), floor(2L/3)] whose attention is read "
+            "(PAPER.md §1; Table 9). Paper: 5."
+        },
+    )
+    credit_probe_layers: list[int] | None = field(
+        default=None,
+        metadata={"help": "Explicit 0-indexed probe layers; overrides credit_num_probe_layers when set."},
+    )
+    credit_advantage_sign: str = field(
+        default="both",
+        metadata={
+            "help": "Which rollouts get gamma: 'both' (paper v2 and Table 7a best), 'positive' (advantage >= 0; paper "
+            "v1) or 'negative' (advantage < 0). PAPER.md §9 A2."
+        },
+    )
+    credit_normalize: str = field(
+        default="none",
+        metadata={
+            "help": "'none' (paper: gamma >= 1, so the advantage mass grows) or 'mean_one' (rescale gamma so its mean "
+            "over each response is 1, keeping the effective learning rate)."
+        },
+    )
+    credit_stats_backend: str = field(
+        default="auto",
+        metadata={
+            "help": "Attention-statistics backend: 'auto' (Triton on CUDA, chunked torch elsewhere), 'torch', "
+            "'triton', or 'dense' (reference; builds N x N probabilities, for debugging only)."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._check_credit_fields()
+
+    def _check_credit_fields(self) -> None:
+        from .credit import list_strategies
+
+        def fail(name, value, allowed):
+            raise ConfigError(f"{name}={value!r} is invalid; allowed: {allowed}")
+
+        if self.credit_strategy not in list_strategies():
+            fail("credit_strategy", self.credit_strategy, ", ".join(list_strategies()))
+        if not isinstance(self.credit_window, int) or self.credit_window < 1:
+            fail("credit_window", self.credit_window, "an integer >= 1")
+        horizon = list(self.credit_fai_horizon)
+        if len(horizon) != 2 or not all(isinstance(h, int) for h in horizon) or not 0 <= horizon[0] <= horizon[1]:
+            fail("credit_fai_horizon", self.credit_fai_horizon, "two integers H_lo H_hi with 0 <= H_lo <= H_hi")
+        self.credit_fai_horizon = horizon
+        if not 0.0 < self.credit_top_quantile <= 1.0:
+            fail("credit_top_quantile", self.credit_top_quantile, "a number in (0, 1]")
+        if self.credit_gamma_amp < 1.0:
+            fail("credit_gamma_amp", self.credit_gamma_amp, "a number >= 1")
+        if not 0.0 <= self.credit_alpha <= 1.0:
+            fail("credit_alpha", self.credit_alpha, "a number in [0, 1]")
+        if not isinstance(self.credit_k, int) or self.credit_k < 1:
+            fail("credit_k", self.credit_k, "an integer >= 1 (paper: 1, 2 or 3)")
+        if not 0.0 < self.credit_head_quantile <= 0.5:
+            fail("credit_head_quantile", self.credit_head_quantile, "a number in (0, 0.5]")
+        if self.credit_head_grouping not in HEAD_GROUPINGS:
+            fail("credit_head_grouping", self.credit_head_grouping, ", ".join(HEAD_GROUPINGS))
+        if not isinstance(self.credit_num_probe_layers, int) or self.credit_num_probe_layers < 1:
+            fail("credit_num_probe_layers", self.credit_num_probe_layers, "an integer >= 1")
+        if self.credit_probe_layers is not None and (
+            not self.credit_probe_layers or any(not isinstance(x, int) or x < 0 for x in self.credit_probe_layers)
+        ):
+            fail("credit_probe_layers", self.credit_probe_layers, "a non-empty list of layer indices >= 0, or None")
+        if self.credit_advantage_sign not in ADVANTAGE_SIGNS:
+            fail("credit_advantage_sign", self.credit_advantage_sign, ", ".join(ADVANTAGE_SIGNS))
+        if self.credit_normalize not in NORMALIZATIONS:
+            fail("credit_normalize", self.credit_normalize, ", ".join(NORMALIZATIONS))
+        if self.credit_stats_backend not in STATS_BACKENDS:
+            fail("credit_stats_backend", self.credit_stats_backend, ", ".join(STATS_BACKENDS))
