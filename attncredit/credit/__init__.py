@@ -1,0 +1,25 @@
+"""Credit assignment: per-token advantage weights gamma from attention statistics (PAPER.md §6).
+
+``compute_token_weights(strategy, ...)`` turns group-averaged WAAD / FAI (or entropy) into gamma [B, N];
+``token_advantages`` multiplies the sequence advantages by it, with a sign mode and an optional
+normalisation. Strategies live in a registry: ``list_strategies()``, ``register_strategy``.
+"""
+
+from . import strategies  # noqa: F401  (registers the built-in strategies)
+from .advantages import NORMALIZATIONS, SIGN_MODES, token_advantages
+from .registry import STRATEGIES, CreditBatch, list_strategies, register_strategy
+from .selection import quantile_count, top_quantile_mask
+from .weights import compute_token_weights
+
+__all__ = [
+    "NORMALIZATIONS",
+    "SIGN_MODES",
+    "STRATEGIES",
+    "CreditBatch",
+    "compute_token_weights",
+    "list_strategies",
+    "quantile_count",
+    "register_strategy",
+    "token_advantages",
+    "top_quantile_mask",
+]
