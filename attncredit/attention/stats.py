@@ -13,6 +13,7 @@ The ``dense`` backend here builds A and is the reference every fast backend is t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -39,15 +40,17 @@ def _check_inputs(query, key, attention_mask, response_mask, window, fai_horizon
     b, hq, n, d = query.shape
     if key.shape[0] != b or key.shape[2] != n or key.shape[3] != d:
         raise ValueError(f"key must be [B={b}, Hkv, N={n}, D={d}], got shape {tuple(key.shape)}")
+    if key.device != query.device:
+        raise ValueError(f"key must be on the device of query ({query.device}), got {key.device}")
     hkv = key.shape[1]
     if hkv == 0 or hq % hkv != 0:
         raise ValueError(f"query heads Hq={hq} must be a multiple of key heads Hkv={hkv}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if int(window) != window or window < 1:
+    if not _is_int(window) or window < 1:
         raise ValueError(f"window must be an integer >= 1, got {window!r}")
-    lo, hi = fai_horizon
-    if int(lo) != lo or int(hi) != hi or lo < 0 or lo > hi:
+    lo, hi = fai_horizon if isinstance(fai_horizon, (tuple, list)) and len(fai_horizon) == 2 else (None, None)
+    if not (_is_int(lo) and _is_int(hi)) or lo < 0 or lo > hi:
         raise ValueError(f"fai_horizon must be integers (H_lo, H_hi) with 0 <= H_lo <= H_hi, got {fai_horizon!r}")
     masks = []
     for name, mask in (("attention_mask", attention_mask), ("response_mask", response_mask)):
@@ -60,11 +63,32 @@ def _check_inputs(query, key, attention_mask, response_mask, window, fai_horizon
     attn, resp = masks
     if attn is None:
         attn = torch.ones(b, n, dtype=torch.bool, device=query.device)
+    starts = attn.to(torch.int8).diff(dim=-1, prepend=attn.new_zeros(b, 1, dtype=torch.int8)) == 1
+    if bool((starts.sum(-1) > 1).any()):
+        raise ValueError("attention_mask must mark one contiguous run of real tokens per sequence (left/right padding only)")
     if resp is None:
         resp = attn
     elif bool((resp & ~attn).any()):
         raise ValueError("response_mask marks padding tokens (attention_mask == 0) as response tokens")
+    for name, x in (("query", query), ("key", key)):
+        _check_finite(name, x, attn)
     return attn, resp
+
+
+def _is_int(x):
+    """True for integers and integral floats (10, 10.0), False for anything else (None, 2.5, "10")."""
+    try:
+        return int(x) == x
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def _check_finite(name, x, attn):
+    """Reject NaN/inf in ``x`` [B, H, N, D] at real tokens; padding may hold anything. One reduction, [B, N] memory."""
+    bad = ~torch.isfinite(x.sum(dim=(1, 3), dtype=torch.float32)) & attn
+    if bool(bad.any()):
+        i, t = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(f"{name} has NaN or inf at a real token (batch {i}, position {t}); padding positions may, real ones may not")
 
 
 def dense_attention_stats(query, key, attention_mask, response_mask, scaling, window, fai_horizon):
@@ -118,7 +142,9 @@ def attention_stats(
         AttentionStats with float32 ``waad`` [B, Hq, N], ``fai`` [B, Hq, N], ``head_distance`` [B, Hq].
     """
     attn, resp = _check_inputs(query, key, attention_mask, response_mask, window, fai_horizon, backend)
-    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    scaling = query.shape[-1] ** -0.5 if scaling is None else float(scaling)
+    if not math.isfinite(scaling):
+        raise ValueError(f"scaling must be a finite number, got {scaling!r}")
     window, fai_horizon = int(window), (int(fai_horizon[0]), int(fai_horizon[1]))
     if backend == "auto":
         backend = "triton" if query.is_cuda else "torch"

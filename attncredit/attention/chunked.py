@@ -1,0 +1,178 @@
+"""Exact attention statistics in chunked PyTorch, never building an N x N matrix (``backend="torch"``).
+
+Math. For one query head, scores ``S[t,s] = scaling * q_t . k_s`` over keys ``s <= t``, row log-sum-exp
+``lse_t = log sum_s exp S[t,s]`` and probabilities ``A[t,s] = exp(S[t,s] - lse_t)`` (PAPER.md §1-4):
+
+* Pass 1 (rows). For a block of query rows, stream the key blocks left to right keeping, in float32, the
+  running row max ``m_t`` and three sums rescaled by ``exp(m_old - m_new)`` when the max grows (the online
+  softmax of FlashAttention)::
+
+      l_t = sum_s e[t,s],   D_t = sum_s e[t,s] (t - s),   V_t = sum_s e[t,s] min(t - s, W),   e = exp(S - m_t)
+
+  Then ``lse_t = m_t + log l_t``, the row distance ``d_t = D_t / l_t`` and ``WAAD_t = V_t / l_t``. Every
+  weight is >= 0, so nothing cancels: neither ``t - sum_s A s`` nor ``W - sum_s A max(0, W - (t - s))`` is
+  ever formed (the latter loses all digits of a small WAAD when W is large). A key block whose pairs are
+  all at distance >= W ("far") needs no elementwise weights: with ``b`` its last key,
+  ``sum_s e (t - s) = (t - b) sum_s e + sum_s e (b - s)`` (both terms >= 0, one matrix-vector product) and
+  ``sum_s e min(t - s, W) = W sum_s e``; only the blocks within W + block of the diagonal are weighted
+  elementwise. ``head_distance`` is the mean of ``d_t`` over response rows.
+* Pass 2 (FAI band). With ``lse`` known, revisit only the key blocks that meet the band
+  ``H_lo <= t - s <= H_hi``, recompute S there and add ``A[t,s]`` of response rows to per-key column sums::
+
+      FAI_s = sum_{t in R, H_lo <= t-s <= H_hi} A[t,s] / #{t in R : H_lo <= t - s <= H_hi}   (0 if none)
+
+  The receiver counts come from a prefix sum of the response mask.
+
+Each sequence is cropped to [first real token, last response token]: padding (which may hold anything,
+even NaN) never enters a score, distances are index differences inside the crop (real tokens are
+contiguous), keys after the last response row receive nothing, and only rows from the first response
+token on are computed as queries.
+
+Memory. Scores live in tiles of ``heads x block x block`` float32 (heads = as many query heads of whole
+GQA groups as fit in ``_TILE_ELEMENTS``, at least one group), query/key blocks are upcast to float32 per
+tile, and a few tile-sized temporaries exist at once. Peak extra memory is therefore
+``O(Hq N + Hq block D + _TILE_ELEMENTS)`` floats: linear in N, independent of W and H_hi, and within the
+``O(N (W + H_hi + block))`` per head that DESIGN.md allows. Time is that of one causal attention score
+pass (plus the FAI band: ``N (H_hi - H_lo + block)`` more scores per head).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .stats import AttentionStats
+
+_BLOCK = {"cpu": 256}  # tile edge per device type; the others use _DEFAULT_BLOCK
+_DEFAULT_BLOCK = 1024
+_TILE_ELEMENTS = 1 << 21  # float32 scores per tile (8 MiB), grown only to fit one GQA group
+
+
+def chunked_attention_stats(
+    query, key, attention_mask, response_mask, scaling, window, fai_horizon, *, block: int | None = None
+) -> AttentionStats:
+    """Same contract as ``stats.dense_attention_stats`` (inputs already validated); ``block`` sets the tile edge."""
+    b, hq, n, _ = query.shape
+    block = block or _BLOCK.get(query.device.type, _DEFAULT_BLOCK)
+    waad = torch.zeros(b, hq, n, dtype=torch.float32, device=query.device)
+    fai = torch.zeros_like(waad)
+    head_distance = torch.zeros(b, hq, dtype=torch.float32, device=query.device)
+    for i, span in enumerate(_spans(attention_mask, response_mask)):
+        if span is None:
+            continue
+        start, first, stop = span
+        part = slice(start, stop)
+        waad[i, :, part], fai[i, :, part], head_distance[i] = _sequence_stats(
+            query[i, :, part], key[i, :, part], response_mask[i, part], first - start, scaling, window, fai_horizon, block
+        )
+    return AttentionStats(waad=waad, fai=fai, head_distance=head_distance)
+
+
+def _spans(attention_mask, response_mask):
+    """Per sequence (first real token, first response token, last response token + 1), or None without response."""
+    b, n = attention_mask.shape
+    if n == 0:
+        return [None] * b
+    idx = torch.arange(n, device=attention_mask.device)
+    start = torch.where(attention_mask, idx, n).amin(-1)
+    first = torch.where(response_mask, idx, n).amin(-1)
+    stop = torch.where(response_mask, idx + 1, 0).amax(-1)
+    return [tuple(row) if row[2] > 0 else None for row in torch.stack([start, first, stop], -1).tolist()]
+
+
+def _sequence_stats(query, key, response, first, scaling, window, fai_horizon, block):
+    """WAAD [Hq, L], FAI [Hq, L] and head distance [Hq] of one cropped sequence, in chunks of GQA groups."""
+    hq, length, _ = query.shape
+    hkv = key.shape[0]
+    group = hq // hkv
+    waad = torch.zeros(hq, length, dtype=torch.float32, device=query.device)
+    fai = torch.zeros_like(waad)
+    head_distance = torch.zeros(hq, dtype=torch.float32, device=query.device)
+    rows = response[first:].float()
+    counts = _receiver_counts(response, fai_horizon)
+    kv_per_chunk = max(1, _TILE_ELEMENTS // (group * block * block))
+    for h0 in range(0, hkv, kv_per_chunk):
+        heads = slice(h0 * group, min(h0 + kv_per_chunk, hkv) * group)
+        q = query[heads].unflatten(0, (-1, group))  # [kv heads, group, L, D]
+        k = key[h0 : h0 + kv_per_chunk]  # [kv heads, L, D]
+        lse, row_distance, row_waad = _row_pass(q, k, first, scaling, window, block)
+        waad[heads, first:] = (row_waad * rows).flatten(0, 1)
+        head_distance[heads] = (row_distance * rows).sum(-1).flatten() / rows.sum()
+        lse = lse.masked_fill(rows == 0, float("inf"))  # rows that do not count get A = exp(S - inf) = 0
+        fai[heads] = (_band_column_sums(q, k, lse, first, scaling, fai_horizon, block) / counts.clamp(min=1)).flatten(0, 1)
+    return waad, fai, head_distance
+
+
+def _receiver_counts(response, fai_horizon):
+    """Number of response rows t with H_lo <= t - s <= H_hi, per key s (float [L])."""
+    length = response.shape[0]
+    lo, hi = (min(h, length) for h in fai_horizon)
+    below = torch.nn.functional.pad(response.long().cumsum(0), (1, 0))  # below[x] = #response rows < x
+    s = torch.arange(length, device=response.device)
+    return (below[(s + hi + 1).clamp(max=length)] - below[(s + lo).clamp(max=length)]).float()
+
+
+def _row_pass(q, k, first, scaling, window, block):
+    """lse, row distance d_t and WAAD_t of rows first..L-1 (each [kv heads, group, L - first])."""
+    blocks = [_row_block(q[:, :, t0 : t0 + block], k, t0, scaling, window, block) for t0 in range(first, q.shape[2], block)]
+    return [torch.cat(parts, -1) for parts in zip(*blocks)]
+
+
+def _row_block(q, k, t0, scaling, window, block):
+    """Pass 1 for query rows t0.. against keys 0..t, streaming key blocks with the online softmax."""
+    q = q.float() * scaling
+    rows = q.shape[2]
+    t = torch.arange(t0, t0 + rows, device=q.device, dtype=torch.float32)
+    m = torch.full(q.shape[:-1], float("-inf"), device=q.device)
+    total, dist_sum, waad_sum = torch.zeros_like(m), torch.zeros_like(m), torch.zeros_like(m)
+    for s0 in range(0, t0 + rows, block):
+        scores = q @ k[:, None, s0 : s0 + block].float().transpose(-1, -2)  # [kv heads, group, rows, keys]
+        last = s0 + scores.shape[-1] - 1
+        far = t0 - last >= window
+        if not far:
+            dist = _distances(t0, s0, scores.shape[-2:], q.device)
+            scores.masked_fill_(dist < 0, float("-inf"))
+        m_new = torch.maximum(m, scores.amax(-1))  # finite: key 0 is in the first block and s = 0 <= t
+        shrink = torch.exp(m - m_new)
+        e = scores.sub_(m_new[..., None]).exp_()
+        total, dist_sum, waad_sum, m = total * shrink, dist_sum * shrink, waad_sum * shrink, m_new
+        if far:
+            sums = e @ _far_weights(scores.shape[-1], q.device)  # [..., 2]: sum e, sum e (last - s)
+            total += sums[..., 0]
+            dist_sum += (t - last) * sums[..., 0] + sums[..., 1]
+            waad_sum += window * sums[..., 0]
+        else:
+            total += e.sum(-1)
+            dist_sum += (e * dist).sum(-1)
+            waad_sum += (e * dist.clamp(max=window)).sum(-1)
+    return m + total.log(), dist_sum / total, waad_sum / total
+
+
+def _band_column_sums(q, k, lse, first, scaling, fai_horizon, block):
+    """Pass 2: per key s, sum of A[t,s] = exp(S - lse_t) over rows t >= first with H_lo <= t - s <= H_hi."""
+    lo, hi = fai_horizon
+    length = q.shape[2]
+    sums = torch.zeros(q.shape[:3], dtype=torch.float32, device=q.device)
+    for t0 in range(first, length, block):
+        t1 = min(t0 + block, length)
+        qf = q[:, :, t0:t1].float() * scaling
+        row_lse = lse[..., t0 - first : t1 - first, None]
+        for s0 in range(max(0, t0 - hi), t1 - lo, block):
+            s1 = min(s0 + block, t1 - lo)
+            scores = qf @ k[:, None, s0:s1].float().transpose(-1, -2)
+            dist = _distances(t0, s0, scores.shape[-2:], q.device)
+            scores.masked_fill_((dist < lo) | (dist > hi), float("-inf"))
+            sums[..., s0:s1] += scores.sub_(row_lse).exp_().sum(-2)
+    return sums
+
+
+def _distances(t0, s0, shape, device):
+    """t - s for rows t0.. and keys s0.. as a float [rows, keys] tile."""
+    rows, keys = shape
+    t = torch.arange(t0, t0 + rows, device=device)
+    s = torch.arange(s0, s0 + keys, device=device)
+    return (t[:, None] - s[None, :]).float()
+
+
+def _far_weights(keys, device):
+    """[keys, 2] columns (1, last - s) for a key block whose last key is ``last``."""
+    return torch.stack([torch.ones(keys, device=device), torch.arange(keys - 1, -1, -1, device=device).float()], -1)
