@@ -1,0 +1,294 @@
+r"""Fused Triton kernel for the attention statistics of one causal layer (PAPER.md §1-4, §10).
+
+One program handles one query head ``h`` of one sequence ``b`` and one block of ``BLOCK_M`` query rows
+``t``; it streams the key blocks ``s <= t`` like a FlashAttention forward, but with no ``P V`` product
+(about half a flash forward). With scores in base 2, ``x_ts = log2(e) * scaling * q_t . k_s``, and the
+running row maximum ``m_t``, it keeps per row (rescaled by ``2^(m_old - m_new)`` at each block):
+
+* ``l_t = sum_s 2^(x_ts - m_t)``                              (softmax normaliser)
+* ``u_t = sum_s 2^(x_ts - m_t) (t - s)``                        (first moment of the distance)
+* ``c_t = sum_s 2^(x_ts - m_t) max(W - (t - s), 0)``            (only the last W keys add to it)
+
+and ends with ``A[t, s] = 2^(x_ts - lse_t)``, ``lse_t = m_t + log2 l_t``, so that
+
+* head distance (Eq. 7): ``sum_s A[t,s] (t - s) = u_t / l_t``, averaged over response rows;
+* WAAD (Eq. 9):          ``sum_s A[t,s] min(t - s, W) = W - c_t / l_t``  (rows are stochastic).
+
+Far key blocks (every ``t - s >= W`` and no padding key) run unmasked, and there the distance moment is
+taken per block as ``(t - s0) sum_j p_j - sum_j p_j j`` for ``s = s0 + j``: two row sums and no
+per-element distance. Near blocks (the causal diagonal, the last ``W`` keys, a block holding left
+padding) apply the masks and the exact per-element distances.
+
+FAI (Eq. 10) needs the final ``lse_t``: a second sweep over the diagonal band
+``H_lo <= t - s <= H_hi`` of the same query block recomputes ``A[t, s]`` there (at most
+``(BLOCK_M + H_hi - H_lo) / BLOCK_N + 1`` key blocks) and adds the column sums over response rows into
+``FAI_sum[s]`` with atomics; the host divides by ``|T(s)| = #{t in R : H_lo <= t - s <= H_hi}``.
+When the row log-sum-exp is given (``row_lse``, natural log, e.g. from the flash/efficient SDPA kernels
+that the layer ran anyway), the kernel skips the running maximum and folds the FAI band into the single
+sweep. Nothing of size N x N is stored: the outputs are O(B Hq N).
+
+Query blocks with no response row do no work (prompt rows are free); keys before the first real token
+(left padding) get no attention; rows and keys after the last real token (right padding) are never
+read. Accumulation is float32; ``tl.dot`` uses IEEE float32 for float32 inputs (no tf32).
+GQA: query head ``h`` reads key head ``h // (Hq // Hkv)``; the grid puts the heads of one key head next
+to each other so that they share the key blocks in L2.
+
+Runs on CUDA tensors, and on CPU tensors under the Triton interpreter (``TRITON_INTERPRET=1`` set
+before ``triton`` is imported). Reference: ``attncredit.attention.stats.dense_attention_stats``.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .stats import AttentionStats
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _far_step(q, k_base, start_n, offs_n, offs_d, offs_m_f, m_i, l_i, u_i, c_i, lse2, stride_kn, stride_kd,
+              qk_scale, HEAD_DIM: tl.constexpr, HAS_LSE: tl.constexpr, PREC: tl.constexpr):
+    """A key block with no mask: every key is real, every t - s >= W. Updates (m, l, u, c)."""
+    offs = start_n + offs_n
+    k = tl.load(k_base + offs[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+                mask=(offs_d < HEAD_DIM)[:, None], other=0.0).to(q.dtype)
+    x = tl.dot(q, k, input_precision=PREC) * qk_scale
+    j = offs_n.to(tl.float32)
+    if HAS_LSE:
+        p = tl.exp2(x - lse2[:, None])
+        l_b = tl.sum(p, 1)
+        u_i = u_i + (offs_m_f - start_n) * l_b - tl.sum(p * j[None, :], 1)
+    else:
+        m_new = tl.maximum(m_i, tl.max(x, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(x - m_new[:, None])
+        l_b = tl.sum(p, 1)
+        l_i = l_i * alpha + l_b
+        u_i = u_i * alpha + ((offs_m_f - start_n) * l_b - tl.sum(p * j[None, :], 1))
+        c_i = c_i * alpha
+        m_i = m_new
+    return m_i, l_i, u_i, c_i
+
+
+@triton.jit
+def _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp, m_i, l_i, u_i, c_i, lse2,
+               stride_kn, stride_kd, qk_scale, N, kv_start, W, H_LO, H_HI,
+               HEAD_DIM: tl.constexpr, HAS_LSE: tl.constexpr, PREC: tl.constexpr):
+    """A key block with the causal and padding masks and the clipped-window term."""
+    offs = start_n + offs_n
+    k = tl.load(k_base + offs[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+                mask=(offs < N)[None, :] & (offs_d < HEAD_DIM)[:, None], other=0.0).to(q.dtype)
+    x = tl.dot(q, k, input_precision=PREC) * qk_scale
+    dist = offs_m[:, None] - offs[None, :]
+    valid = (dist >= 0) & (offs >= kv_start)[None, :]
+    x = tl.where(valid, x, float("-inf"))
+    d_f = dist.to(tl.float32)
+    clip = tl.maximum(W - d_f, 0.0)
+    if HAS_LSE:
+        p = tl.where(valid, tl.exp2(x - lse2[:, None]), 0.0)
+        u_i = u_i + tl.sum(p * d_f, 1)
+        c_i = c_i + tl.sum(p * clip, 1)
+        band = valid & (dist >= H_LO) & (dist <= H_HI) & row_resp[:, None]
+        tl.atomic_add(fai_base + offs, tl.sum(tl.where(band, p, 0.0), 0), mask=offs < N)
+    else:
+        m_new = tl.maximum(m_i, tl.max(x, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(x - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        u_i = u_i * alpha + tl.sum(p * d_f, 1)
+        c_i = c_i * alpha + tl.sum(p * clip, 1)
+        m_i = m_new
+    return m_i, l_i, u_i, c_i
+
+
+@triton.jit
+def _attention_stats_kernel(
+    Q, K, LSE, BOUNDS, RESP, WAAD, HD, FAI,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_lb, stride_lh, stride_ln,
+    N, HQ, GROUP, qk_scale, W, H_LO, H_HI,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_LSE: tl.constexpr, PREC: tl.constexpr, DOT_F32: tl.constexpr,
+):
+    pid_bh = tl.program_id(0)  # heads of one key head are neighbours: they share K in L2
+    pid_m = tl.num_programs(1) - 1 - tl.program_id(1)  # longest query blocks first
+    b = pid_bh // HQ
+    h = pid_bh % HQ
+    hk = h // GROUP
+    kv_start = tl.load(BOUNDS + b * 4 + 0)  # first real token
+    r_start = tl.load(BOUNDS + b * 4 + 2)  # first response row
+    r_end = tl.load(BOUNDS + b * 4 + 3)  # last response row + 1
+
+    qs = pid_m * BLOCK_M
+    offs_m = qs + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_resp = tl.load(RESP + b * N + offs_m, mask=offs_m < N, other=0) != 0
+    offs_m_f = offs_m.to(tl.float32)
+
+    b64 = b.to(tl.int64)
+    q = tl.load(Q + b64 * stride_qb + h.to(tl.int64) * stride_qh + offs_m[:, None] * stride_qn
+                + offs_d[None, :] * stride_qd, mask=(offs_m < N)[:, None] & (offs_d < HEAD_DIM)[None, :], other=0.0)
+    if DOT_F32:  # the interpreter's bf16 tl.dot is wrong (triton 3.9); bf16 products are exact in fp32
+        q = q.to(tl.float32)
+    k_base = K + b64 * stride_kb + hk.to(tl.int64) * stride_kh
+    fai_base = FAI + pid_bh.to(tl.int64) * N
+
+    m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - 1.0e30  # finite: fully masked rows give p = 0, not NaN
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    u_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    c_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    if HAS_LSE:
+        lse2 = tl.load(LSE + b64 * stride_lb + h.to(tl.int64) * stride_lh + offs_m * stride_ln,
+                       mask=offs_m < N, other=0.0) * 1.4426950408889634
+    else:
+        lse2 = m_i
+
+    # key blocks (aligned to BLOCK_N) that the response rows of this block need: [k_first, k_end)
+    has_rows = (qs < r_end) & (qs + BLOCK_M > r_start)
+    k_first = (kv_start // BLOCK_N) * BLOCK_N
+    k_end = tl.where(has_rows, tl.minimum(qs + BLOCK_M, r_end), k_first)
+    # near blocks: some t - s < W, or (with a given LSE) some key inside the FAI band
+    if HAS_LSE:
+        reach = tl.maximum(W - 1, H_HI)
+    else:
+        reach = W - 1
+    near_lo = tl.maximum((tl.maximum(qs - reach, 0) // BLOCK_N) * BLOCK_N, k_first)
+    near_lo = tl.minimum(near_lo, k_end)
+    # a first block holding left padding is masked too
+    far_lo = tl.where((kv_start > k_first) & (k_first < near_lo), k_first + BLOCK_N, k_first)
+    for start_n in range(k_first, far_lo, BLOCK_N):
+        m_i, l_i, u_i, c_i = _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp,
+                                        m_i, l_i, u_i, c_i, lse2, stride_kn, stride_kd, qk_scale, N, kv_start,
+                                        W, H_LO, H_HI, HEAD_DIM, HAS_LSE, PREC)
+    for start_n in range(far_lo, near_lo, BLOCK_N):
+        m_i, l_i, u_i, c_i = _far_step(q, k_base, start_n, offs_n, offs_d, offs_m_f, m_i, l_i, u_i, c_i, lse2,
+                                       stride_kn, stride_kd, qk_scale, HEAD_DIM, HAS_LSE, PREC)
+    for start_n in range(near_lo, k_end, BLOCK_N):
+        m_i, l_i, u_i, c_i = _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp,
+                                        m_i, l_i, u_i, c_i, lse2, stride_kn, stride_kd, qk_scale, N, kv_start,
+                                        W, H_LO, H_HI, HEAD_DIM, HAS_LSE, PREC)
+
+    if HAS_LSE:
+        dist_row = u_i
+        waad_row = W - c_i
+    else:
+        l_safe = tl.where(l_i > 0, l_i, 1.0)
+        dist_row = u_i / l_safe
+        waad_row = W - c_i / l_safe
+        lse2 = tl.where(l_i > 0, m_i + tl.log2(l_safe), float("inf"))  # rows with no key: p = 0
+        # FAI band of the same rows, with the final LSE: H_lo <= t - s <= H_hi
+        f_lo = (tl.maximum(qs - H_HI, kv_start) // BLOCK_N) * BLOCK_N
+        f_hi = tl.where(has_rows, tl.minimum(qs + BLOCK_M, r_end) - H_LO, 0)
+        for start_n in range(f_lo, f_hi, BLOCK_N):
+            offs = start_n + offs_n
+            k = tl.load(k_base + offs[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+                        mask=(offs < N)[None, :] & (offs_d < HEAD_DIM)[:, None], other=0.0).to(q.dtype)
+            x = tl.dot(q, k, input_precision=PREC) * qk_scale
+            dist = offs_m[:, None] - offs[None, :]
+            band = (dist >= H_LO) & (dist <= H_HI) & (offs >= kv_start)[None, :] & row_resp[:, None]
+            p = tl.where(band, tl.exp2(x - lse2[:, None]), 0.0)
+            tl.atomic_add(fai_base + offs, tl.sum(p, 0), mask=offs < N)
+
+    tl.store(WAAD + pid_bh.to(tl.int64) * N + offs_m, waad_row, mask=row_resp)
+    # float64 sum over rows: one atomic per program; the mean over up to N rows keeps float32 row accuracy
+    hd_part = tl.sum(tl.where(row_resp, dist_row, 0.0).to(tl.float64), 0)
+    tl.atomic_add(HD + pid_bh, hd_part, mask=has_rows)
+
+
+def _interpreted() -> bool:
+    """True when the kernels were built for the Triton interpreter (TRITON_INTERPRET=1 at import)."""
+    return type(_attention_stats_kernel).__name__ == "InterpretedFunction"
+
+
+def _default_config(query: torch.Tensor) -> dict:
+    if not query.is_cuda:  # interpreter: few, small numpy steps
+        return dict(block_m=32, block_n=32, num_warps=4, num_stages=1)
+    if query.dtype == torch.float32:
+        return dict(block_m=64, block_n=32, num_warps=4, num_stages=2)
+    return dict(block_m=128, block_n=64, num_warps=8, num_stages=3)
+
+
+def _span(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """First index and last index + 1 of the True entries of each row of a bool [B, N] mask (0, 0 if none)."""
+    n = mask.shape[1]
+    idx = torch.arange(n, device=mask.device)
+    first = torch.where(mask, idx, n).amin(1)
+    last = torch.where(mask, idx + 1, 0).amax(1)
+    return torch.minimum(first, last), last
+
+
+def triton_attention_stats(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    scaling: float,
+    window: int,
+    fai_horizon: tuple[int, int],
+    *,
+    row_lse: torch.Tensor | None = None,
+    config: dict | None = None,
+) -> AttentionStats:
+    """Head distance, WAAD and FAI of one layer with the fused Triton kernel (see the module docstring).
+
+    Args: as ``dense_attention_stats`` (masks bool [B, N], validated by ``attention_stats``), plus
+        row_lse: optional [B, Hq, >=N] float natural-log row log-sum-exp of ``scaling * q k^T`` over the
+            allowed keys (as returned by SDPA's flash/efficient kernels); skips recomputing it.
+        config: optional ``dict(block_m, block_n, num_warps, num_stages)`` overriding the defaults.
+    """
+    if not query.is_cuda and not _interpreted():
+        raise RuntimeError("the triton backend needs CUDA tensors, or TRITON_INTERPRET=1 set before importing triton")
+    b, hq, n, d = query.shape
+    hkv = key.shape[1]
+    if query.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        query = query.float()
+    key = key.to(query.dtype)
+    cfg = {**_default_config(query), **(config or {})}
+    dev = query.device
+    attention_mask = attention_mask.to(dev, torch.bool)
+    response_mask = response_mask.to(dev, torch.bool)
+    kv_start, kv_end = _span(attention_mask)
+    r_start, r_end = _span(response_mask)
+    bounds = torch.stack([kv_start, kv_end, r_start, r_end], 1).to(torch.int32).contiguous()
+    resp = response_mask.to(torch.int8).contiguous()
+
+    waad = torch.zeros(b, hq, n, dtype=torch.float32, device=dev)
+    fai_sum = torch.zeros(b, hq, n, dtype=torch.float32, device=dev)
+    hd_sum = torch.zeros(b, hq, dtype=torch.float64, device=dev)
+    lo, hi = fai_horizon
+    if row_lse is not None:
+        # rows with no allowed key have lse = -inf: +inf makes their probabilities 0 instead of NaN
+        lse = row_lse.float().nan_to_num(nan=float("inf"), neginf=float("inf"))
+        lse_strides = (lse.stride(0), lse.stride(1), lse.stride(2))
+    else:
+        lse, lse_strides = waad, (0, 0, 0)  # unused
+    dot_f32 = not query.is_cuda and query.dtype == torch.bfloat16
+    block_d = max(16, triton.next_power_of_2(d))
+    grid = (b * hq, triton.cdiv(n, cfg["block_m"]))
+    if n > 0 and b * hq > 0:
+        _attention_stats_kernel[grid](
+            query, key, lse, bounds, resp, waad, hd_sum, fai_sum,
+            *query.stride(), *key.stride(), *lse_strides,
+            n, hq, hq // hkv, float(scaling) * LOG2E, int(window), int(lo), int(hi),
+            HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"],
+            HAS_LSE=row_lse is not None, PREC="ieee" if query.dtype == torch.float32 or dot_f32 else "tf32",
+            DOT_F32=dot_f32,
+            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        )
+    n_rows = response_mask.sum(1).clamp(min=1).double()
+    head_distance = (hd_sum / n_rows[:, None]).float()
+    # |T(s)| = number of response rows t with s + H_lo <= t <= s + H_hi
+    csum = torch.nn.functional.pad(response_mask.int().cumsum(1), (1, 0))  # csum[i] = #resp in [0, i)
+    idx = torch.arange(n, device=dev)
+    counts = csum[:, (idx + hi + 1).clamp(max=n)] - csum[:, (idx + lo).clamp(max=n)]
+    scale = (counts > 0) & attention_mask
+    fai = fai_sum / counts.clamp(min=1).float()[:, None, :] * scale[:, None, :]
+    return AttentionStats(waad=waad, fai=fai, head_distance=head_distance)
+
+
+__all__ = ["triton_attention_stats"]

@@ -1,0 +1,149 @@
+"""Parity of the fused Triton attention-stats kernel with the dense reference (attention/stats.py).
+
+On a CUDA machine the kernels run compiled; elsewhere they run on CPU tensors under the Triton
+interpreter (TRITON_INTERPRET=1 is set here, before triton is imported), with small shapes.
+Skipped when triton is not installed (``pip install attncredit[triton]``).
+"""
+
+import importlib
+import os
+import sys
+
+import pytest
+import torch
+
+CUDA = torch.cuda.is_available()
+if not CUDA:
+    os.environ["TRITON_INTERPRET"] = "1"  # read when a kernel is decorated, so before the module import
+
+pytest.importorskip("triton")
+
+from attncredit.attention import stats as stats_mod  # noqa: E402
+
+if "attncredit.attention.triton_stats" in sys.modules:  # imported earlier without the interpreter
+    importlib.reload(sys.modules["attncredit.attention.triton_stats"])
+from attncredit.attention.triton_stats import _interpreted, triton_attention_stats  # noqa: E402
+
+DEVICE = "cuda" if CUDA else "cpu"
+if not CUDA and not _interpreted():
+    pytest.skip("no CUDA and the triton kernels are not interpreted", allow_module_level=True)
+
+FIELDS = ("waad", "fai", "head_distance")
+
+
+def _inputs(b, hq, hkv, n, d, dtype, *, pad, resp_from=1 / 3, resp_gaps=False, scale=1.0, seed=0):
+    """Random q/k; sequence 0 left-padded, sequence 1 right-padded (pad='mixed'); response from a fraction on."""
+    g = torch.Generator().manual_seed(seed)
+    q = (torch.randn(b, hq, n, d, generator=g) * scale).to(dtype)
+    k = (torch.randn(b, hkv, n, d, generator=g) * scale).to(dtype)
+    attn = torch.ones(b, n, dtype=torch.bool)
+    if pad == "mixed" and n > 4:
+        attn[0, : n // 5] = False
+        if b > 1:
+            attn[1, n - n // 4 :] = False
+    elif pad == "left" and n > 2:
+        attn[:, : n // 3] = False
+    elif pad == "right" and n > 2:
+        attn[:, n - n // 3 :] = False
+    resp = torch.zeros(b, n, dtype=torch.bool)
+    for i in range(b):
+        real = attn[i].nonzero().flatten()
+        resp[i, real[int(len(real) * resp_from) :]] = True
+    if resp_gaps:
+        resp &= torch.rand(b, n, generator=g) > 0.3
+    return q.to(DEVICE), k.to(DEVICE), attn.to(DEVICE), resp.to(DEVICE)
+
+
+def _check(q, k, attn, resp, window, horizon, *, tol, hd_rtol, config=None, row_lse=None):
+    scaling = q.shape[-1] ** -0.5
+    ref = stats_mod.dense_attention_stats(q, k, attn, resp, scaling, window, horizon)
+    out = triton_attention_stats(q, k, attn, resp, scaling, window, horizon, row_lse=row_lse, config=config)
+    for f in FIELDS:
+        got, want = getattr(out, f), getattr(ref, f)
+        assert got.dtype == torch.float32 and got.shape == want.shape, f
+        assert torch.isfinite(got).all(), f
+        err = (got - want).abs()
+        bound = tol + (hd_rtol * want.abs() if f == "head_distance" else 0.0)
+        assert bool((err <= bound).all()), f"{f}: max abs error {err.max().item():.3g} (tol {tol})"
+    return out
+
+
+def _row_lse(q, k, attn, scaling):
+    """Natural-log row log-sum-exp over the allowed keys, as SDPA's flash/efficient kernels return it."""
+    n = q.shape[2]
+    kk = k.float().repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    s = torch.matmul(q.float(), kk.transpose(-1, -2)) * scaling
+    idx = torch.arange(n, device=q.device)
+    allowed = (idx[:, None] >= idx[None, :])[None] & attn[:, None, :] & attn[:, :, None]
+    return torch.logsumexp(s.masked_fill(~allowed[:, None], float("-inf")), -1)
+
+
+# fp32: errors of the dense float32 reference itself reach ~2e-7 relative on head_distance (values up to ~N/2),
+# so head_distance gets a relative term on top of the 1e-5 absolute bound; waad and fai are held to 1e-5.
+FP32 = dict(tol=1e-5, hd_rtol=4e-7)
+# bf16/fp16 inputs: the reference upcasts the same rounded inputs, so only the accumulation order differs
+HALF = dict(tol=2e-3, hd_rtol=2e-3)
+
+CASES = [  # (B, Hq, Hkv, N, D, pad, window, horizon, config)
+    (1, 2, 1, 1, 16, "none", 10, (10, 100), None),
+    (2, 4, 2, 7, 16, "mixed", 3, (1, 4), None),
+    (2, 4, 4, 64, 32, "mixed", 10, (10, 100), None),
+    (2, 4, 1, 64, 24, "left", 1, (0, 0), dict(block_m=16, block_n=16)),
+    (2, 4, 2, 257, 64, "mixed", 10, (10, 100), None),
+    (2, 2, 1, 257, 32, "right", 40, (0, 300), dict(block_m=16, block_n=32)),
+    (1, 4, 2, 257, 32, "left", 5, (3, 20), dict(block_m=32, block_n=16)),
+]
+if CUDA:
+    CASES += [
+        (3, 8, 2, 1000, 128, "mixed", 10, (10, 100), None),
+        (2, 4, 2, 1000, 64, "left", 20, (0, 50), dict(block_m=64, block_n=64, num_warps=4, num_stages=2)),
+        (2, 8, 8, 1000, 80, "right", 10, (10, 100), None),
+    ]
+
+
+@pytest.mark.parametrize("b,hq,hkv,n,d,pad,window,horizon,config", CASES)
+def test_fp32_matches_dense(b, hq, hkv, n, d, pad, window, horizon, config):
+    q, k, attn, resp = _inputs(b, hq, hkv, n, d, torch.float32, pad=pad, scale=1.5)
+    _check(q, k, attn, resp, window, horizon, config=config, **FP32)
+
+
+def test_response_with_gaps_and_peaked_scores():
+    q, k, attn, resp = _inputs(2, 4, 2, 100, 32, torch.float32, pad="mixed", resp_from=0.5, resp_gaps=True, scale=4)
+    _check(q, k, attn, resp, 10, (10, 100), **FP32)
+
+
+def test_no_response_rows_gives_zeros():
+    q, k, attn, resp = _inputs(2, 2, 1, 40, 16, torch.float32, pad="mixed")
+    resp[:] = False
+    out = _check(q, k, attn, resp, 10, (10, 100), **FP32)
+    assert all(bool((getattr(out, f) == 0).all()) for f in FIELDS)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16] if CUDA else [torch.bfloat16])
+@pytest.mark.parametrize("n", [1000] if CUDA else [130])
+def test_half_precision_matches_dense(dtype, n):
+    q, k, attn, resp = _inputs(2, 8 if CUDA else 4, 2, n, 128 if CUDA else 64, dtype, pad="mixed", scale=1.5)
+    _check(q, k, attn, resp, 10, (10, 100), **HALF)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_given_row_lse(dtype):
+    n = 1000 if CUDA else 150
+    q, k, attn, resp = _inputs(2, 4, 2, n, 64, dtype, pad="mixed", scale=1.5)
+    lse = _row_lse(q, k, attn, q.shape[-1] ** -0.5)
+    # the kernel trusts the given LSE: a 1-ulp error in lse is a relative error of all of a row's probabilities
+    tol = dict(tol=1e-5, hd_rtol=1e-6) if dtype == torch.float32 else HALF
+    _check(q, k, attn, resp, 10, (10, 100), row_lse=lse, **tol)
+
+
+def test_public_api_dispatch_and_strided_inputs():
+    q, k, attn, resp = _inputs(2, 4, 2, 50, 32, torch.float32, pad="mixed")
+    # [B, N, H, D] storage seen as [B, H, N, D], as the attention layers produce it
+    q = q.transpose(1, 2).contiguous().transpose(1, 2)
+    k = k.transpose(1, 2).contiguous().transpose(1, 2)
+    out = stats_mod.attention_stats(q, k, attention_mask=attn, response_mask=resp, window=7, fai_horizon=(2, 30),
+                                    backend="triton")
+    ref = stats_mod.attention_stats(q, k, attention_mask=attn, response_mask=resp, window=7, fai_horizon=(2, 30),
+                                    backend="dense")
+    for f in FIELDS:
+        torch.testing.assert_close(getattr(out, f), getattr(ref, f), atol=1e-5, rtol=4e-7)
