@@ -7,7 +7,7 @@ normalisation. Strategies live in a registry: ``list_strategies()``, ``register_
 
 from . import strategies  # noqa: F401  (registers the built-in strategies)
 from .advantages import NORMALIZATIONS, SIGN_MODES, token_advantages
-from .registry import STRATEGIES, CreditBatch, list_strategies, register_strategy
+from .registry import STRATEGIES, CreditBatch, list_strategies, register_strategy, required_statistics
 from .selection import quantile_count, top_quantile_mask
 from .weights import compute_token_weights
 
@@ -20,6 +20,7 @@ __all__ = [
     "list_strategies",
     "quantile_count",
     "register_strategy",
+    "required_statistics",
     "token_advantages",
     "top_quantile_mask",
 ]

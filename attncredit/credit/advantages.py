@@ -40,9 +40,9 @@ def token_advantages(
     if normalize not in NORMALIZATIONS:
         raise ConfigError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
     if advantages.dim() != 1 or gamma.dim() != 2 or gamma.shape[0] != advantages.shape[0]:
-        raise ValueError(f"need advantages (B,) and gamma (B, C), got {tuple(advantages.shape)} and {tuple(gamma.shape)}")
+        raise ValueError(f"need advantages (B,), gamma (B, C); got {tuple(advantages.shape)}, {tuple(gamma.shape)}")
     if completion_mask.shape != gamma.shape:
-        raise ValueError(f"completion_mask {tuple(completion_mask.shape)} must have the shape of gamma {tuple(gamma.shape)}")
+        raise ValueError(f"completion_mask {tuple(completion_mask.shape)} must be shaped as gamma {tuple(gamma.shape)}")
     mask = completion_mask.to(device=gamma.device, dtype=torch.bool)
     gamma = torch.where(mask, gamma.to(advantages.dtype), 1.0)
     if sign != "both":

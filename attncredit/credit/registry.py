@@ -23,6 +23,8 @@ from typing import Callable
 
 import torch
 
+from ..errors import ConfigError
+
 #: The per-token statistics a strategy can require.
 STATISTICS = ("waad", "fai", "entropy")
 
@@ -68,7 +70,7 @@ def register_strategy(name: str, *, requires: tuple[str, ...] = ()):
     """
     unknown = [s for s in requires if s not in STATISTICS]
     if unknown:
-        raise ValueError(f"requires of strategy {name!r} has unknown statistics {unknown}; allowed: {', '.join(STATISTICS)}")
+        raise ValueError(f"strategy {name!r} requires unknown statistics {unknown}; allowed: {', '.join(STATISTICS)}")
 
     def decorator(fn):
         params = list(inspect.signature(fn).parameters.values())
@@ -86,3 +88,11 @@ def register_strategy(name: str, *, requires: tuple[str, ...] = ()):
 def list_strategies() -> list[str]:
     """Names of the registered strategies, in registration order."""
     return list(STRATEGIES)
+
+
+def required_statistics(strategy: str) -> tuple[str, ...]:
+    """The statistics (of ``waad``, ``fai``, ``entropy``) that ``strategy`` reads, so a caller computes
+    only those, e.g. the policy entropy only when ``"entropy" in required_statistics(name)``."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown credit strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
+    return STRATEGIES[strategy].requires

@@ -157,5 +157,6 @@ def coupled(
         intro[:, :-offset] |= (dominated & (best_offset == offset))[:, offset:]
 
     a, alpha = batch.gamma_amp - 1.0, batch.alpha
-    gamma = 1.0 + a * (anchors & ~dominated).double() + (1.0 - alpha) * a * dominated.double() + alpha * a * intro.double()
+    undominated, dominated, intro = (anchors & ~dominated).double(), dominated.double(), intro.double()
+    gamma = 1.0 + a * undominated + (1.0 - alpha) * a * dominated + alpha * a * intro
     return gamma.clamp(max=batch.gamma_amp) if coupled_overlap == "cap" else gamma

@@ -7,7 +7,7 @@ import numbers
 import torch
 
 from ..errors import ConfigError
-from .registry import STATISTICS, STRATEGIES, CreditBatch
+from .registry import STATISTICS, STRATEGIES, CreditBatch, required_statistics
 
 
 def _check_number(name: str, value, low: float, high: float = float("inf")) -> float:
@@ -20,8 +20,8 @@ def _check_number(name: str, value, low: float, high: float = float("inf")) -> f
 def _response_bool(response_mask) -> torch.Tensor:
     """The response mask as bool [B, N]; raises unless it is 2-D, 0/1-valued and contiguous per row."""
     if not isinstance(response_mask, torch.Tensor) or response_mask.dim() != 2:
-        shape = tuple(response_mask.shape) if isinstance(response_mask, torch.Tensor) else type(response_mask).__name__
-        raise ValueError(f"response_mask must be a [B, N] tensor, got {shape}")
+        got = tuple(response_mask.shape) if isinstance(response_mask, torch.Tensor) else type(response_mask).__name__
+        raise ValueError(f"response_mask must be a [B, N] tensor, got {got}")
     if response_mask.dtype != torch.bool:
         if bool(((response_mask != 0) & (response_mask != 1)).any()):
             raise ValueError("response_mask must hold only 0 and 1 (or be bool)")
@@ -38,7 +38,7 @@ def _statistic(name: str, value, response: torch.Tensor) -> torch.Tensor:
     """A statistic as float64 [B, N], set to 0 outside the response; raises on shape or non-finite values."""
     if not isinstance(value, torch.Tensor) or value.shape != response.shape or value.is_complex():
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-        raise ValueError(f"{name} must be a real tensor of shape {tuple(response.shape)} like response_mask, got {shape}")
+        raise ValueError(f"{name} must be a real tensor shaped {tuple(response.shape)} like response_mask, got {shape}")
     if value.device != response.device:
         raise ValueError(f"{name} is on {value.device} but response_mask is on {response.device}")
     value = value.to(torch.float64)
@@ -86,21 +86,21 @@ def compute_token_weights(
             ``selection``, ``tau_waad``, ``tau_delta``, ``coupled_overlap`` for ``coupled``.
 
     Statistics the strategy does not require may be passed and are neither checked nor read; values
-    outside the response are never read (strategies see them as 0). Returns gamma >= 1 on the response tokens (for gamma_amp >= 1) and exactly 1 elsewhere,
-    on the device of ``response_mask``. The trainer slices the completion part ``[:, -C:]`` before
-    ``token_advantages``.
+    outside the response are never read (strategies see them as 0).
+
+    Returns gamma [B, N] float32 on the device of ``response_mask``: >= 1 on the response tokens and
+    exactly 1 elsewhere. Slice its completion part (``gamma[:, -C:]``) for ``token_advantages``.
 
     Raises:
         ConfigError (a ValueError): unknown strategy or option, out-of-range argument or option value.
         ValueError: missing required statistic, bad shape or device, NaN/inf on a response token.
     """
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"unknown credit strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
+    required_statistics(strategy)  # raises on an unknown name
     spec = STRATEGIES[strategy]
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
         allowed = ", ".join(spec.options) or "none"
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for credit strategy {strategy!r}; allowed: {allowed}")
+        raise ConfigError(f"unknown option {', '.join(unknown)} for credit strategy {strategy!r}; allowed: {allowed}")
     top_quantile = _check_number("top_quantile", top_quantile, 0.0, 1.0)
     gamma_amp = _check_number("gamma_amp", gamma_amp, 1.0)
     alpha = _check_number("alpha", alpha, 0.0, 1.0)
@@ -123,5 +123,5 @@ def compute_token_weights(
     )
     gamma = spec.fn(batch, **{**spec.options, **options})
     if gamma.shape != response.shape:
-        raise ValueError(f"credit strategy {strategy!r} returned shape {tuple(gamma.shape)}, expected {tuple(response.shape)}")
+        raise ValueError(f"strategy {strategy!r} returned shape {tuple(gamma.shape)}, expected {tuple(response.shape)}")
     return torch.where(response, gamma.to(device=response.device, dtype=torch.float32), 1.0)
