@@ -1,0 +1,163 @@
+"""Local- and global-focused head groups and their averaged token statistics (PAPER.md §2, Eq. 7-8; §9 A1).
+
+Every (probe layer, query head) pair is one head; with ``M = n_layers * Hq`` heads:
+
+* heads are ranked by their head distance ``d`` (Eq. 7), ascending; ties are broken by the flat index
+  ``layer_position * Hq + head`` (the lower index ranks as the more local head), so the ranking is a total order;
+* ``k = max(1, floor(quantile * M + 1/2))`` heads per group (``quantile * M`` rounded half up, computed with a
+  1e-9 guard against float error, so 0.3 * 160 = 48), capped at ``floor(M / 2)`` so the groups never overlap
+  (``M == 1``: the one head is both groups);
+* the first ``k`` heads of the ranking form the local group H_loc, the last ``k`` the global group H_glob;
+* ``per="sequence"``: each sequence ranks its own ``d``; ``per="batch"``: one ranking of the batch-mean ``d``
+  (a sequence with no response has ``d = 0`` on every head, which shifts all heads equally and leaves that ranking
+  unchanged), shared by every sequence.
+
+WAAD and FAI are linear in the attention map, so the group average of Eq. 8 followed by Eq. 9/10 equals the
+mean of the per-head statistics over the group: ``waad = mean_{H_loc} WAAD^(l,h)``, ``fai = mean_{H_glob} FAI^(l,h)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from .stats import AttentionStats
+
+GROUPING_MODES = ("sequence", "batch")
+
+HEAD_QUANTILE_HELP = (
+    "Fraction of (probe layer, query head) pairs in each head group (PAPER.md §2, Eq. 7-8): the heads with the "
+    "lowest head distance d form the local group (its mean WAAD, Eq. 9), the highest the global group (its mean FAI, "
+    "Eq. 10). Group size = max(1, round-half-up(quantile * heads)), at most half the heads. Paper: 0.3."
+)
+HEAD_GROUPING_HELP = (
+    "How head groups are chosen (PAPER.md §9 A1, not stated in the paper): 'sequence' ranks each sequence's own head "
+    "distances, 'batch' ranks the batch-mean head distance once for all sequences."
+)
+
+
+@dataclass
+class HeadGroups:
+    """Group-averaged token statistics plus what was selected, for logging.
+
+    Attributes:
+        waad: [B, N] float32, mean WAAD over the local group (0 on non-response tokens).
+        fai: [B, N] float32, mean FAI over the global group (0 where no response token receives from the token).
+        local_mask: [B, n_layers, Hq] bool, the local-focused heads of each sequence.
+        global_mask: [B, n_layers, Hq] bool, the global-focused heads of each sequence.
+        head_distance: [B, n_layers, Hq] float32, d of Eq. 7 per sequence and head.
+        layers: the probe layers, in the order of the ``n_layers`` axis.
+        quantile: the group fraction used.
+    """
+
+    waad: torch.Tensor
+    fai: torch.Tensor
+    local_mask: torch.Tensor
+    global_mask: torch.Tensor
+    head_distance: torch.Tensor
+    layers: list[int]
+    quantile: float = 0.3
+
+    def batch_groups(self, layers: list[int] | None = None) -> dict[str, list[list[int]]]:
+        """The head groups of the batch-mean head distance, for logging: ``{"local": [[layer, head], ...],
+        "global": [...]}`` (sorted; ``layers`` relabels the layer axis, default ``self.layers``). With
+        ``per="batch"`` these are the groups every sequence used. Copies to the host (synchronises)."""
+        layers = self.layers if layers is None else list(layers)
+        local, glob = select_head_groups(self.head_distance, self.quantile, per="batch")
+        return {
+            name: [[layers[i], h] for i, h in mask[0].nonzero().tolist()]
+            for name, mask in (("local", local), ("global", glob))
+        }
+
+
+def group_size(num_heads: int, quantile: float) -> int:
+    """Heads per group: ``max(1, floor(quantile * num_heads + 1/2))``, at most ``num_heads // 2`` (if >= 2 heads)."""
+    k = max(1, int(quantile * num_heads + 0.5 + 1e-9))
+    return min(k, num_heads // 2) if num_heads >= 2 else 1
+
+
+def _check_quantile_per(quantile, per):
+    if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0.0 < quantile <= 0.5:
+        raise ValueError(f"head quantile must be a number in (0, 0.5], got {quantile!r}")
+    if per not in GROUPING_MODES:
+        raise ValueError(f"head grouping must be one of {GROUPING_MODES}, got {per!r}")
+
+
+def select_head_groups(
+    head_distance: torch.Tensor, quantile: float = 0.3, per: str = "sequence"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local and global head masks from head distances.
+
+    Args:
+        head_distance: [B, ...] head distance d per sequence; the trailing dims (e.g. [n_layers, Hq]) are the heads,
+            ranked in their flattened (row-major) order for ties.
+        quantile: fraction of heads per group, in (0, 0.5]; see :func:`group_size` for the rounding.
+        per: ``"sequence"`` (each row ranked on its own) or ``"batch"`` (the batch-mean d ranked once).
+
+    Returns:
+        (local_mask, global_mask), bool, same shape as ``head_distance``; exactly ``group_size(M, quantile)`` heads
+        are set per sequence in each.
+    """
+    _check_quantile_per(quantile, per)
+    if head_distance.dim() < 2 or head_distance[0].numel() == 0:
+        raise ValueError(f"head_distance must be [B, heads...] with at least one head, got {tuple(head_distance.shape)}")
+    b = head_distance.shape[0]
+    d = head_distance.reshape(b, -1).float()
+    m = d.shape[1]
+    if per == "batch":
+        d = d.mean(0, keepdim=True)
+    k = group_size(m, quantile)
+    order = torch.sort(d, dim=1, stable=True).indices  # ascending d, ties by flat index
+    local = torch.zeros_like(d, dtype=torch.bool).scatter_(1, order[:, :k], True)
+    glob = torch.zeros_like(d, dtype=torch.bool).scatter_(1, order[:, m - k :], True)
+    if per == "batch":
+        local, glob = local.repeat(b, 1), glob.repeat(b, 1)
+    return local.reshape(head_distance.shape), glob.reshape(head_distance.shape)
+
+
+def group_token_stats(
+    stats: Mapping[int, AttentionStats], quantile: float = 0.3, per: str = "sequence"
+) -> HeadGroups:
+    """Select the local/global head groups (Eq. 7) and average their WAAD / FAI (Eq. 8-10).
+
+    Args:
+        stats: per probe layer statistics, e.g. ``record_attention(...).stats``; each ``waad``/``fai`` is
+            [B, Hq, N] and ``head_distance`` [B, Hq], the same B, Hq and N for every layer.
+        quantile: fraction of all (layer, head) pairs in each group, paper default 0.3.
+        per: ``"sequence"`` or ``"batch"`` (PAPER.md §9 A1).
+
+    Returns:
+        :class:`HeadGroups` with token statistics [B, N] and the group masks [B, n_layers, Hq].
+    """
+    _check_quantile_per(quantile, per)
+    if not stats:
+        raise ValueError("no attention statistics to group: the stats mapping is empty")
+    layers = sorted(stats)
+    first = stats[layers[0]]
+    shape = tuple(first.waad.shape)
+    for layer in layers:
+        s = stats[layer]
+        if tuple(s.waad.shape) != shape or tuple(s.fai.shape) != shape or tuple(s.head_distance.shape) != shape[:2]:
+            raise ValueError(
+                f"layer {layer} statistics have shapes waad {tuple(s.waad.shape)}, fai {tuple(s.fai.shape)}, "
+                f"head_distance {tuple(s.head_distance.shape)}; expected {shape}, {shape}, {shape[:2]} as for layer "
+                f"{layers[0]}"
+            )
+    head_distance = torch.stack([stats[layer].head_distance.float() for layer in layers], dim=1)  # [B, L, Hq]
+    local, glob = select_head_groups(head_distance, quantile, per)
+    k = group_size(local[0].numel(), quantile)  # the same count for every sequence
+    w_local = local.float() / k
+    w_global = glob.float() / k
+    waad = sum(torch.einsum("bh,bhn->bn", w_local[:, i], stats[layer].waad.float()) for i, layer in enumerate(layers))
+    fai = sum(torch.einsum("bh,bhn->bn", w_global[:, i], stats[layer].fai.float()) for i, layer in enumerate(layers))
+    return HeadGroups(
+        waad=waad,
+        fai=fai,
+        local_mask=local,
+        global_mask=glob,
+        head_distance=head_distance,
+        layers=layers,
+        quantile=quantile,
+    )

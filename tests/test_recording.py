@@ -1,0 +1,324 @@
+"""Recording attention statistics inside a real transformers forward (attncredit.attention.recording).
+
+The reference for every statistic is the model's own eager attention probabilities (``output_attentions=True``),
+to which Eq. 7, 9 and 10 are applied directly here.
+"""
+
+import types
+
+import pytest
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM
+
+from attncredit.attention import recording
+from attncredit.attention.recording import (
+    ATTN_IMPLEMENTATION,
+    RecordingUnsupportedError,
+    enable_recording,
+    record_attention,
+)
+from attncredit.errors import ConfigError
+
+WINDOW, HORIZON = 4, (2, 12)
+LAYERS = [1, 2, 4]
+
+
+def _batch(vocab_size, n=40, seed=1):
+    """3 sequences: left padding + response from mid-sequence, no padding, and left + right padding."""
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(4, vocab_size, (3, n), generator=g)
+    attention_mask = torch.ones(3, n, dtype=torch.long)
+    attention_mask[0, :7] = 0
+    attention_mask[2, :5] = 0
+    attention_mask[2, -6:] = 0
+    response_mask = torch.zeros(3, n, dtype=torch.long)
+    response_mask[0, 20:] = 1
+    response_mask[1, 12:] = 1
+    response_mask[2, 17:-6] = 1
+    return input_ids, attention_mask, response_mask
+
+
+def _load(folder, attn="sdpa", dtype=torch.float32):
+    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation=attn, dtype=dtype)
+    return model.eval()
+
+
+def _stats_from_probabilities(probs, attention_mask, response_mask, window, horizon):
+    """Eq. 7, 9 and 10 applied to attention probabilities A [B, H, N(t), N(s)] (float64)."""
+    a = probs.double()
+    n = a.shape[-1]
+    pos = torch.arange(n)
+    dist = (pos[:, None] - pos[None, :]).double()  # t - s
+    a = a * (dist >= 0) * attention_mask[:, None, None, :].bool()  # causal, real keys only
+    rows = response_mask.bool()[:, None, :]  # [B, 1, N(t)]
+    n_rows = response_mask.sum(-1).clamp(min=1).double()[:, None]
+    head_distance = ((a * dist.clamp(min=0)).sum(-1) * rows).sum(-1) / n_rows  # Eq. 7
+    waad = (a * dist.clamp(0, window)).sum(-1) * rows  # Eq. 9
+    lo, hi = horizon
+    receivers = ((dist >= lo) & (dist <= hi))[None] & response_mask.bool()[:, :, None]  # [B, t, s]
+    count = receivers.sum(1).double()[:, None]  # |T(s)|
+    fai = (a * receivers[:, None]).sum(-2) / count.clamp(min=1) * (count > 0)  # Eq. 10
+    return head_distance, waad, fai
+
+
+def _eager_reference(folder, inputs, layers, dtype=torch.float32, window=WINDOW, horizon=HORIZON):
+    input_ids, attention_mask, response_mask = inputs
+    model = _load(folder, "eager", dtype)
+    with torch.no_grad():
+        out = model(input_ids, attention_mask=attention_mask, output_attentions=True)
+    return {
+        layer: _stats_from_probabilities(out.attentions[layer], attention_mask, response_mask, window, horizon)
+        for layer in layers
+    }
+
+
+def _record(model, inputs, layers=LAYERS, window=WINDOW, horizon=HORIZON, **kwargs):
+    input_ids, attention_mask, response_mask = inputs
+    with torch.no_grad(), record_attention(
+        model, layers, attention_mask, response_mask, window=window, fai_horizon=horizon, backend="dense", **kwargs
+    ) as rec:
+        out = model(input_ids, attention_mask=attention_mask)
+    return rec, out
+
+
+def _assert_matches(stats, reference, atol=None, relative=None):
+    """Equal within ``atol``, or within ``relative`` times the largest reference value of each statistic."""
+    assert sorted(stats) == sorted(reference)
+    for layer, expected in reference.items():
+        got = stats[layer]
+        assert got.waad.dtype == torch.float32
+        for value, ref in zip((got.head_distance, got.waad, got.fai), expected):
+            tol = atol if relative is None else relative * float(ref.abs().max())
+            torch.testing.assert_close(value.double(), ref, atol=tol, rtol=0.0)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama", "qwen3", "mistral"])
+def test_recorded_stats_match_eager_probabilities(tiny_model_dirs, arch):
+    folder = tiny_model_dirs[arch]
+    model = _load(folder)
+    inputs = _batch(model.config.vocab_size)
+    reference = _eager_reference(folder, inputs, LAYERS)
+    enable_recording(model)
+    rec, _ = _record(model, inputs)
+    _assert_matches(rec.stats, reference, atol=1e-5)
+    waad = rec.stats[LAYERS[0]].waad
+    assert waad.shape == (3, model.config.num_attention_heads, inputs[0].shape[1])
+    assert bool((waad.transpose(1, 2)[inputs[2] == 0] == 0).all()) and float(waad.max()) > 1.0  # zero off-response
+
+
+def test_paper_defaults_match_eager_probabilities(tiny_qwen2):
+    model = _load(tiny_qwen2)
+    inputs = _batch(model.config.vocab_size, n=64)
+    reference = _eager_reference(tiny_qwen2, inputs, [3], window=10, horizon=(10, 100))
+    enable_recording(model)
+    rec, _ = _record(model, inputs, layers=[3], window=10, horizon=(10, 100))
+    _assert_matches(rec.stats, reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_bf16_recorded_stats_close_to_eager(tiny_model_dirs, arch):
+    folder = tiny_model_dirs[arch]
+    model = _load(folder, dtype=torch.bfloat16)
+    inputs = _batch(model.config.vocab_size)
+    reference = _eager_reference(folder, inputs, LAYERS, dtype=torch.bfloat16)
+    enable_recording(model)
+    rec, _ = _record(model, inputs)
+    _assert_matches(rec.stats, reference, relative=0.01)  # bf16: measured <= 0.3% of the scale
+
+
+def test_logits_bit_identical_to_stock_sdpa(tiny_qwen2):
+    model = _load(tiny_qwen2)
+    input_ids, attention_mask, response_mask = inputs = _batch(model.config.vocab_size)
+    with torch.no_grad():
+        stock = model(input_ids, attention_mask=attention_mask).logits
+        stock_unpadded = model(input_ids[1:2]).logits
+    enable_recording(model)
+    assert model.config._attn_implementation == ATTN_IMPLEMENTATION
+    with torch.no_grad():
+        plain = model(input_ids, attention_mask=attention_mask).logits
+        plain_unpadded = model(input_ids[1:2]).logits
+    rec, out = _record(model, inputs)
+    assert torch.equal(plain, stock) and torch.equal(plain_unpadded, stock_unpadded)
+    assert torch.equal(out.logits, stock)
+    assert not torch.equal(plain[0], model(input_ids[:1]).logits[0])  # the padding mask is really applied
+    with torch.no_grad(), record_attention(model, LAYERS, attention_mask[1:2], response_mask[1:2], backend="dense"):
+        assert torch.equal(model(input_ids[1:2]).logits, stock_unpadded)  # no mask: SDPA's is_causal path
+
+
+def test_only_probe_layers_compute_stats_and_context_keeps_nothing(tiny_qwen2, monkeypatch):
+    model = enable_recording(_load(tiny_qwen2))
+    inputs = _batch(model.config.vocab_size)
+    calls = []
+    real = recording._stats_function
+
+    def counting(backend, device):
+        fn = real(backend, device)
+        return lambda q, *args: calls.append(q.shape) or fn(q, *args)
+
+    monkeypatch.setattr(recording, "_stats_function", counting)
+    with torch.no_grad():
+        model(inputs[0], attention_mask=inputs[1])  # outside any context: no statistics
+    assert calls == []
+    rec, _ = _record(model, inputs)
+    assert len(calls) == len(LAYERS) and sorted(rec.stats) == LAYERS
+    assert all(recording._RECORDER_ATTR not in m.__dict__ for m in model.modules())
+    assert rec._masks is None and rec._model is None
+    for s in rec.stats.values():
+        assert not s.waad.requires_grad and s.waad.grad_fn is None
+
+
+def test_stop_after_last_skips_deeper_layers(tiny_qwen2):
+    model = enable_recording(_load(tiny_qwen2))
+    inputs = _batch(model.config.vocab_size)
+    full, _ = _record(model, inputs, layers=[1, 3])
+    ran = []
+    hooks = [
+        layer.register_forward_pre_hook(lambda mod, args, i=i: ran.append(i)) for i, layer in enumerate(model.model.layers)
+    ]
+    hooks.append(model.lm_head.register_forward_pre_hook(lambda mod, args: ran.append("lm_head")))
+    after = []
+    input_ids, attention_mask, response_mask = inputs
+    with torch.no_grad(), record_attention(
+        model, [3, 1], attention_mask, response_mask, window=WINDOW, fai_horizon=HORIZON, backend="dense",
+        stop_after_last=True,
+    ) as rec:
+        model(input_ids, attention_mask=attention_mask)
+        after.append("not reached")
+    for hook in hooks:
+        hook.remove()
+    assert ran == [0, 1, 2, 3] and after == []
+    assert sorted(rec.stats) == [1, 3]
+    for layer in (1, 3):
+        for field in ("waad", "fai", "head_distance"):
+            assert torch.equal(getattr(rec.stats[layer], field), getattr(full.stats[layer], field))
+    with torch.no_grad():  # the model is left in a clean state
+        assert torch.equal(model(input_ids, attention_mask=attention_mask).logits, _record(model, inputs)[1].logits)
+
+
+def test_peft_lora_model(tiny_qwen2):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    peft_model = get_peft_model(
+        _load(tiny_qwen2), LoraConfig(r=4, target_modules=["q_proj", "k_proj"], init_lora_weights=False)
+    ).eval()
+    inputs = _batch(peft_model.config.vocab_size)
+    peft_model.base_model.model.set_attn_implementation("eager")
+    with torch.no_grad():
+        out = peft_model(inputs[0], attention_mask=inputs[1], output_attentions=True)
+    reference = {layer: _stats_from_probabilities(out.attentions[layer], inputs[1], inputs[2], WINDOW, HORIZON)
+                 for layer in LAYERS}
+    assert enable_recording(peft_model) is peft_model
+    rec, _ = _record(peft_model, inputs)
+    _assert_matches(rec.stats, reference, atol=1e-5)
+    base_rec, _ = _record(enable_recording(_load(tiny_qwen2)), inputs)  # the LoRA update is really in the stats
+    assert not torch.allclose(base_rec.stats[1].waad, rec.stats[1].waad, atol=1e-3)
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True])
+def test_gradient_checkpointing_backward_records_once(tiny_qwen2, monkeypatch, use_reentrant):
+    model = enable_recording(_load(tiny_qwen2))
+    inputs = _batch(model.config.vocab_size)
+    expected, _ = _record(model, inputs)
+    model.train()
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": use_reentrant})
+    if use_reentrant:
+        model.enable_input_require_grads()
+    calls = []
+    real = recording._stats_function
+
+    def counting(backend, device):
+        fn = real(backend, device)
+        return lambda q, *args: calls.append(q.shape) or fn(q, *args)
+
+    monkeypatch.setattr(recording, "_stats_function", counting)
+    input_ids, attention_mask, response_mask = inputs
+    with record_attention(
+        model, LAYERS, attention_mask, response_mask, window=WINDOW, fai_horizon=HORIZON, backend="dense"
+    ) as rec:
+        out = model(input_ids, attention_mask=attention_mask, use_cache=False)
+        first = {layer: s.waad for layer, s in rec.stats.items()}
+        out.logits.float().square().mean().backward()  # recomputes every checkpointed layer
+    assert len(calls) == len(LAYERS)
+    assert all(rec.stats[layer].waad is first[layer] for layer in LAYERS)
+    expected = {k: (v.head_distance.double(), v.waad.double(), v.fai.double()) for k, v in expected.stats.items()}
+    _assert_matches(rec.stats, expected, atol=1e-6)
+    assert model.model.layers[0].self_attn.q_proj.weight.grad is not None
+    assert float(model.model.layers[0].self_attn.q_proj.weight.grad.abs().sum()) > 0
+
+
+def test_falcon_bypasses_the_attention_interface():
+    from transformers import FalconConfig, FalconForCausalLM
+
+    config = FalconConfig(vocab_size=64, hidden_size=64, num_hidden_layers=2, num_attention_heads=4)
+    with pytest.raises(RecordingUnsupportedError, match="FalconForCausalLM") as err:
+        enable_recording(FalconForCausalLM(config))
+    assert isinstance(err.value, ConfigError) and "\n" not in str(err.value)
+
+
+def test_plain_torch_module_is_refused():
+    class TinyLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(4, 4)
+
+    with pytest.raises(RecordingUnsupportedError, match="TinyLM"):
+        enable_recording(TinyLM())
+
+
+def test_attention_replaced_by_custom_code_is_detected_by_probe_forward(tiny_qwen2):
+    """A Qwen2 whose attention modules compute attention themselves: the class check passes, the probe fails."""
+    model = _load(tiny_qwen2)
+
+    def own_attention(self, hidden_states, position_embeddings, attention_mask=None, **kwargs):
+        b, n, _ = hidden_states.shape
+        q = self.q_proj(hidden_states).view(b, n, -1, self.head_dim).transpose(1, 2)
+        k = self.k_proj(hidden_states).view(b, n, -1, self.head_dim).transpose(1, 2)
+        v = self.v_proj(hidden_states).view(b, n, -1, self.head_dim).transpose(1, 2)
+        out = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        return self.o_proj(out.transpose(1, 2).reshape(b, n, -1)), None
+
+    for layer in model.model.layers:
+        layer.self_attn.forward = types.MethodType(own_attention, layer.self_attn)
+    with pytest.raises(RecordingUnsupportedError, match="Qwen2ForCausalLM.*bypasses") as err:
+        enable_recording(model)
+    assert "\n" not in str(err.value)
+    assert model.config._attn_implementation == "sdpa"  # switched back
+
+
+def test_misuse_gives_clear_errors(tiny_model_dirs):
+    model = _load(tiny_model_dirs["qwen2"])
+    input_ids, attention_mask, response_mask = _batch(model.config.vocab_size)
+    with pytest.raises(ConfigError, match="enable_recording"):
+        record_attention(model, LAYERS, attention_mask, response_mask)
+    enable_recording(model)
+    with pytest.raises(ValueError, match=r"\[0, 5\]"):
+        record_attention(model, [2, 6], attention_mask, response_mask)
+    with pytest.raises(ValueError, match="padding"):
+        record_attention(model, LAYERS, attention_mask, torch.ones_like(response_mask))
+    with pytest.raises(RuntimeError, match=r"never reached probe layers \[1, 2, 4\]"):
+        with record_attention(model, LAYERS, attention_mask, response_mask, backend="dense"):
+            pass  # no forward
+    with pytest.raises(ValueError, match="batch 1 and length 40"):
+        with torch.no_grad(), record_attention(model, LAYERS, attention_mask, response_mask, backend="dense"):
+            model(input_ids[:1])
+    with torch.no_grad(), record_attention(model, LAYERS, attention_mask, response_mask, backend="dense"):
+        with pytest.raises(RuntimeError, match="already being recorded"):
+            with record_attention(model, LAYERS, attention_mask, response_mask, backend="dense"):
+                pass
+        model(input_ids, attention_mask=attention_mask)
+    assert all(recording._RECORDER_ATTR not in m.__dict__ for m in model.modules())
+
+    mistral = enable_recording(_load(tiny_model_dirs["mistral"]))
+    mistral.config.sliding_window = 16
+    with pytest.raises(ValueError, match="sliding window of 16"):
+        with torch.no_grad(), record_attention(mistral, LAYERS, attention_mask, response_mask, backend="dense"):
+            mistral(input_ids, attention_mask=attention_mask)
+
+
+def test_from_pretrained_with_registered_name(tiny_qwen2):
+    model = _load(tiny_qwen2, attn=ATTN_IMPLEMENTATION)
+    inputs = _batch(model.config.vocab_size)
+    rec, _ = _record(model, inputs, layers=[0])
+    assert sorted(rec.stats) == [0]
