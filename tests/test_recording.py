@@ -73,10 +73,10 @@ def _eager_reference(folder, inputs, layers, dtype=torch.float32, window=WINDOW,
     }
 
 
-def _record(model, inputs, layers=LAYERS, window=WINDOW, horizon=HORIZON, **kwargs):
+def _record(model, inputs, layers=LAYERS, window=WINDOW, horizon=HORIZON, backend="dense", **kwargs):
     input_ids, attention_mask, response_mask = inputs
     with torch.no_grad(), record_attention(
-        model, layers, attention_mask, response_mask, window=window, fai_horizon=horizon, backend="dense", **kwargs
+        model, layers, attention_mask, response_mask, window=window, fai_horizon=horizon, backend=backend, **kwargs
     ) as rec:
         out = model(input_ids, attention_mask=attention_mask)
     return rec, out
@@ -107,12 +107,13 @@ def test_recorded_stats_match_eager_probabilities(tiny_model_dirs, arch):
     assert bool((waad.transpose(1, 2)[inputs[2] == 0] == 0).all()) and float(waad.max()) > 1.0  # zero off-response
 
 
-def test_paper_defaults_match_eager_probabilities(tiny_qwen2):
+@pytest.mark.parametrize("backend", ["dense", "auto"])  # auto = the chunked torch backend on CPU
+def test_paper_defaults_match_eager_probabilities(tiny_qwen2, backend):
     model = _load(tiny_qwen2)
     inputs = _batch(model.config.vocab_size, n=64)
     reference = _eager_reference(tiny_qwen2, inputs, [3], window=10, horizon=(10, 100))
     enable_recording(model)
-    rec, _ = _record(model, inputs, layers=[3], window=10, horizon=(10, 100))
+    rec, _ = _record(model, inputs, layers=[3], window=10, horizon=(10, 100), backend=backend)
     _assert_matches(rec.stats, reference, atol=1e-5)
 
 
@@ -297,6 +298,10 @@ def test_misuse_gives_clear_errors(tiny_model_dirs):
         record_attention(model, [2, 6], attention_mask, response_mask)
     with pytest.raises(ValueError, match="padding"):
         record_attention(model, LAYERS, attention_mask, torch.ones_like(response_mask))
+    holes = attention_mask.clone()
+    holes[1, 3] = 0
+    with pytest.raises(ValueError, match="contiguous"):
+        record_attention(model, LAYERS, holes, response_mask)
     with pytest.raises(RuntimeError, match=r"never reached probe layers \[1, 2, 4\]"):
         with record_attention(model, LAYERS, attention_mask, response_mask, backend="dense"):
             pass  # no forward

@@ -27,8 +27,8 @@ Semantics:
   from the class and by a probe forward); leaving a context whose forward did not reach every probe layer raises.
   Probe layers with a sliding window shorter than the sequence, a KV-cache prefix, or softcapping/sinks raise.
 * the masks are the caller's [B, N] ``attention_mask`` (1 = real token, left and/or right padding) and
-  ``response_mask`` (1 = completion token). Response tokens outside ``attention_mask`` are ignored. Packed
-  sequences (several documents in one row) are not supported.
+  ``response_mask`` (1 = completion token), checked once when the context is created (one host sync): real
+  tokens contiguous, responses inside them. Packed sequences (several documents in one row) are not supported.
 """
 
 from __future__ import annotations
@@ -131,6 +131,22 @@ def _stats_function(backend: str, device: torch.device):
     from .triton_stats import triton_attention_stats
 
     return triton_attention_stats
+
+
+def _check_masks(attention_mask: torch.Tensor, response_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate the [B, N] bool masks once per context (one host sync), so that no probe layer needs to."""
+    first_column = attention_mask.new_zeros(attention_mask.shape[0], 1)
+    runs = (attention_mask & ~torch.cat([first_column, attention_mask[:, :-1]], dim=1)).sum(-1)  # runs of real tokens
+    not_contiguous = (runs > 1).any()
+    response_on_padding = (response_mask & ~attention_mask).any()
+    if bool(not_contiguous | response_on_padding):
+        if bool(not_contiguous):
+            raise ValueError(
+                "attention_mask must mark one contiguous run of real tokens per sequence (left/right padding only; "
+                "packed sequences are not supported)"
+            )
+        raise ValueError("response_mask marks padding tokens (attention_mask == 0) as response tokens")
+    return attention_mask, response_mask
 
 
 class _LayerDiscovery:
@@ -259,14 +275,12 @@ class AttentionRecorder:
                 f"attention_mask and response_mask must both be [B, N], got {tuple(attention_mask.shape)} and "
                 f"{tuple(response_mask.shape)}"
             )
-        attention_mask, response_mask = attention_mask.bool(), response_mask.bool()
-        if not attention_mask.is_cuda and bool((response_mask & ~attention_mask).any()):  # free on CPU only
-            raise ValueError("response_mask marks padding tokens (attention_mask == 0) as response tokens")
+        attention_mask, response_mask = _check_masks(attention_mask.bool(), response_mask.bool())
         self.window, self.fai_horizon, self.backend = int(window), (int(lo), int(hi)), backend
         self.stop_after_last = bool(stop_after_last)
         self.stats: dict[int, AttentionStats] = {}
         self._model = model
-        self._masks = (attention_mask, response_mask & attention_mask)
+        self._masks = (attention_mask, response_mask)
         self._probe_set = frozenset(self.layers)
         self._deepest = self.layers[-1]
         self._modules: list[nn.Module] = []
