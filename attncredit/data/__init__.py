@@ -1,0 +1,43 @@
+"""Datasets for attncredit: generated Countdown, packaged offline math sets, hub math sets, prompt templates.
+
+=================  =========  ===========================  ==============================================
+name               task       splits                       source
+=================  =========  ===========================  ==============================================
+``countdown``      countdown  train (20000), test (512)    generated, seeded, solvable by construction
+``countdown3``     countdown  train, test                  generated, 3 numbers (easy demo)
+``gsm8k``          math       test (1319) / train (7473)   test packaged (offline) / train from the hub
+``aime2025``       math       test (30)                    packaged (offline)
+``champ``          math       test (270)                   packaged (offline)
+``dapo_math_17k``  math       train                        hub (the paper's math training set)
+``math500``        math       test (500)                   hub
+``aime2024``       math       test (30)                    hub
+``amc23``          math       test (40)                    hub
+``olympiadbench``  math       test (674)                   hub
+``minerva``        math       test (272)                   hub
+=================  =========  ===========================  ==============================================
+
+Hub ids are in ``hub.py``, package files in ``packaged.py``. Example::
+
+    from attncredit.data import load_dataset_by_name
+    train = load_dataset_by_name("countdown", "train", seed=0)            # 20000 rows, template "r1"
+    test = load_dataset_by_name("gsm8k", "test", template="boxed", limit=64)
+"""
+
+from .countdown import countdown_splits, generate_countdown, solve_countdown
+from .registry import DATASETS, list_datasets, load_dataset_by_name, validate_columns
+from .templates import DEFAULT_TEMPLATE, TEMPLATES, PromptTemplate, get_template, list_templates
+
+__all__ = [
+    "load_dataset_by_name",
+    "list_datasets",
+    "validate_columns",
+    "DATASETS",
+    "generate_countdown",
+    "countdown_splits",
+    "solve_countdown",
+    "PromptTemplate",
+    "TEMPLATES",
+    "DEFAULT_TEMPLATE",
+    "get_template",
+    "list_templates",
+]

@@ -1,0 +1,230 @@
+"""One registry of datasets by name, each yielding TRL-ready rows; and a column check for user datasets.
+
+Row format (every dataset):
+
+* ``prompt``: conversational messages, ``[{"role": "system", ...}?, {"role": "user", "content": ...}]``, rendered
+  by the prompt template (``templates.py``);
+* ``answer``: the gold answer as a string (Countdown: one reference solution);
+* ``task``: ``"countdown"`` or ``"math"`` (which rewards apply: ``rewards.DEFAULT_REWARDS[task]``);
+* Countdown: ``numbers`` (list of int), ``target`` (int); math: ``question`` (the raw problem) plus per-dataset
+  extras (``solution``, ``id``, ``category``, ``answer_original``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from attncredit.errors import ConfigError
+
+from . import hub, packaged
+from .countdown import generate_countdown, puzzle_key
+from .templates import PromptTemplate, get_template
+
+_COUNTDOWN_OPTIONS = {
+    "num_train": 20_000,
+    "num_test": 512,
+    "num_numbers": 4,
+    "min_number": 1,
+    "max_number": 99,
+    "min_target": 1,
+    "max_target": 100,
+}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    task: str
+    splits: dict[str, str]  # split -> where it comes from: "generated", "packaged" or "hub"
+    description: str
+    options: dict = field(default_factory=dict)
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in [
+        DatasetSpec("countdown", "countdown", {"train": "generated", "test": "generated"},
+                    "TinyZero Countdown, 4 numbers in 1..99, targets 1..100, 20000 train / 512 test",
+                    dict(_COUNTDOWN_OPTIONS)),
+        DatasetSpec("countdown3", "countdown", {"train": "generated", "test": "generated"},
+                    "easy Countdown demo: 3 numbers", {**_COUNTDOWN_OPTIONS, "num_numbers": 3}),
+        DatasetSpec("gsm8k", "math", {"train": "hub", "test": "packaged"},
+                    "GSM8K: test (1319) packaged, train (7473) from openai/gsm8k"),
+        DatasetSpec("aime2025", "math", {"test": "packaged"}, "AIME 2025 I+II (30), packaged"),
+        DatasetSpec("champ", "math", {"test": "packaged"}, "CHAMP competition problems (270), packaged"),
+        DatasetSpec("dapo_math_17k", "math", {"train": "hub"}, "DAPO-Math-17k, the paper's math training set"),
+        DatasetSpec("math500", "math", {"test": "hub"}, "MATH-500"),
+        DatasetSpec("aime2024", "math", {"test": "hub"}, "AIME 2024 I+II (30)"),
+        DatasetSpec("amc23", "math", {"test": "hub"}, "AMC 2023 (40)"),
+        DatasetSpec("olympiadbench", "math", {"test": "hub"}, "OlympiadBench, text-only English maths (674)"),
+        DatasetSpec("minerva", "math", {"test": "hub"}, "Minerva Math (272)"),
+    ]
+}
+
+
+def list_datasets(offline_only: bool = False) -> list[str]:
+    """Dataset names; ``offline_only`` keeps those with at least one split that needs no hub."""
+    return [n for n, s in DATASETS.items() if not offline_only or any(v != "hub" for v in s.splits.values())]
+
+
+def _offline_summary() -> str:
+    parts = []
+    for name, spec in DATASETS.items():
+        offline = [split for split, where in spec.splits.items() if where != "hub"]
+        if offline and len(offline) < len(spec.splits):
+            parts.append(f"{name} ({'/'.join(offline)})")
+        elif offline:
+            parts.append(name)
+    return ", ".join(parts)
+
+
+def _check_options(spec: DatasetSpec, options: dict) -> dict:
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        allowed = ", ".join(spec.options) if spec.options else "none"
+        raise ConfigError(f"unknown option '{unknown[0]}' for dataset '{spec.name}'; allowed: {allowed}")
+    merged = {**spec.options, **options}
+    for key, value in options.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"dataset option {key} must be an integer, got {value!r}")
+    if spec.task == "countdown":
+        m = merged
+        if not 2 <= m["num_numbers"] <= 6:
+            raise ConfigError(f"countdown num_numbers must be in 2..6, got {m['num_numbers']}")
+        if not 0 <= m["min_number"] <= m["max_number"]:
+            raise ConfigError(f"countdown needs 0 <= min_number <= max_number, got {m['min_number']}..{m['max_number']}")
+        if m["min_target"] > m["max_target"]:
+            raise ConfigError(f"countdown needs min_target <= max_target, got {m['min_target']}..{m['max_target']}")
+        for key in ("num_train", "num_test"):
+            if m[key] < 0:
+                raise ConfigError(f"countdown {key} must be >= 0, got {m[key]}")
+    return merged
+
+
+def _countdown_rows(split: str, limit: int | None, seed: int, opts: dict) -> list[dict]:
+    ranges = {k: opts[k] for k in ("num_numbers", "min_number", "max_number", "min_target", "max_target")}
+    if split == "test":
+        n = opts["num_test"] if limit is None else min(limit, opts["num_test"])
+        try:
+            return generate_countdown(n, seed=f"countdown-test-{seed}", **ranges)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    n = opts["num_train"] if limit is None else min(limit, opts["num_train"])
+    try:
+        test = generate_countdown(opts["num_test"], seed=f"countdown-test-{seed}", **ranges)
+        exclude = {puzzle_key(p["numbers"], p["target"]) for p in test}
+        return generate_countdown(n, seed=f"countdown-train-{seed}", exclude=exclude, **ranges)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+_PACKAGED = {
+    ("gsm8k", "test"): packaged.load_gsm8k_test,
+    ("aime2025", "test"): packaged.load_aime2025,
+    ("champ", "test"): packaged.load_champ,
+}
+
+
+def load_dataset_by_name(
+    name: str,
+    split: str = "train",
+    *,
+    template: str | PromptTemplate | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    **options,
+):
+    """A ``datasets.Dataset`` of TRL-ready rows (see the module docstring) for dataset ``name``.
+
+    ``template``: prompt template name (``r1``, ``boxed``) or a ``PromptTemplate``; default per task (countdown:
+    ``r1``, math: ``boxed``). ``limit``: keep the first ``limit`` rows (same rows as the full split's prefix).
+    ``seed``: the Countdown generator seed (fixed datasets ignore it). ``options``: per-dataset settings, e.g.
+    ``countdown``: ``num_train``, ``num_test``, ``num_numbers``, ``min_number``, ``max_number``,
+    ``min_target``, ``max_target``. Raises ``ConfigError`` for an unknown name, split or option, a missing data
+    package, or a hub dataset the hub cannot serve.
+    """
+    import datasets
+
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset '{name}'; allowed: {', '.join(DATASETS)}")
+    spec = DATASETS[name]
+    if split not in spec.splits:
+        raise ConfigError(f"dataset '{name}' has no split '{split}'; allowed: {', '.join(spec.splits)}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ConfigError(f"limit must be a non-negative integer or None, got {limit!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    opts = _check_options(spec, options)
+    tmpl = get_template(template, spec.task)
+    tmpl.render(spec.task, numbers=[1, 2], target=3, question="?")  # fail fast on a template without this task
+
+    if spec.task == "countdown":
+        rows = [
+            {
+                "prompt": tmpl.render("countdown", numbers=p["numbers"], target=p["target"]),
+                "answer": p["solution"],
+                "task": "countdown",
+                "numbers": p["numbers"],
+                "target": p["target"],
+            }
+            for p in _countdown_rows(split, limit, seed, opts)
+        ]
+    else:
+        if spec.splits[split] == "packaged":
+            raw = _PACKAGED[(name, split)]()
+            raw = raw if limit is None else raw[:limit]
+        else:
+            raw = hub.load_hub(name, split, limit, _offline_summary())
+        rows = [
+            {"prompt": tmpl.render("math", question=r["question"]), "answer": str(r["answer"]), "task": "math", **r}
+            for r in raw
+        ]
+    if not rows:
+        return datasets.Dataset.from_dict({"prompt": [], "answer": [], "task": []})
+    return datasets.Dataset.from_list(rows)
+
+
+def validate_columns(dataset, required=("prompt",), *, rewards=None) -> None:
+    """Check that a (user) dataset has the columns training needs; ``ConfigError`` naming the first missing one.
+
+    ``required``: columns every row needs (default ``prompt``). ``rewards``: reward names or functions (as for
+    ``rewards.get_reward_funcs``) whose ``required_columns`` are added, e.g. ``answer`` for ``math_accuracy``,
+    ``numbers`` and ``target`` for ``countdown``. Also checks that ``prompt`` is a string or a list of
+    ``{"role", "content"}`` messages. Accepts a ``datasets.Dataset``/``IterableDataset`` or a list of row dicts.
+    """
+    needed: dict[str, str] = {c: "training" for c in required}
+    if rewards is not None:
+        from rewards import get_reward_funcs
+
+        for func in get_reward_funcs(rewards):
+            for column in getattr(func, "required_columns", ()):
+                needed.setdefault(column, f"reward '{getattr(func, '__name__', func)}'")
+    if isinstance(dataset, list):
+        first = dataset[0] if dataset else {}
+        columns = list(first) if isinstance(first, dict) else []
+    else:
+        columns = getattr(dataset, "column_names", None)
+        first = None
+        if columns is None:  # an IterableDataset without known features: peek at one row
+            first = next(iter(dataset), {})
+            columns = list(first)
+    for column, why in needed.items():
+        if column not in columns:
+            raise ConfigError(
+                f"dataset is missing column '{column}' (needed by {why}); required: {', '.join(needed)}; "
+                f"found: {', '.join(columns) or 'none'}"
+            )
+    if "prompt" in needed:
+        if first is None:
+            first = dataset[0] if len(dataset) else None
+        prompt = first.get("prompt") if isinstance(first, dict) else None
+        ok = isinstance(prompt, str) or (
+            isinstance(prompt, list)
+            and prompt
+            and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt)
+        )
+        if first is not None and not ok:
+            raise ConfigError(
+                "dataset column 'prompt' must hold a string or a list of {'role', 'content'} messages, "
+                f"got {type(prompt).__name__}"
+            )

@@ -1,0 +1,121 @@
+"""Prompt templates: how a task row (a Countdown puzzle or a math question) becomes TRL chat messages.
+
+A template is chosen by name and renders a conversational prompt, ``[{"role": "system", ...}, {"role": "user",
+...}]``, that TRL's ``GRPOTrainer`` passes through the tokenizer's chat template.
+
+========  =====================================================================  ==============================
+name      what the model is asked to write                                        checked by reward ``format``
+========  =====================================================================  ==============================
+``r1``    R1-Zero style: reasoning in ``<think> </think>``, then the final        ``format_r1``
+          answer in ``<answer> </answer>``. Countdown uses TinyZero's wording
+          and system prompt verbatim (PAPER.md §7); math asks for the answer in
+          the same tags. Default for ``countdown``.
+``boxed`` ``\\boxed{}`` style ("Please reason step by step, and put your final   ``format_boxed``
+          answer within \\boxed{}.", the Qwen2.5-Math / DeepSeek-R1 eval
+          prompt). No system message. Default for math datasets.
+========  =====================================================================  ==============================
+
+The paper does not give its RL prompts (PAPER.md §9 A6); these are the readings of TinyZero (Countdown) and of
+the common math-RL recipes. Both rewards ``math_accuracy`` and ``countdown`` read either style (an ``<answer>``
+tag first, else the last ``\\boxed{}``), so a template change never silently zeroes the accuracy reward.
+
+Example::
+
+    >>> get_template("r1").render("countdown", numbers=[3, 5, 7], target=16)[-1]["content"][:40]
+    'Using the numbers [3, 5, 7], create an eq'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from attncredit.errors import ConfigError
+
+TASKS = ("countdown", "math")
+
+# TinyZero's instruct-model system prompt, verbatim (grammar included) so prompts match the reference runs.
+TINYZERO_SYSTEM = (
+    "You are a helpful assistant. You first thinks about the reasoning process in the mind "
+    "and then provides the user with the answer."
+)
+
+_COUNTDOWN_R1 = (
+    "Using the numbers {numbers}, create an equation that equals {target}. You can use basic arithmetic "
+    "operations (+, -, *, /) and each number can only be used once. Show your work in <think> </think> tags. "
+    "And return the final answer in <answer> </answer> tags, for example <answer> (1 + 2) / 3 </answer>."
+)
+_MATH_R1 = (
+    "{question}\n\nShow your work in <think> </think> tags. And return the final answer in <answer> </answer> "
+    "tags, for example <answer> 42 </answer>."
+)
+_COUNTDOWN_BOXED = (
+    "Using the numbers {numbers}, create an equation that equals {target}. You can use basic arithmetic "
+    "operations (+, -, *, /) and each number must be used exactly once. Please reason step by step, and put "
+    "your final equation within \\boxed{{}}, for example \\boxed{{(1 + 2) / 3}}."
+)
+_MATH_BOXED = "{question}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """One prompt style: a system message (or none) and one user-message format string per task.
+
+    ``style`` names the answer format the template asks for (``"r1"`` or ``"boxed"``); the ``format`` reward
+    checks that style. User strings are ``str.format`` templates over the row's fields: ``{question}`` for
+    math, ``{numbers}`` and ``{target}`` for Countdown.
+    """
+
+    name: str
+    style: str
+    user: dict[str, str]
+    system: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+    def render(self, task: str, **fields) -> list[dict[str, str]]:
+        """Chat messages for one row of ``task`` (``"countdown"`` or ``"math"``)."""
+        if task not in self.user:
+            raise ConfigError(
+                f"template '{self.name}' has no form for task '{task}'; it supports: {', '.join(self.user)}"
+            )
+        messages = []
+        if self.system.get(task):
+            messages.append({"role": "system", "content": self.system[task]})
+        messages.append({"role": "user", "content": self.user[task].format(**fields)})
+        return messages
+
+
+TEMPLATES: dict[str, PromptTemplate] = {
+    "r1": PromptTemplate(
+        name="r1",
+        style="r1",
+        user={"countdown": _COUNTDOWN_R1, "math": _MATH_R1},
+        system={"countdown": TINYZERO_SYSTEM, "math": TINYZERO_SYSTEM},
+        description="R1-Zero: <think> reasoning </think> <answer> final answer </answer> (TinyZero's Countdown wording)",
+    ),
+    "boxed": PromptTemplate(
+        name="boxed",
+        style="boxed",
+        user={"countdown": _COUNTDOWN_BOXED, "math": _MATH_BOXED},
+        description="step-by-step reasoning, final answer in \\boxed{}",
+    ),
+}
+
+DEFAULT_TEMPLATE = {"countdown": "r1", "math": "boxed"}
+
+
+def list_templates() -> list[str]:
+    """Names accepted by ``get_template`` and by ``load_dataset_by_name(..., template=...)``."""
+    return sorted(TEMPLATES)
+
+
+def get_template(template: str | PromptTemplate | None, task: str = "math") -> PromptTemplate:
+    """The template called ``template``; ``None`` gives the task's default (countdown: ``r1``, math: ``boxed``)."""
+    if isinstance(template, PromptTemplate):
+        return template
+    if template is None:
+        if task not in DEFAULT_TEMPLATE:
+            raise ConfigError(f"unknown task '{task}'; allowed: {', '.join(TASKS)}")
+        template = DEFAULT_TEMPLATE[task]
+    if template not in TEMPLATES:
+        raise ConfigError(f"unknown prompt template '{template}'; allowed: {', '.join(list_templates())}")
+    return TEMPLATES[template]
