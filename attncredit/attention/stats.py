@@ -65,7 +65,7 @@ def _check_inputs(query, key, attention_mask, response_mask, window, fai_horizon
         attn = torch.ones(b, n, dtype=torch.bool, device=query.device)
     starts = attn.to(torch.int8).diff(dim=-1, prepend=attn.new_zeros(b, 1, dtype=torch.int8)) == 1
     if bool((starts.sum(-1) > 1).any()):
-        raise ValueError("attention_mask must mark one contiguous run of real tokens per sequence (left/right padding only)")
+        raise ValueError("attention_mask must mark one contiguous run of real tokens per row (left/right padding only)")
     if resp is None:
         resp = attn
     elif bool((resp & ~attn).any()):
@@ -88,7 +88,7 @@ def _check_finite(name, x, attn):
     bad = ~torch.isfinite(x.sum(dim=(1, 3), dtype=torch.float32)) & attn
     if bool(bad.any()):
         i, t = (int(v) for v in bad.nonzero()[0])
-        raise ValueError(f"{name} has NaN or inf at a real token (batch {i}, position {t}); padding positions may, real ones may not")
+        raise ValueError(f"{name} has NaN or inf at a real token (batch {i}, position {t}); only padding may")
 
 
 def dense_attention_stats(query, key, attention_mask, response_mask, scaling, window, fai_horizon):
@@ -140,6 +140,14 @@ def attention_stats(
 
     Returns:
         AttentionStats with float32 ``waad`` [B, Hq, N], ``fai`` [B, Hq, N], ``head_distance`` [B, Hq].
+
+    Raises:
+        ValueError: naming the argument and the expected shape or range, for wrong shapes, Hq not a multiple of
+            Hkv, key on another device, masks that are not [B, N], real tokens that are not one contiguous run,
+            response tokens that are padding, window < 1, a horizon that is not 0 <= H_lo <= H_hi, a non-finite
+            scaling, and NaN/inf in query or key at real tokens (padding positions may hold anything: they are
+            never read). The last check is one reduction over heads and D per token (fp32 accumulation, so
+            finite values large enough to overflow it are rejected too; their scores would overflow anyway).
     """
     attn, resp = _check_inputs(query, key, attention_mask, response_mask, window, fai_horizon, backend)
     scaling = query.shape[-1] ** -0.5 if scaling is None else float(scaling)
