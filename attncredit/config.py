@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig
@@ -107,6 +108,16 @@ class AnchorGRPOConfig(GRPOConfig):
             "over each response is 1, keeping the effective learning rate)."
         },
     )
+    credit_options: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Extra options of the credit strategy, as a mapping (YAML) or JSON string, e.g. "
+            "'{\"selection\": \"bottom\"}' for the Bottom-40% ablation of Table 5, or for 'coupled' "
+            "'{\"tau_waad\": \"median\", \"tau_delta\": \"top_quantile\", \"coupled_overlap\": \"sum\"}' "
+            "(the defaults: the readings of PAPER.md §9 A3; 'coupled_overlap: cap' clips a token in two Eq. 19 roles "
+            "at gamma_amp). Unknown options are rejected."
+        },
+    )
     credit_stats_backend: str = field(
         default="auto",
         metadata={
@@ -120,7 +131,7 @@ class AnchorGRPOConfig(GRPOConfig):
         self._check_credit_fields()
 
     def _check_credit_fields(self) -> None:
-        from .credit import list_strategies
+        from .credit import STRATEGIES, list_strategies
 
         def fail(name, value, allowed):
             raise ConfigError(f"{name}={value!r} is invalid; allowed: {allowed}")
@@ -155,5 +166,15 @@ class AnchorGRPOConfig(GRPOConfig):
             fail("credit_advantage_sign", self.credit_advantage_sign, ", ".join(ADVANTAGE_SIGNS))
         if self.credit_normalize not in NORMALIZATIONS:
             fail("credit_normalize", self.credit_normalize, ", ".join(NORMALIZATIONS))
+        if isinstance(self.credit_options, str):
+            try:
+                self.credit_options = json.loads(self.credit_options)
+            except json.JSONDecodeError:
+                fail("credit_options", self.credit_options, "a JSON mapping of option: value")
+        self.credit_options = dict(self.credit_options or {})
+        spec = STRATEGIES[self.credit_strategy]
+        unknown = sorted(set(self.credit_options) - set(spec.options))
+        if unknown:
+            fail("credit_options", self.credit_options, f"options of {self.credit_strategy!r}: {', '.join(spec.options) or 'none'}")
         if self.credit_stats_backend not in STATS_BACKENDS:
             fail("credit_stats_backend", self.credit_stats_backend, ", ".join(STATS_BACKENDS))

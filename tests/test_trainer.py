@@ -1,0 +1,119 @@
+"""AnchorGRPOTrainer on a real TRL GRPOTrainer loop with a tiny real-architecture model."""
+
+import json
+
+import pytest
+import torch
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer
+
+from attncredit import AnchorGRPOConfig, AnchorGRPOTrainer
+from attncredit.errors import ConfigError
+from attncredit.models import load_tokenizer
+
+
+def digit_reward(completions, **kwargs):
+    """Share of digits in the completion: random models give spread inside every group."""
+    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+    return [sum(ch.isdigit() for ch in t) / max(len(t), 1) for t in texts]
+
+
+def prompts(n=8):
+    return Dataset.from_list(
+        [{"prompt": [{"role": "user", "content": f"What is {i} + {2 * i + 1}? Answer with a number."}]} for i in range(n)]
+    )
+
+
+def common_args(tmp_path, **overrides):
+    args = dict(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=24,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        bf16=False,
+    )
+    args.update(overrides)
+    return args
+
+
+def train(trainer_cls, config_cls, model_dir, tmp_path, **overrides):
+    trainer = trainer_cls(
+        model=str(model_dir),
+        reward_funcs=digit_reward,
+        args=config_cls(**common_args(tmp_path, **overrides)),
+        train_dataset=prompts(),
+        processing_class=load_tokenizer(str(model_dir)),
+    )
+    trainer.train()
+    return trainer
+
+
+def losses(trainer):
+    return [(h["loss"], h["grad_norm"]) for h in trainer.state.log_history if "loss" in h]
+
+
+def test_none_strategy_matches_trl_step_for_step(tiny_qwen2, tmp_path):
+    ours = train(AnchorGRPOTrainer, AnchorGRPOConfig, tiny_qwen2, tmp_path / "a", credit_strategy="none")
+    trl = train(GRPOTrainer, GRPOConfig, tiny_qwen2, tmp_path / "b")
+    assert len(losses(ours)) == 2
+    assert losses(ours) == losses(trl)
+    for (name, p), q in zip(ours.model.named_parameters(), trl.model.parameters()):
+        assert torch.equal(p, q), name
+
+
+class CapturingTrainer(AnchorGRPOTrainer):
+    """Keeps the sequence advantages TRL computed and the 2-D ones the loss received."""
+
+    captured: list
+
+    def _scaled_advantages(self, advantages, gamma, completion_mask):
+        out = super()._scaled_advantages(advantages, gamma, completion_mask)
+        self.captured.append((advantages.clone(), gamma.clone(), completion_mask.clone(), out.clone()))
+        return out
+
+
+@pytest.mark.parametrize("steps_per_generation", [1, 2], ids=["loss-forward", "old-logps-forward"])
+def test_coupled_advantages_are_2d_and_differ_exactly_where_gamma_is_not_one(tiny_qwen2, tmp_path, steps_per_generation):
+    # Two optimizer steps per generation make TRL run its old-log-prob forward (the second step's rollouts come
+    # from older weights); with one, TRL runs none and the statistics come from the loss forward.
+    CapturingTrainer.captured = []
+    trainer = train(
+        CapturingTrainer,
+        AnchorGRPOConfig,
+        tiny_qwen2,
+        tmp_path,
+        credit_strategy="coupled",
+        steps_per_generation=steps_per_generation,
+        max_steps=1,
+    )
+    assert trainer._trl_runs_old_logps_forward() == (steps_per_generation == 2)
+    assert trainer.captured
+    for adv, gamma, mask, out in trainer.captured:
+        assert out.shape == gamma.shape == mask.shape and out.dim() == 2
+        expected = adv[:, None] * gamma
+        assert torch.allclose(out, expected)
+        differs = out != adv[:, None].expand_as(out)
+        assert torch.equal(differs, (gamma != 1) & (adv[:, None] != 0))
+        assert bool(((gamma != 1) & ~mask.bool()).any()) is False
+        assert bool((gamma > 1).any())
+    logged = [h for h in trainer.state.log_history if "attncredit/gamma_mean" in h]
+    assert logged and logged[0]["attncredit/gamma_mean"] > 1.0
+    assert 0.0 < logged[0]["attncredit/amplified_frac"] < 1.0
+    metrics = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert any("attncredit/waad_mean" in m for m in metrics)
+
+
+def test_config_rejects_bad_credit_values(tmp_path):
+    with pytest.raises(ConfigError, match="credit_strategy='anchors'"):
+        AnchorGRPOConfig(output_dir=str(tmp_path), credit_strategy="anchors", report_to="none", use_cpu=True)
+    with pytest.raises(ConfigError, match="credit_fai_horizon"):
+        AnchorGRPOConfig(output_dir=str(tmp_path), credit_fai_horizon=[100, 10], report_to="none", use_cpu=True)
+    with pytest.raises(ConfigError, match="credit_gamma_amp"):
+        AnchorGRPOConfig(output_dir=str(tmp_path), credit_gamma_amp=0.5, report_to="none", use_cpu=True)
