@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from attncredit.credit import compute_token_weights, list_strategies, token_advantages
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from attncredit.credit import compute_token_weights, list_strategies, token_advantages  # noqa: E402
 
 
 def make_batch(batch: int, length: int, device: str, seed: int) -> dict:

@@ -28,9 +28,9 @@ def _response_bool(response_mask) -> torch.Tensor:
         response_mask = response_mask != 0
     starts = response_mask.clone()
     starts[:, 1:] &= ~response_mask[:, :-1]
-    split = (starts.sum(dim=1) > 1).nonzero()
-    if split.numel():
-        raise ValueError(f"response_mask row {int(split[0])} is not one contiguous run of response tokens")
+    split = starts.sum(dim=1) > 1
+    if bool(split.any()):
+        raise ValueError(f"response_mask row {int(split.nonzero()[0])} is not one contiguous run of response tokens")
     return response_mask
 
 
@@ -42,8 +42,9 @@ def _statistic(name: str, value, response: torch.Tensor) -> torch.Tensor:
     if value.device != response.device:
         raise ValueError(f"{name} is on {value.device} but response_mask is on {response.device}")
     value = value.to(torch.float64)
-    bad = (~torch.isfinite(value) & response).nonzero()
-    if bad.numel():
+    bad = ~torch.isfinite(value) & response
+    if bool(bad.any()):
+        bad = bad.nonzero()
         row, pos = (int(i) for i in bad[0])
         raise ValueError(
             f"{name} has {len(bad)} NaN/inf value(s) on response tokens (first: row {row}, position {pos}, "
