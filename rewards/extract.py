@@ -55,27 +55,32 @@ def last_answer_tag(text: str) -> str | None:
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last balanced ``\\boxed{...}`` (or ``\\fbox{...}``), stripped; ``None`` when none closes."""
+    """Content of the last balanced ``\\boxed{...}`` (or ``\\fbox{...}``), stripped; ``None`` when none closes.
+
+    Linear time: when the group opened at position ``i`` never closes, no earlier group can close after ``i``
+    either, so earlier scans stop there.
+    """
     for command in ("\\boxed", "\\fbox"):
-        pos = len(text)
+        pos = end = len(text)
         while True:
             pos = text.rfind(command, 0, pos)
             if pos < 0:
                 break
-            content = _braced(text, pos + len(command))
+            content = _braced(text, pos + len(command), end)
             if content is not None:
                 return content.strip()
+            end = pos
     return None
 
 
-def _braced(text: str, i: int) -> str | None:
-    """The brace-balanced group starting at ``text[i]`` (after optional spaces), without its braces."""
-    while i < len(text) and text[i] == " ":
+def _braced(text: str, i: int, end: int) -> str | None:
+    """The brace-balanced group opening at ``text[i]`` (after optional spaces) and closing before ``end``."""
+    while i < end and text[i] == " ":
         i += 1
-    if i >= len(text) or text[i] != "{":
+    if i >= end or text[i] != "{":
         return None
     depth = 0
-    for j in range(i, len(text)):
+    for j in range(i, end):
         c = text[j]
         if c == "{":
             depth += 1

@@ -16,6 +16,7 @@ final answer as a string) plus extras noted per loader.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import re
@@ -106,11 +107,17 @@ def clean_champ_answer(raw: str) -> str:
 
 def load_champ() -> list[dict]:
     """CHAMP (270 competition problems, MIT). Extra columns: ``id`` (``P_Combinatorics_1``), ``category``,
-    ``answer_original`` (the free-form ``_answer``; ``answer`` is its cleaned form, see ``clean_champ_answer``)."""
-    path = package_file(CHAMP, "dataset_files/v0.json", "champ")
+    ``answer_original`` (the free-form ``_answer``; ``answer`` is its cleaned form, see ``clean_champ_answer``).
+
+    The file is 72 MB (it also holds model transcripts), so the extracted rows are cached per process."""
+    return [dict(row) for row in _champ_rows(package_file(CHAMP, "dataset_files/v0.json", "champ"))]
+
+
+@functools.lru_cache(maxsize=2)
+def _champ_rows(path: Path) -> tuple[dict, ...]:
     with open(path, encoding="utf-8") as f:
         problems = json.load(f)["problems"]
-    return [
+    return tuple(
         {
             "question": p["_text"],
             "answer": clean_champ_answer(p["_answer"]),
@@ -119,4 +126,4 @@ def load_champ() -> list[dict]:
             "answer_original": p["_answer"],
         }
         for key, p in problems.items()
-    ]
+    )
