@@ -17,6 +17,7 @@ raises ``ValueError``). We call it with its timeouts off and enforce our own bud
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import logging
@@ -46,6 +47,10 @@ _MATH_WORDS = {
 
 class _Deadline(BaseException):
     """Raised from SIGALRM; a BaseException so library ``except Exception`` blocks let it through."""
+
+
+class _NoSignals(Exception):
+    """This thread cannot install a SIGALRM handler after all (e.g. a sub-interpreter): use the worker."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -196,7 +201,10 @@ def run_with_deadline(fn, seconds: float, *args):
             signal.setitimer(signal.ITIMER_REAL, 0.05)  # fire again should something swallow the exception
             raise _Deadline
 
-    old_handler = signal.signal(signal.SIGALRM, handler)
+    try:
+        old_handler = signal.signal(signal.SIGALRM, handler)
+    except (ValueError, OSError) as exc:
+        raise _NoSignals(str(exc)) from None
     old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
     start = time.monotonic()
     try:
@@ -222,6 +230,8 @@ def _grade_in_process(items, budget_s: float) -> list[float]:
             scores.append(run_with_deadline(grade, budget_s, candidate, kind, gold))
         except _Deadline:
             scores.append(0.0)
+        except _NoSignals:
+            raise
         except Exception:  # noqa: BLE001  (a reward never raises on a bad completion)
             scores.append(0.0)
     return scores
@@ -288,6 +298,22 @@ _worker: _Worker | None = None
 _worker_lock = threading.Lock()
 
 
+def _forget_worker_after_fork():
+    """A forked child starts its own worker (the parent's pipes are not its own) with a fresh lock."""
+    global _worker, _worker_lock
+    _worker, _worker_lock = None, threading.Lock()
+
+
+def _close_worker():
+    if _worker is not None and _worker.alive():
+        _worker.close()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_worker_after_fork)
+atexit.register(_close_worker)
+
+
 def _grade_isolated(items, budget_s: float) -> list[float]:
     global _worker
     with _worker_lock:
@@ -308,7 +334,10 @@ def grade_many(items: list[tuple[str, str, str]], budget_s: float = DEFAULT_BUDG
     if not items:
         return []
     if _signals_usable():
-        return _grade_in_process(items, budget_s)
+        try:
+            return _grade_in_process(items, budget_s)
+        except _NoSignals:
+            pass
     return _grade_isolated([list(map(str, item)) for item in items], budget_s)
 
 

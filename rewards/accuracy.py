@@ -4,8 +4,9 @@ Final answer, in order of preference, read from the last ``TAIL_CHARS`` of the c
 
 1. the last ``<answer>...</answer>`` (R1 template); a ``\\boxed{}`` inside it wins over the rest of the tag;
 2. else the last ``\\boxed{...}`` (boxed template);
-3. else the last 1,000 characters as text: math-verify's own extraction ("the answer is ...", LaTeX spans),
-   then the last number.
+3. else (unless ``fallback=False``) the last 1,000 characters as text: math-verify's own extraction ("the
+   answer is ...", LaTeX spans, then the last number). A rollout cut off mid-reasoning can score here; pass
+   ``make_math_accuracy_reward(fallback=False)`` to count only boxed / tagged answers.
 
 An explicit answer longer than ``MAX_ANSWER_CHARS`` scores 0.
 
@@ -36,7 +37,7 @@ from .extract import MAX_ANSWER_CHARS, completion_text, last_answer_tag, last_bo
 FALLBACK_CHARS = 1_000
 
 
-def extract_final_answer(text: str) -> tuple[str, str] | None:
+def extract_final_answer(text: str, fallback: bool = True) -> tuple[str, str] | None:
     """(candidate, kind) for ``_mathgrade.grade``: ``kind`` is ``"final"`` (boxed / tag) or ``"text"``."""
     if not isinstance(text, str) or not text.strip():
         return None
@@ -51,11 +52,15 @@ def extract_final_answer(text: str) -> tuple[str, str] | None:
         if not candidate or len(candidate) > MAX_ANSWER_CHARS:
             return None
         return candidate, "final"
-    return tail(text, FALLBACK_CHARS), "text"
+    return (tail(text, FALLBACK_CHARS), "text") if fallback else None
 
 
-def make_math_accuracy_reward(timeout_s: float = DEFAULT_BUDGET_S, name: str = "math_accuracy"):
-    """A TRL reward ``fn(completions, answer, **kwargs) -> list[float]`` with a per-completion time limit."""
+def make_math_accuracy_reward(timeout_s: float = DEFAULT_BUDGET_S, fallback: bool = True, name: str = "math_accuracy"):
+    """A TRL reward ``fn(completions, answer, **kwargs) -> list[float]``.
+
+    ``timeout_s``: math-verify time per completion. ``fallback``: also grade completions with neither an
+    ``<answer>`` tag nor a ``\\boxed{}`` (by their last stated answer / number).
+    """
     if not timeout_s or timeout_s <= 0:
         raise ConfigError(f"math_accuracy timeout_s must be > 0 seconds, got {timeout_s!r}")
 
@@ -72,7 +77,7 @@ def make_math_accuracy_reward(timeout_s: float = DEFAULT_BUDGET_S, name: str = "
         for i, (completion, gold) in enumerate(zip(completions, answer)):
             if gold is None:
                 continue
-            found = extract_final_answer(completion_text(completion))
+            found = extract_final_answer(completion_text(completion), fallback)
             if found is not None:
                 items.append((found[0], found[1], str(gold)))
                 where.append(i)

@@ -1,6 +1,7 @@
 """Reward functions on real, tricky answers: math-verify accuracy, TinyZero Countdown, format; registry."""
 
 import multiprocessing
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -181,17 +182,45 @@ def test_math_accuracy_time_limit_main_thread_and_threads():
     assert outs == [[1.0, 0.0]] * 3
 
 
+def _in_thread(fn):
+    out = []
+    thread = threading.Thread(target=lambda: out.append(fn()))
+    thread.start()
+    thread.join(timeout=60)
+    return out[0]
+
+
 def _child(queue):
-    queue.put(math_accuracy(["\\boxed{\\frac{5}{6}}", "\\boxed{1}"], answer=["5/6", "2"]))
+    grade = lambda: math_accuracy(["\\boxed{\\frac{5}{6}}", "\\boxed{1}"], answer=["5/6", "2"])  # noqa: E731
+    queue.put((grade(), _in_thread(grade)))  # main thread of the child, then a thread (its own worker)
 
 
 def test_math_accuracy_in_a_forked_subprocess():
+    assert _in_thread(lambda: math_accuracy(["\\boxed{3}"], answer=["3"])) == [1.0]  # parent's worker is running
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(queue,))
     proc.start()
-    assert queue.get(timeout=60) == [1.0, 0.0]
+    assert queue.get(timeout=60) == ([1.0, 0.0], [1.0, 0.0])
     proc.join(timeout=10)
+
+
+def test_math_accuracy_keeps_an_outer_alarm():
+    fired = []
+    old = signal.signal(signal.SIGALRM, lambda *a: fired.append(True))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        assert math_accuracy(["\\boxed{2}"], answer=["2"]) == [1.0]
+        time.sleep(0.6)
+        assert fired == [True]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_math_accuracy_without_fallback_needs_an_explicit_answer():
+    strict = make_math_accuracy_reward(fallback=False)
+    assert strict(["so the total is 72", "\\boxed{72}", "<answer>72</answer>"], answer=["72"] * 3) == [0.0, 1.0, 1.0]
 
 
 def test_math_accuracy_needs_answer_column():

@@ -176,7 +176,12 @@ def load_dataset_by_name(
         else:
             raw = hub.load_hub(name, split, limit, _offline_summary())
         rows = [
-            {"prompt": tmpl.render("math", question=r["question"]), "answer": str(r["answer"]), "task": "math", **r}
+            {
+                "prompt": tmpl.render("math", question=r["question"]),
+                "answer": str(r["answer"]),
+                "task": "math",
+                **{k: v for k, v in r.items() if k != "answer"},
+            }
             for r in raw
         ]
     if not rows:
