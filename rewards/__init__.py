@@ -16,7 +16,7 @@ name               score                                                        
 ``format_boxed``   1/0: a non-empty ``\\boxed{...}``                                   -
 =================  ===============================================================  ==================
 
-Factories for other settings: ``make_math_accuracy_reward(timeout_s=...)``,
+Factories for other settings: ``make_math_accuracy_reward(timeout_s=..., fallback=...)``,
 ``make_countdown_reward(format_score=...)``, ``make_format_reward(style=...)``.
 
 Example::

@@ -109,6 +109,8 @@ def test_countdown3_and_options():
         load_dataset_by_name("countdown", "test", num_test="5")
     with pytest.raises(ConfigError, match="min_target <= max_target"):
         load_dataset_by_name("countdown", "test", min_target=50, max_target=10)
+    with pytest.raises(ConfigError, match="could generate only 2 of 50 distinct Countdown puzzles"):
+        load_dataset_by_name("countdown", "test", num_test=50, num_numbers=2, min_number=1, max_number=1, max_target=3)
 
 
 # ------------------------------------------------------------------------------------------------ packaged sets

@@ -23,7 +23,7 @@ Hub ids are in ``hub.py``, package files in ``packaged.py``. Example::
     test = load_dataset_by_name("gsm8k", "test", template="boxed", limit=64)
 """
 
-from .countdown import countdown_splits, generate_countdown, solve_countdown
+from .countdown import countdown_split, countdown_splits, generate_countdown, solve_countdown
 from .registry import DATASETS, list_datasets, load_dataset_by_name, validate_columns
 from .templates import DEFAULT_TEMPLATE, TEMPLATES, PromptTemplate, get_template, list_templates
 
@@ -33,6 +33,7 @@ __all__ = [
     "validate_columns",
     "DATASETS",
     "generate_countdown",
+    "countdown_split",
     "countdown_splits",
     "solve_countdown",
     "PromptTemplate",

@@ -84,10 +84,10 @@ def generate_countdown(
     rng = random.Random(seed)
     seen = set(exclude)
     out: list[dict] = []
-    attempts, max_attempts = 0, 10_000 * max(n, 1) + 100_000
+    misses = 0  # draws since the last new puzzle
     while len(out) < n:
-        attempts += 1
-        if attempts > max_attempts:  # only with ranges that admit almost no puzzles
+        misses += 1
+        if misses > 20_000:  # only with ranges that admit (almost) no more distinct puzzles
             raise ValueError(
                 f"could generate only {len(out)} of {n} distinct Countdown puzzles with numbers "
                 f"{min_number}..{max_number} and targets {min_target}..{max_target}"
@@ -100,19 +100,31 @@ def generate_countdown(
                 if key not in seen:
                     seen.add(key)
                     out.append({"numbers": numbers, "target": p // q, "solution": _render(tree)})
+                    misses = 0
                 break
     return out
+
+
+def countdown_split(split: str, n: int, *, seed: int = 0, num_test: int = 512, **ranges) -> list[dict]:
+    """The first ``n`` puzzles of split ``"train"`` or ``"test"``.
+
+    Test comes from stream ``"countdown-test-<seed>"``; train from ``"countdown-train-<seed>"`` minus every puzzle
+    of the ``num_test``-puzzle test split. So the test split never depends on the train size, and any ``n`` gives
+    a prefix of the same sequence. ``ranges`` go to ``generate_countdown``.
+    """
+    if split == "test":
+        return generate_countdown(n, seed=f"countdown-test-{seed}", **ranges)
+    test = generate_countdown(num_test, seed=f"countdown-test-{seed}", **ranges)
+    exclude = {puzzle_key(p["numbers"], p["target"]) for p in test}
+    return generate_countdown(n, seed=f"countdown-train-{seed}", exclude=exclude, **ranges)
 
 
 def countdown_splits(
     num_train: int = 20_000, num_test: int = 512, *, seed: int = 0, **ranges
 ) -> tuple[list[dict], list[dict]]:
-    """(train, test) puzzle lists: test from stream ``("countdown-test", seed)``, train from
-    ``("countdown-train", seed)`` with every test puzzle excluded. ``ranges`` go to ``generate_countdown``."""
-    test = generate_countdown(num_test, seed=f"countdown-test-{seed}", **ranges)
-    exclude = {puzzle_key(p["numbers"], p["target"]) for p in test}
-    train = generate_countdown(num_train, seed=f"countdown-train-{seed}", exclude=exclude, **ranges)
-    return train, test
+    """(train, test) puzzle lists, as ``countdown_split`` builds them."""
+    test = countdown_split("test", num_test, seed=seed, **ranges)
+    return countdown_split("train", num_train, seed=seed, num_test=num_test, **ranges), test
 
 
 def solve_countdown(numbers, target) -> str | None:

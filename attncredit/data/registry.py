@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from attncredit.errors import ConfigError
 
 from . import hub, packaged
-from .countdown import generate_countdown, puzzle_key
+from .countdown import countdown_split
 from .templates import PromptTemplate, get_template
 
 _COUNTDOWN_OPTIONS = {
@@ -103,18 +103,11 @@ def _check_options(spec: DatasetSpec, options: dict) -> dict:
 
 def _countdown_rows(split: str, limit: int | None, seed: int, opts: dict) -> list[dict]:
     ranges = {k: opts[k] for k in ("num_numbers", "min_number", "max_number", "min_target", "max_target")}
-    if split == "test":
-        n = opts["num_test"] if limit is None else min(limit, opts["num_test"])
-        try:
-            return generate_countdown(n, seed=f"countdown-test-{seed}", **ranges)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-    n = opts["num_train"] if limit is None else min(limit, opts["num_train"])
+    size = opts["num_train" if split == "train" else "num_test"]
+    n = size if limit is None else min(limit, size)
     try:
-        test = generate_countdown(opts["num_test"], seed=f"countdown-test-{seed}", **ranges)
-        exclude = {puzzle_key(p["numbers"], p["target"]) for p in test}
-        return generate_countdown(n, seed=f"countdown-train-{seed}", exclude=exclude, **ranges)
-    except ValueError as exc:
+        return countdown_split(split, n, seed=seed, num_test=opts["num_test"], **ranges)
+    except ValueError as exc:  # ranges that admit too few distinct puzzles
         raise ConfigError(str(exc)) from None
 
 
