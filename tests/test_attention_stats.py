@@ -162,7 +162,8 @@ def _bad_inputs():
         (q, k[:, :, :5], {}, r"key must be \[B=2, Hkv, N=6, D=8\], got shape \(2, 2, 5, 8\)"),
         (q, k[..., :4], {}, r"key must be \[B=2, Hkv, N=6, D=8\]"),
         (q, k[:1], {}, r"key must be \[B=2, Hkv, N=6, D=8\]"),
-        (q, torch.randn(2, 3, 6, 8), {}, r"Hq=4 must be a multiple of key heads Hkv=3"),
+        (q, torch.randn(2, 3, 6, 8), {}, r"Hq=4 must be a positive multiple of key heads Hkv=3"),
+        (q[:, :0], k, {}, r"Hq=0 must be a positive multiple of key heads Hkv=2"),
         (q, k, dict(attention_mask=torch.ones(2, 5)), r"attention_mask must be \[B=2, N=6\], got shape \(2, 5\)"),
         (q, k, dict(response_mask=torch.ones(6)), r"response_mask must be \[B=2, N=6\], got shape \(6,\)"),
         (q, k, dict(attention_mask=left, response_mask=ones), r"response_mask marks padding"),
@@ -188,8 +189,9 @@ def test_bad_input_raises_value_error(query, key, kwargs, message):
 
 
 PEAK_MEMORY_SCRIPT = """
-import resource, sys, torch
+import resource, torch
 from attncredit.attention.stats import attention_stats
+torch.set_num_threads(1)  # memory does not depend on it; speed on a shared CPU does (OpenMP spin-waits)
 n = 16384
 query, key = torch.randn(1, 2, n, 64), torch.randn(1, 1, n, 64)
 response = torch.ones(1, n, dtype=torch.bool)

@@ -43,8 +43,8 @@ def _check_inputs(query, key, attention_mask, response_mask, window, fai_horizon
     if key.device != query.device:
         raise ValueError(f"key must be on the device of query ({query.device}), got {key.device}")
     hkv = key.shape[1]
-    if hkv == 0 or hq % hkv != 0:
-        raise ValueError(f"query heads Hq={hq} must be a multiple of key heads Hkv={hkv}")
+    if hkv == 0 or hq == 0 or hq % hkv != 0:
+        raise ValueError(f"query heads Hq={hq} must be a positive multiple of key heads Hkv={hkv}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if not _is_int(window) or window < 1:
