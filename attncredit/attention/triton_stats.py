@@ -39,6 +39,8 @@ before ``triton`` is imported). Reference: ``attncredit.attention.stats.dense_at
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import triton
 import triton.language as tl
@@ -49,25 +51,38 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _far_step(q, k_base, start_n, offs_n, offs_d, offs_m_f, m_i, l_i, u_i, c_i, lse2, stride_kn, stride_kd,
-              qk_scale, HEAD_DIM: tl.constexpr, HAS_LSE: tl.constexpr, PREC: tl.constexpr):
+def _far_step(q, k_base, start_n, offs_n, offs_d, offs_m_f, m_i, l_i, u_i, c_i, lse2, jmat, col, stride_kn,
+              stride_kd, qk_scale, HEAD_DIM: tl.constexpr, HAS_LSE: tl.constexpr, PREC: tl.constexpr,
+              FAST: tl.constexpr, EXP16: tl.constexpr):
     """A key block with no mask: every key is real, every t - s >= W. Updates (m, l, u, c)."""
     offs = start_n + offs_n
     k = tl.load(k_base + offs[None, :] * stride_kn + offs_d[:, None] * stride_kd,
                 mask=(offs_d < HEAD_DIM)[:, None], other=0.0).to(q.dtype)
-    x = tl.dot(q, k, input_precision=PREC) * qk_scale
-    j = offs_n.to(tl.float32)
+    x = tl.dot(q, k, input_precision=PREC)  # raw scores; x * qk_scale is the base-2 logit
     if HAS_LSE:
-        p = tl.exp2(x - lse2[:, None])
+        p = tl.exp2(x * qk_scale - lse2[:, None])
         l_b = tl.sum(p, 1)
-        u_i = u_i + (offs_m_f - start_n) * l_b - tl.sum(p * j[None, :], 1)
+        u_i = u_i + (offs_m_f - start_n) * l_b - tl.sum(p * offs_n.to(tl.float32)[None, :], 1)
     else:
-        m_new = tl.maximum(m_i, tl.max(x, 1))
+        m_new = tl.maximum(m_i, tl.max(x, 1) * qk_scale)
         alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(x - m_new[:, None])
-        l_b = tl.sum(p, 1)
+        if FAST:
+            # p' = 2^8 p in [0, 256] as fp16; the row sums [sum p', sum p' j] on the tensor cores (fp32 accumulate)
+            arg = x * qk_scale - (m_new - 8.0)[:, None]
+            if EXP16:
+                p16 = tl.inline_asm_elementwise("ex2.approx.f16x2 $0, $1;", "=r,r", [arg.to(tl.float16)],
+                                                dtype=tl.float16, is_pure=True, pack=2)
+            else:
+                p16 = tl.exp2(arg).to(tl.float16)
+            sums = tl.dot(p16, jmat)  # [BLOCK_M, 16]: column 0 = sum_j p'_j, column 1 = sum_j p'_j j
+            l_b = tl.sum(tl.where(col == 0, sums, 0.0), 1) * 0.00390625
+            pj = tl.sum(tl.where(col == 1, sums, 0.0), 1) * 0.00390625
+        else:
+            p = tl.exp2(x * qk_scale - m_new[:, None])
+            l_b = tl.sum(p, 1)
+            pj = tl.sum(p * offs_n.to(tl.float32)[None, :], 1)
         l_i = l_i * alpha + l_b
-        u_i = u_i * alpha + ((offs_m_f - start_n) * l_b - tl.sum(p * j[None, :], 1))
+        u_i = u_i * alpha + ((offs_m_f - start_n) * l_b - pj)
         c_i = c_i * alpha
         m_i = m_new
     return m_i, l_i, u_i, c_i
@@ -81,22 +96,22 @@ def _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp, m
     offs = start_n + offs_n
     k = tl.load(k_base + offs[None, :] * stride_kn + offs_d[:, None] * stride_kd,
                 mask=(offs < N)[None, :] & (offs_d < HEAD_DIM)[:, None], other=0.0).to(q.dtype)
-    x = tl.dot(q, k, input_precision=PREC) * qk_scale
+    x = tl.dot(q, k, input_precision=PREC)
     dist = offs_m[:, None] - offs[None, :]
     valid = (dist >= 0) & (offs >= kv_start)[None, :]
     x = tl.where(valid, x, float("-inf"))
     d_f = dist.to(tl.float32)
     clip = tl.maximum(W - d_f, 0.0)
     if HAS_LSE:
-        p = tl.where(valid, tl.exp2(x - lse2[:, None]), 0.0)
+        p = tl.where(valid, tl.exp2(x * qk_scale - lse2[:, None]), 0.0)
         u_i = u_i + tl.sum(p * d_f, 1)
         c_i = c_i + tl.sum(p * clip, 1)
         band = valid & (dist >= H_LO) & (dist <= H_HI) & row_resp[:, None]
         tl.atomic_add(fai_base + offs, tl.sum(tl.where(band, p, 0.0), 0), mask=offs < N)
     else:
-        m_new = tl.maximum(m_i, tl.max(x, 1))
+        m_new = tl.maximum(m_i, tl.max(x, 1) * qk_scale)
         alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(x - m_new[:, None])
+        p = tl.exp2(x * qk_scale - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
         u_i = u_i * alpha + tl.sum(p * d_f, 1)
         c_i = c_i * alpha + tl.sum(p * clip, 1)
@@ -112,7 +127,7 @@ def _attention_stats_kernel(
     stride_lb, stride_lh, stride_ln,
     N, HQ, GROUP, qk_scale, W, H_LO, H_HI,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_LSE: tl.constexpr, PREC: tl.constexpr, DOT_F32: tl.constexpr,
+    HAS_LSE: tl.constexpr, PREC: tl.constexpr, DOT_F32: tl.constexpr, FAST: tl.constexpr, EXP16: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)  # heads of one key head are neighbours: they share K in L2
     pid_m = tl.num_programs(1) - 1 - tl.program_id(1)  # longest query blocks first
@@ -148,6 +163,9 @@ def _attention_stats_kernel(
     else:
         lse2 = m_i
 
+    col = tl.arange(0, 16)[None, :]  # FAST: the [BLOCK_N, 16] matrix of columns (1, j, 0, ...)
+    jmat = tl.where(col == 0, 1.0, tl.where(col == 1, offs_n[:, None].to(tl.float32), 0.0)).to(tl.float16)
+
     # key blocks (aligned to BLOCK_N) that the response rows of this block need: [k_first, k_end)
     has_rows = (qs < r_end) & (qs + BLOCK_M > r_start)
     k_first = (kv_start // BLOCK_N) * BLOCK_N
@@ -167,7 +185,8 @@ def _attention_stats_kernel(
                                         W, H_LO, H_HI, HEAD_DIM, HAS_LSE, PREC)
     for start_n in range(far_lo, near_lo, BLOCK_N):
         m_i, l_i, u_i, c_i = _far_step(q, k_base, start_n, offs_n, offs_d, offs_m_f, m_i, l_i, u_i, c_i, lse2,
-                                       stride_kn, stride_kd, qk_scale, HEAD_DIM, HAS_LSE, PREC)
+                                       jmat, col, stride_kn, stride_kd, qk_scale, HEAD_DIM, HAS_LSE, PREC, FAST,
+                                       EXP16)
     for start_n in range(near_lo, k_end, BLOCK_N):
         m_i, l_i, u_i, c_i = _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp,
                                         m_i, l_i, u_i, c_i, lse2, stride_kn, stride_kd, qk_scale, N, kv_start,
@@ -188,10 +207,10 @@ def _attention_stats_kernel(
             offs = start_n + offs_n
             k = tl.load(k_base + offs[None, :] * stride_kn + offs_d[:, None] * stride_kd,
                         mask=(offs < N)[None, :] & (offs_d < HEAD_DIM)[:, None], other=0.0).to(q.dtype)
-            x = tl.dot(q, k, input_precision=PREC) * qk_scale
+            x = tl.dot(q, k, input_precision=PREC)
             dist = offs_m[:, None] - offs[None, :]
             band = (dist >= H_LO) & (dist <= H_HI) & (offs >= kv_start)[None, :] & row_resp[:, None]
-            p = tl.where(band, tl.exp2(x - lse2[:, None]), 0.0)
+            p = tl.where(band, tl.exp2(x * qk_scale - lse2[:, None]), 0.0)
             tl.atomic_add(fai_base + offs, tl.sum(p, 0), mask=offs < N)
 
     tl.store(WAAD + pid_bh.to(tl.int64) * N + offs_m, waad_row, mask=row_resp)
@@ -206,11 +225,17 @@ def _interpreted() -> bool:
 
 
 def _default_config(query: torch.Tensor) -> dict:
-    if not query.is_cuda:  # interpreter: few, small numpy steps
-        return dict(block_m=32, block_n=32, num_warps=4, num_stages=1)
-    if query.dtype == torch.float32:
-        return dict(block_m=64, block_n=32, num_warps=4, num_stages=2)
-    return dict(block_m=128, block_n=64, num_warps=8, num_stages=3)
+    """Block sizes and modes. ``fast`` (16-bit inputs): far-block row sums on the tensor cores from fp16
+    probabilities; ``exp16``: their exp2 as packed fp16 (``ex2.approx.f16x2``, CUDA only)."""
+    half = query.dtype != torch.float32
+    if not query.is_cuda:  # interpreter: few, small numpy steps; no inline PTX
+        return dict(block_m=32, block_n=32, num_warps=4, num_stages=1, fast=half, exp16=False)
+    if not half:
+        return dict(block_m=64, block_n=32, num_warps=4, num_stages=2, fast=False, exp16=False)
+    return dict(block_m=128, block_n=64, num_warps=4, num_stages=3, fast=True, exp16=_EXP16_OK is not False)
+
+
+_EXP16_OK = None  # None: not tried yet; False: the inline PTX failed to build here (e.g. not an NVIDIA GPU)
 
 
 def _span(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -239,7 +264,8 @@ def triton_attention_stats(
     Args: as ``dense_attention_stats`` (masks bool [B, N], validated by ``attention_stats``), plus
         row_lse: optional [B, Hq, >=N] float natural-log row log-sum-exp of ``scaling * q k^T`` over the
             allowed keys (as returned by SDPA's flash/efficient kernels); skips recomputing it.
-        config: optional ``dict(block_m, block_n, num_warps, num_stages)`` overriding the defaults.
+        config: optional dict overriding the defaults of ``_default_config``: ``block_m``, ``block_n``,
+            ``num_warps``, ``num_stages``, ``fast``, ``exp16``.
     """
     if not query.is_cuda and not _interpreted():
         raise RuntimeError("the triton backend needs CUDA tensors, or TRITON_INTERPRET=1 set before importing triton")
@@ -270,16 +296,32 @@ def triton_attention_stats(
     dot_f32 = not query.is_cuda and query.dtype == torch.bfloat16
     block_d = max(16, triton.next_power_of_2(d))
     grid = (b * hq, triton.cdiv(n, cfg["block_m"]))
-    if n > 0 and b * hq > 0:
+    fast = bool(cfg["fast"]) and query.dtype != torch.float32
+    exp16 = fast and bool(cfg["exp16"]) and query.is_cuda
+
+    def launch(exp16):
         _attention_stats_kernel[grid](
             query, key, lse, bounds, resp, waad, hd_sum, fai_sum,
             *query.stride(), *key.stride(), *lse_strides,
             n, hq, hq // hkv, float(scaling) * LOG2E, int(window), int(lo), int(hi),
             HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"],
             HAS_LSE=row_lse is not None, PREC="ieee" if query.dtype == torch.float32 or dot_f32 else "tf32",
-            DOT_F32=dot_f32,
+            DOT_F32=dot_f32, FAST=fast, EXP16=exp16,
             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         )
+
+    if n > 0 and b * hq > 0:
+        global _EXP16_OK
+        if exp16 and _EXP16_OK is None:
+            try:
+                launch(True)  # builds the kernel: raises before writing anything if the PTX is not accepted
+                _EXP16_OK = True
+            except Exception as err:  # noqa: BLE001 - any build failure: use the portable exp2
+                _EXP16_OK = False
+                warnings.warn(f"attncredit: packed fp16 exp2 unavailable ({type(err).__name__}); using exp2 in fp32")
+                launch(False)
+        else:
+            launch(exp16 and _EXP16_OK is not False)
     n_rows = response_mask.sum(1).clamp(min=1).double()
     head_distance = (hd_sum / n_rows[:, None]).float()
     # |T(s)| = number of response rows t with s + H_lo <= t <= s + H_hi
