@@ -7,6 +7,7 @@ caller leaves them out. ``compute_token_weights`` validates the inputs before th
 sets gamma to exactly 1 outside the response and casts it to float32, so a strategy only has to get
 the response tokens right::
 
+    import torch
     from attncredit.credit import register_strategy, top_quantile_mask
 
     @register_strategy("low_waad", requires=("waad",))
