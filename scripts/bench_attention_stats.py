@@ -174,7 +174,23 @@ def _peak_gib(fn):
     return torch.cuda.max_memory_allocated() / GIB
 
 
-def bench_model(lengths, tokens, prompt, reps, vocab_size, eager, tiny=False):
+def best_alternative(kernel_rows, lengths=(8192, 32768), margin=0.95):
+    """(name, config) of the kernel variant fastest at ``lengths`` if it beats the default by 5%, else None."""
+    rows = [r for r in kernel_rows if r["n"] in lengths] or kernel_rows
+    totals = {}
+    for name in KERNEL_CONFIGS:
+        times = [r.get(f"stats_{name}_ms") for r in rows]
+        if all(isinstance(t, float) for t in times):
+            totals[name] = sum(times)
+    if "default" not in totals:
+        return None
+    best = min(totals, key=totals.get)
+    if best != "default" and totals[best] < margin * totals["default"]:
+        return best, KERNEL_CONFIGS[best]
+    return None
+
+
+def bench_model(lengths, tokens, prompt, reps, vocab_size, eager, tiny=False, alternative=None):
     from transformers import AutoModelForCausalLM
 
     from attncredit.attention.probes import probe_layers
@@ -198,6 +214,9 @@ def bench_model(lengths, tokens, prompt, reps, vocab_size, eager, tiny=False):
         resp = attn.clone()
         resp[:, : min(prompt, n - 1)] = 0
         rec_holder = {}
+        import attncredit.attention.triton_stats as ts
+
+        default_config = ts._default_config
 
         def sdpa():
             with torch.no_grad():
@@ -209,17 +228,27 @@ def bench_model(lengths, tokens, prompt, reps, vocab_size, eager, tiny=False):
             rec_holder["stats"] = rec.stats
             return logits
 
+        def record_alt():  # the same, with the kernel variant that the kernel part found faster
+            ts._default_config = lambda query: {**default_config(query), **alternative[1]}
+            try:
+                return record()
+            finally:
+                ts._default_config = default_config
+
+        fns = [sdpa, record] + ([record_alt] if alternative else [])
+
         for _ in range(2):  # warm-up (kernel compilation, allocator)
-            sdpa()
-            record()
-        t_sdpa, t_rec = [], []
-        for i in range(reps):  # alternate, and alternate which goes first
-            for fn, acc in ((sdpa, t_sdpa), (record, t_rec)) if i % 2 == 0 else ((record, t_rec), (sdpa, t_sdpa)):
+            for fn in fns:
+                fn()
+        times = {fn: [] for fn in fns}
+        for i in range(reps):  # alternate, and rotate which goes first
+            for fn in fns[i % len(fns):] + fns[: i % len(fns)]:
                 _sync()
                 t0 = time.perf_counter()
                 fn()
                 _sync()
-                acc.append((time.perf_counter() - t0) * 1e3)
+                times[fn].append((time.perf_counter() - t0) * 1e3)
+        t_sdpa, t_rec = times[sdpa], times[record]
         rec_holder.clear()
         mem_sdpa = _peak_gib(sdpa)
         mem_rec = _peak_gib(record)
@@ -227,6 +256,10 @@ def bench_model(lengths, tokens, prompt, reps, vocab_size, eager, tiny=False):
                    sdpa_ms_all=t_sdpa, record_ms_all=t_rec, sdpa_peak_gib=mem_sdpa, record_peak_gib=mem_rec)
         row["time_ratio"] = row["record_ms"] / row["sdpa_ms"]
         row["mem_ratio"] = mem_rec / mem_sdpa
+        if alternative:
+            row["alt_name"] = alternative[0]
+            row["record_alt_ms"] = statistics.median(times[record_alt])
+            row["time_ratio_alt"] = row["record_alt_ms"] / row["sdpa_ms"]
         rec_holder.clear()
         if eager:
             row.update(_eager(model, ids, attn))
@@ -305,11 +338,18 @@ def main(argv=None):
     )
     print(json.dumps(meta), flush=True)
     results = dict(meta=meta)
+    alternative = None
     if args.part in ("all", "kernel"):
         results["kernel"] = bench_kernel(lengths, args.tokens, args.prompt, args.reps)
+        alternative = best_alternative(results["kernel"])
+        results["alternative"] = alternative
+        print(f"kernel variant faster than the default: {alternative}", flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
     if args.part in ("all", "model"):
         results["model"] = bench_model(
-            lengths, args.tokens, args.prompt, args.reps, args.vocab_size, not args.no_eager, tiny=args.smoke
+            lengths, args.tokens, args.prompt, args.reps, args.vocab_size, not args.no_eager, tiny=args.smoke,
+            alternative=alternative,
         )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
@@ -323,7 +363,8 @@ def main(argv=None):
             e_ms = f"{e_ms:.0f}" if isinstance(e_ms, float) else e_ms
             e_mem = f"{e_mem:.1f}" if isinstance(e_mem, float) else e_mem
             print(f"{r['n']:>6} {r['batch']:>3} | {r['sdpa_ms']:>8.1f} {r['sdpa_peak_gib']:>6.1f} | {r['record_ms']:>9.1f} "
-                  f"{r['time_ratio']:>7.3f} {r['record_peak_gib']:>6.1f} {r['mem_ratio']:>6.3f} | {e_ms:>9} {e_mem:>6}")
+                  f"{r['time_ratio']:>7.3f} {r['record_peak_gib']:>6.1f} {r['mem_ratio']:>6.3f} | {e_ms:>9} {e_mem:>6}"
+                  + (f" | {r['alt_name']}: x {r['time_ratio_alt']:.3f}" if "alt_name" in r else ""))
 
 
 if __name__ == "__main__":
