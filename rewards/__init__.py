@@ -14,6 +14,7 @@ name               score                                                        
 ``format``         1/0: the answer format the row's prompt asks for (auto)            (prompt)
 ``format_r1``      1/0: ``<think>...</think> <answer>...</answer>``                    -
 ``format_boxed``   1/0: a non-empty ``\\boxed{...}``                                   -
+``tag_count``      0.25 per R1 tag present exactly once (shaping for small models)     -
 =================  ===============================================================  ==================
 
 Factories for other settings: ``make_math_accuracy_reward(timeout_s=..., fallback=...)``,
@@ -33,7 +34,7 @@ from attncredit.errors import ConfigError
 
 from .accuracy import make_math_accuracy_reward, math_accuracy
 from .countdown import countdown, make_countdown_reward
-from .format import format_boxed, format_r1, format_reward, make_format_reward
+from .format import format_boxed, format_r1, format_reward, make_format_reward, tag_count
 
 REWARD_FUNCS: dict[str, Callable[..., list[float]]] = {
     "math_accuracy": math_accuracy,
@@ -41,6 +42,7 @@ REWARD_FUNCS: dict[str, Callable[..., list[float]]] = {
     "format": format_reward,
     "format_r1": format_r1,
     "format_boxed": format_boxed,
+    "tag_count": tag_count,
 }
 
 # A sensible reward set per dataset task (``attncredit.data`` rows carry a ``task`` column).

@@ -10,6 +10,10 @@ it matters (Countdown), and a graded format term is easy to farm without reasoni
 * ``format`` (auto): the style the row's prompt asks for (its text mentions ``<answer>`` -> r1, else
   ``\\boxed`` -> boxed); a prompt that mentions neither accepts either style.
 
+``tag_count`` is the graded exception, a shaping reward for models too small to produce the full format at
+first (the offline SmolLM2-135M demo): 0.25 for each of ``<think>``, ``</think>``, ``<answer>``, ``</answer>``
+that occurs exactly once. It gives reward spread inside GRPO groups long before any completion is correct.
+
 Never raises; empty, ``None`` and malformed completions score 0; cost is linear in the completion length.
 """
 
@@ -91,3 +95,18 @@ def make_format_reward(style: str | None = None, name: str | None = None):
 format_reward = make_format_reward(None)
 format_r1 = make_format_reward("r1")
 format_boxed = make_format_reward("boxed")
+
+
+R1_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+
+
+def tag_count(completions, **kwargs) -> list[float]:
+    """0.25 per R1 tag (``<think>``, ``</think>``, ``<answer>``, ``</answer>``) occurring exactly once."""
+    scores = []
+    for completion in completions:
+        text = tail(completion_text(completion))
+        scores.append(sum(0.25 for tag in R1_TAGS if text.count(tag) == 1))
+    return scores
+
+
+tag_count.required_columns = ()

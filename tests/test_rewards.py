@@ -386,3 +386,18 @@ def test_registry_names_and_errors():
     with pytest.raises(ConfigError, match="no reward functions"):
         get_reward_funcs([])
     assert required_columns(["math_accuracy", "countdown", "format"]) == ["answer", "numbers", "target"]
+
+
+def test_tag_count_grades_each_r1_tag_present_once():
+    from rewards import get_reward_funcs
+
+    (tag_count,) = get_reward_funcs(["tag_count"])
+    completions = [
+        "<think> 3 + 5 = 8 </think> <answer> 3 + 5 </answer>",
+        "no tags at all",
+        "the answer is <answer> </answer>",
+        "<answer> 1 </answer> <answer> 2 </answer>",  # repeated tags earn nothing
+        [{"role": "assistant", "content": "<think> x </think>"}],
+        None,
+    ]
+    assert tag_count(completions) == [1.0, 0.0, 0.5, 0.0, 0.5, 0.0]

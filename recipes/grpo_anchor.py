@@ -1,0 +1,195 @@
+"""GRPO with attention-aware credit assignment: the attncredit training entry point.
+
+    accelerate launch recipes/grpo_anchor.py --config recipes/configs/X.yaml [--field value ...]
+
+Every field of ``AnchorScriptArguments`` (below), ``attncredit.AnchorGRPOConfig`` (TRL's GRPOConfig plus
+``credit_*``) and TRL's ``ModelConfig`` can be set in the YAML file or on the command line (the command
+line wins). With no arguments it runs ``recipes/configs/default.yaml``: the embedded SmolLM2-135M-Instruct
+on small Countdown problems, on a CPU, offline.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
+
+
+@dataclass
+class AnchorScriptArguments:
+    """Data and reward arguments of the recipe."""
+
+    dataset_name: str = field(
+        default="countdown",
+        metadata={
+            "help": "Training dataset: a name from attncredit.data.list_datasets() (countdown, countdown3, gsm8k, "
+            "dapo_math_17k, ...) or a local .jsonl/.json/.parquet file with a 'prompt' column and the columns the "
+            "rewards read (e.g. 'answer')."
+        },
+    )
+    dataset_options: str | None = field(
+        default=None,
+        metadata={"help": "Dataset options as a YAML mapping or JSON string, e.g. '{\"num_numbers\": 3}' for countdown."},
+    )
+    dataset_train_split: str = field(default="train", metadata={"help": "Split used for training."})
+    dataset_test_split: str | None = field(
+        default=None, metadata={"help": "Split used for TRL's evaluation loop (with eval_strategy); none by default."}
+    )
+    prompt_template: str | None = field(
+        default=None, metadata={"help": "Prompt template name; default: the dataset's own (r1 for countdown, boxed for math)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N evaluation rows."})
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["math_accuracy"],
+        metadata={"help": "Reward functions by name (see rewards.REWARD_FUNCS), weighted by reward_weights."},
+    )
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _check_config_file(path: str, dataclass_types) -> None:
+    """Fail with one line on a missing or malformed YAML file or an unknown key (TRL would raise a traceback)."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f)
+    except FileNotFoundError:
+        _fail(f"config file {path!r} does not exist")
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        _fail(f"malformed YAML in {path}{line}: {getattr(e, 'problem', None) or e}")
+    if not isinstance(config, dict):
+        _fail(f"config file {path} must hold a YAML mapping of field: value, got {type(config).__name__}")
+    known = {f.name for cls in dataclass_types for f in fields(cls)} | {"env"}
+    for key in config:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; see --help for the allowed fields"
+            _fail(f"unknown config key {key!r} in {path}{hint}")
+
+
+def parse_args(argv: list[str]):
+    from trl import ModelConfig, TrlParser
+
+    from attncredit import AnchorGRPOConfig
+
+    dataclass_types = (AnchorScriptArguments, AnchorGRPOConfig, ModelConfig)
+    if not argv:
+        argv = ["--config", str(DEFAULT_CONFIG)]
+    if "--config" in argv:
+        index = argv.index("--config")
+        if index + 1 >= len(argv):
+            _fail("--config needs a YAML file path")
+        _check_config_file(argv[index + 1], dataclass_types)
+    parser = TrlParser(dataclass_types)
+    return parser.parse_args_and_config(argv)
+
+
+def _dataset_options(raw) -> dict:
+    import yaml
+
+    if raw is None or isinstance(raw, dict):
+        return dict(raw or {})
+    try:
+        options = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        options = None
+    if not isinstance(options, dict):
+        _fail(f"dataset_options={raw!r} is not a mapping; expected e.g. '{{\"num_numbers\": 3}}'")
+    return options
+
+
+def _resume_path(value, output_dir: str):
+    """``--resume_from_checkpoint``: a checkpoint folder, or true/last for the newest one in output_dir."""
+    if value is None or str(value).lower() in ("false", "none", ""):
+        return None
+    if str(value).lower() in ("true", "last", "latest"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        if last is None:
+            _fail(f"resume_from_checkpoint={value}: no checkpoint-* folder in {output_dir}")
+        return last
+    if not Path(value).is_dir():
+        _fail(f"resume_from_checkpoint={value!r} is not a checkpoint folder")
+    return value
+
+
+def load_data(script_args, split: str, limit: int | None, seed: int):
+    """A named dataset, or a local data file (its one split serves every split name)."""
+    from attncredit.data import load_dataset_by_name
+
+    path = Path(script_args.dataset_name)
+    if path.suffix in (".jsonl", ".json", ".parquet"):
+        import datasets
+
+        if not path.is_file():
+            _fail(f"dataset file {str(path)!r} does not exist")
+        kind = "parquet" if path.suffix == ".parquet" else "json"
+        data = datasets.load_dataset(kind, data_files=str(path), split="train")
+        return data.select(range(min(limit, len(data)))) if limit is not None else data
+    options = _dataset_options(script_args.dataset_options)
+    return load_dataset_by_name(
+        script_args.dataset_name, split=split, template=script_args.prompt_template, limit=limit, seed=seed, **options
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    from attncredit import AnchorGRPOTrainer
+    from attncredit.data import validate_columns
+    from attncredit.errors import ConfigError
+    from attncredit.models import load_tokenizer, resolve_model_name
+    from rewards import get_reward_funcs
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        script_args, training_args, model_args = parse_args(argv)
+        from trl import get_peft_config
+
+        model_path = resolve_model_name(model_args.model_name_or_path or "smollm2-135m-instruct")
+        tokenizer = load_tokenizer(model_path)
+        training_args.model_init_kwargs = {
+            **(training_args.model_init_kwargs or {}),
+            "dtype": model_args.dtype or "auto",
+            **({"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}),
+        }
+        seed = training_args.seed
+        train_dataset = load_data(script_args, script_args.dataset_train_split, script_args.max_train_samples, seed)
+        eval_dataset = None
+        if script_args.dataset_test_split:
+            eval_dataset = load_data(script_args, script_args.dataset_test_split, script_args.max_eval_samples, seed)
+        reward_funcs = get_reward_funcs(script_args.reward_funcs)
+        for data in (train_dataset, eval_dataset):
+            if data is not None:
+                validate_columns(data, rewards=script_args.reward_funcs)
+        resume = _resume_path(training_args.resume_from_checkpoint, training_args.output_dir)
+    except (ConfigError, ValueError) as e:
+        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+    trainer = AnchorGRPOTrainer(
+        model=model_path,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        print(json.dumps({"output_dir": training_args.output_dir, "global_step": trainer.state.global_step}))
+
+
+if __name__ == "__main__":
+    main()
