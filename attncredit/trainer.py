@@ -245,7 +245,7 @@ class AnchorGRPOTrainer(GRPOTrainer):
                 f.write(json.dumps(record) + "\n")
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if self.credit_on and self.model.training:
+        if self.credit_on and self.model.training and self._credit_seconds > 0:
             now = time.perf_counter()
             wall = max(now - self._credit_clock, 1e-9)
             self._metrics["train"]["attncredit/credit_seconds"].append(self._credit_seconds)
