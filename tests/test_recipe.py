@@ -1,0 +1,109 @@
+"""recipes/grpo_anchor.py: bad input ends with one error line and exit code 2; the default run trains."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "grpo_anchor.py"
+
+
+def load_recipe():
+    spec = importlib.util.spec_from_file_location("grpo_anchor", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve field types through the module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_main(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_recipe().main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return exit_info.value.code, err
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+BASE = "output_dir: {out}\nreport_to: none\nuse_cpu: true\nmax_steps: 1\n"
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ("model_name_or_path: no-such-model\n", "unknown model 'no-such-model'"),
+        ("model_name_or_path: {tiny}\ndataset_name: no_such_set\n", "unknown dataset 'no_such_set'"),
+        ("model_name_or_path: {tiny}\nreward_funcs: [telepathy]\n", "unknown reward function 'telepathy'"),
+        ("model_name_or_path: {tiny}\nlearning_rat: 0.1\n", "unknown config key 'learning_rat'"),
+        ("model_name_or_path: {tiny}\ncredit_strategy: anchors\n", "credit_strategy='anchors' is invalid"),
+        ("model_name_or_path: {tiny}\ncredit_window: 0\n", "credit_window=0 is invalid"),
+        ("model_name_or_path: {tiny}\ndataset_name: {nocols}\nreward_funcs: [math_accuracy]\n", "missing column 'answer'"),
+        ("model_name_or_path: [unclosed\n", "malformed YAML"),
+    ],
+    ids=["model", "dataset", "reward", "config-key", "strategy", "window", "columns", "yaml"],
+)
+def test_bad_input_is_one_error_line_with_exit_code_2(tmp_path, tiny_qwen2, capsys, config, expected):
+    nocols = write(tmp_path, "questions.jsonl", json.dumps({"prompt": "What is 2 + 2?"}) + "\n")
+    text = BASE.format(out=tmp_path / "out") + config.format(tiny=tiny_qwen2, nocols=nocols)
+    code, err = run_main(["--config", write(tmp_path, "bad.yaml", text)], capsys)
+    errors = [line for line in err if line.startswith("error: ")]
+    assert code == 2
+    assert len(errors) == 1 and err[-1] == errors[0] and expected in errors[0], err
+    assert not any("Traceback" in line for line in err)
+
+
+def test_unknown_command_line_flag_is_one_error_line(tmp_path, tiny_qwen2, capsys):
+    config = write(tmp_path, "ok.yaml", BASE.format(out=tmp_path / "out") + f"model_name_or_path: {tiny_qwen2}\n")
+    code, err = run_main(["--config", config, "--credit_windw", "5"], capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and "credit_windw" in err[0], err
+
+
+def test_bad_config_in_a_subprocess_prints_no_traceback(tmp_path):
+    config = write(tmp_path, "bad.yaml", "model_name_or_path: no-such-model\n" + BASE.format(out=tmp_path / "o"))
+    proc = subprocess.run(
+        [sys.executable, str(RECIPE), "--config", config],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown model")
+
+
+@pytest.mark.slow
+def test_default_run_trains_the_embedded_model_and_reuses_its_conversion(tmp_path):
+    """The README's run on the real embedded SmolLM2 (shortened), twice: the second run reuses the conversion."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ATTNCREDIT_CACHE": str(tmp_path / "cache")}
+    short = ["--max_steps", "2", "--max_completion_length", "24", "--save_steps", "1", "--eval_strategy", "no"]
+    converted = tmp_path / "cache" / "models" / "smollm2-135m-instruct" / "model.safetensors"
+    for run in ("first", "second"):
+        out = tmp_path / run
+        proc = subprocess.run(
+            [sys.executable, str(RECIPE), "--config", str(ROOT / "recipes/configs/default.yaml"),
+             "--output_dir", str(out), *short],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=900,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        if run == "first":
+            stamp = converted.stat().st_mtime_ns
+        assert converted.stat().st_mtime_ns == stamp
+        assert (out / "checkpoint-2" / "model.safetensors").exists()
+        metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        steps = [m for m in metrics if "loss" in m]
+        assert [m["step"] for m in steps] == [1, 2]
+        assert all("attncredit/gamma_mean" in m and m["attncredit/gamma_mean"] >= 1.0 for m in steps)
+        assert any(m["reward_std"] > 0 for m in steps), "no reward spread: credit had nothing to scale"
