@@ -81,8 +81,6 @@ def qwen3_4b_config(vocab_size: int, tiny: bool = False):
 # ----------------------------------------------------------------------------------------------------------------
 KERNEL_CONFIGS = {  # name -> config override (the default config is tried first, as "default")
     "default": {},
-    "exact": dict(fast=False),
-    "fast_exp32": dict(fast=True, exp16=False),
     "128x128w4s3": dict(block_m=128, block_n=128, num_warps=4, num_stages=3),
     "128x64w8s3": dict(block_m=128, block_n=64, num_warps=8, num_stages=3),
     "64x64w4s3": dict(block_m=64, block_n=64, num_warps=4, num_stages=3),
@@ -132,7 +130,7 @@ def bench_kernel(lengths, tokens, prompt, reps):
             row["flash_op_error"] = f"{type(err).__name__}: {err}"[:200]
         for name, cfg in KERNEL_CONFIGS.items():
             for tag, row_lse in (("", None), ("+lse", lse)):
-                if tag and (row_lse is None or name != "exact"):
+                if tag and (row_lse is None or name != "default"):
                     continue
                 try:
                     fn = lambda: triton_attention_stats(  # noqa: E731
