@@ -74,6 +74,9 @@ class AnchorGRPOTrainer(GRPOTrainer):
         self._loss_inputs: dict | None = None  # micro-batch whose advantages the loss forward must scale
         self._credit_seconds = 0.0
         self._credit_clock = time.perf_counter()
+        self._credit_summaries: list[dict[str, torch.Tensor]] = []
+        self._stats_clocks = []  # StatsClock of every recorded forward since the last log
+        self._latest_groups = None  # HeadGroups of the latest chunk, for the head-group log
         self._last_head_groups = None
 
     # ----------------------------------------------------------------------------------------------------
@@ -166,7 +169,10 @@ class AnchorGRPOTrainer(GRPOTrainer):
             logps.append(lp)
             entropies.append(ent)
             aux_losses.append(aux)
-            stats = recorder.stats if self._needs_attention else None
+            stats = None
+            if self._needs_attention:
+                stats = recorder.stats
+                self._stats_clocks.append(recorder.clock)
             gammas.append(self._credit_weights(stats, response_mask[:, -logits_to_keep:], ent))
         entropy = torch.cat(entropies) if compute_entropy else None
         aux = torch.stack(aux_losses).mean() if aux_losses[0] is not None else None
@@ -185,29 +191,28 @@ class AnchorGRPOTrainer(GRPOTrainer):
             groups = group_token_stats(layer_stats, quantile=args.credit_head_quantile, per=args.credit_head_grouping)
             c = completion_mask.size(1)
             waad, fai = groups.waad[:, -c:], groups.fai[:, -c:]
-        for name, value in (("WAAD", waad), ("FAI", fai), ("entropy", entropy)):
-            if value is not None and not torch.isfinite(value[completion_mask.bool()]).all():
-                raise NonFiniteError(
-                    f"non-finite {name} statistics at step {self.state.global_step}: the policy's forward "
-                    "produced NaN/inf (check the model's dtype and the learning rate)"
-                )
-        generator = torch.Generator(device=waad.device).manual_seed(
+        generator = torch.Generator(device=completion_mask.device).manual_seed(
             hash((args.seed, self.state.global_step, self._step, self.accelerator.process_index)) % (2**63)
         )
-        gamma = compute_token_weights(
-            args.credit_strategy,
-            waad=waad,
-            fai=fai,
-            entropy=entropy.detach() if entropy is not None else None,
-            response_mask=completion_mask,
-            top_quantile=args.credit_top_quantile,
-            gamma_amp=args.credit_gamma_amp,
-            alpha=args.credit_alpha,
-            k=args.credit_k,
-            generator=generator,
-            **args.credit_options,
-        )
-        self._log_credit(gamma, waad, fai, completion_mask, groups)
+        try:
+            gamma = compute_token_weights(
+                args.credit_strategy,
+                waad=waad,
+                fai=fai,
+                entropy=entropy.detach() if entropy is not None else None,
+                response_mask=completion_mask,
+                top_quantile=args.credit_top_quantile,
+                gamma_amp=args.credit_gamma_amp,
+                alpha=args.credit_alpha,
+                k=args.credit_k,
+                generator=generator,
+                **args.credit_options,
+            )
+        except ValueError as e:
+            if "finite" in str(e):  # compute_token_weights checks every statistic it reads for NaN/inf
+                raise NonFiniteError(f"step {self.state.global_step}: {e}") from e
+            raise
+        self._record_credit_summary(gamma, waad, fai, completion_mask, groups)
         self._credit_seconds += time.perf_counter() - start
         return gamma
 
@@ -223,16 +228,25 @@ class AnchorGRPOTrainer(GRPOTrainer):
     # ----------------------------------------------------------------------------------------------------
     # Observability
     # ----------------------------------------------------------------------------------------------------
-    def _log_credit(self, gamma, waad, fai, completion_mask, groups) -> None:
-        """Per-rank summaries, gathered (means over all ranks' response tokens) into ``attncredit/*`` metrics."""
+    def _record_credit_summary(self, gamma, waad, fai, completion_mask, groups) -> None:
+        """Keep this chunk's summaries as device tensors; ``log`` reduces them (no host sync on the hot path)."""
         mask = completion_mask.bool()
         n = mask.sum().clamp(min=1)
-        summaries = {"amplified_frac": (gamma != 1)[mask].float().sum() / n, "gamma_mean": gamma[mask].sum() / n}
+        summary = {"amplified_frac": (gamma != 1)[mask].float().sum() / n, "gamma_mean": gamma[mask].sum() / n}
         if groups is not None:
-            summaries.update(waad_mean=waad[mask].sum() / n, fai_mean=fai[mask].sum() / n)
-        gathered = self.accelerator.gather(torch.stack(list(summaries.values()))[None]).mean(0).tolist()
-        for key, value in zip(summaries, gathered):
-            self._metrics["train"][f"attncredit/{key}"].append(value)
+            summary.update(waad_mean=waad[mask].sum() / n, fai_mean=fai[mask].sum() / n)
+            self._latest_groups = groups
+        self._credit_summaries.append(summary)
+
+    def _log_credit_summaries(self) -> None:
+        """Means over this logging period and all ranks' chunks into ``attncredit/*`` metrics; head-group changes
+        to ``attncredit_head_groups.jsonl``."""
+        names = list(self._credit_summaries[0])
+        local = torch.stack([torch.stack([s[k] for k in names]) for s in self._credit_summaries]).mean(0)
+        self._credit_summaries = []
+        for name, value in zip(names, self.accelerator.gather(local[None]).mean(0).tolist()):
+            self._metrics["train"][f"attncredit/{name}"].append(value)
+        groups, self._latest_groups = self._latest_groups, None
         if groups is None or not self.accelerator.is_main_process:
             return
         heads = groups.batch_groups(self.probe_layers)
@@ -245,12 +259,16 @@ class AnchorGRPOTrainer(GRPOTrainer):
                 f.write(json.dumps(record) + "\n")
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if self.credit_on and self.model.training and self._credit_seconds > 0:
+        if self.credit_on and self.model.training and self._credit_summaries:
+            self._log_credit_summaries()
             now = time.perf_counter()
             wall = max(now - self._credit_clock, 1e-9)
-            self._metrics["train"]["attncredit/credit_seconds"].append(self._credit_seconds)
-            self._metrics["train"]["attncredit/credit_time_share"].append(self._credit_seconds / wall)
-            self._credit_seconds, self._credit_clock = 0.0, now
+            stats_seconds = sum(clock.seconds() for clock in self._stats_clocks)
+            metrics = self._metrics["train"]
+            metrics["attncredit/stats_seconds"].append(stats_seconds)
+            metrics["attncredit/credit_seconds"].append(self._credit_seconds)
+            metrics["attncredit/time_share"].append((stats_seconds + self._credit_seconds) / wall)
+            self._credit_seconds, self._credit_clock, self._stats_clocks = 0.0, now, []
         super().log(logs, start_time)
 
 

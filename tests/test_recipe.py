@@ -82,28 +82,31 @@ def test_bad_config_in_a_subprocess_prints_no_traceback(tmp_path):
 
 
 @pytest.mark.slow
-def test_default_run_trains_the_embedded_model_and_reuses_its_conversion(tmp_path):
-    """The README's run on the real embedded SmolLM2 (shortened), twice: the second run reuses the conversion."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ATTNCREDIT_CACHE": str(tmp_path / "cache")}
-    short = ["--max_steps", "2", "--max_completion_length", "24", "--save_steps", "1", "--eval_strategy", "no"]
-    converted = tmp_path / "cache" / "models" / "smollm2-135m-instruct" / "model.safetensors"
-    for run in ("first", "second"):
-        out = tmp_path / run
-        proc = subprocess.run(
-            [sys.executable, str(RECIPE), "--config", str(ROOT / "recipes/configs/default.yaml"),
-             "--output_dir", str(out), *short],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=900,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        if run == "first":
-            stamp = converted.stat().st_mtime_ns
-        assert converted.stat().st_mtime_ns == stamp
-        assert (out / "checkpoint-2" / "model.safetensors").exists()
-        metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-        steps = [m for m in metrics if "loss" in m]
-        assert [m["step"] for m in steps] == [1, 2]
-        assert all("attncredit/gamma_mean" in m and m["attncredit/gamma_mean"] >= 1.0 for m in steps)
-        assert any(m["reward_std"] > 0 for m in steps), "no reward spread: credit had nothing to scale"
+def test_default_run_trains_the_embedded_model_and_reuses_its_conversion(tmp_path, monkeypatch):
+    """The README's run on the real embedded SmolLM2, shortened to 2 steps; then the conversion is reused."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ATTNCREDIT_CACHE": str(cache)}
+    out = tmp_path / "run"
+    short = ["--max_steps", "2", "--max_completion_length", "64", "--save_steps", "2", "--eval_strategy", "no"]
+    proc = subprocess.run(
+        [sys.executable, str(RECIPE), "--output_dir", str(out), *short],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "checkpoint-2" / "model.safetensors").exists()
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [m for m in metrics if "loss" in m]
+    assert [m["step"] for m in steps] == [1, 2]
+    assert any(m["reward_std"] > 0 for m in steps), "no reward spread: credit had nothing to scale"
+    assert all(m["attncredit/gamma_mean"] > 1.0 and 0 < m["attncredit/amplified_frac"] < 1 for m in steps)
+
+    from attncredit.models import resolve_model_name
+
+    converted = cache / "models" / "smollm2-135m-instruct" / "model.safetensors"
+    stamp = converted.stat().st_mtime_ns
+    monkeypatch.setenv("ATTNCREDIT_CACHE", str(cache))
+    assert resolve_model_name("smollm2-135m-instruct") == str(converted.parent)
+    assert converted.stat().st_mtime_ns == stamp

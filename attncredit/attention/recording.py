@@ -33,6 +33,8 @@ Semantics:
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 from transformers import AttentionInterface, PreTrainedModel
@@ -234,6 +236,43 @@ def disable_recording(model: nn.Module, attn_implementation: str = "sdpa") -> nn
     return model
 
 
+class StatsClock:
+    """Accumulated time of statistics computations, without host syncs on CUDA.
+
+    On CUDA each interval is a pair of timing events read only by :meth:`seconds`; on CPU it is wall time.
+    Call :meth:`seconds` where the results are needed anyway (e.g. at logging time): it waits for the last event.
+    """
+
+    def __init__(self):
+        self._intervals: list = []
+
+    def start(self, device: torch.device):
+        if device.type == "cuda":
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def stop(self, started) -> None:
+        if isinstance(started, float):
+            self._intervals.append(time.perf_counter() - started)
+        else:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self._intervals.append((started, end))
+
+    def seconds(self) -> float:
+        total = 0.0
+        for interval in self._intervals:
+            if isinstance(interval, tuple):
+                start, end = interval
+                end.synchronize()
+                total += start.elapsed_time(end) / 1000.0
+            else:
+                total += interval
+        return total
+
+
 class AttentionRecorder:
     """Context manager returned by :func:`record_attention`; ``stats`` maps probe layer -> AttentionStats."""
 
@@ -285,6 +324,7 @@ class AttentionRecorder:
         self._deepest = self.layers[-1]
         self._modules: list[nn.Module] = []
         self._stats_fn = None
+        self.clock = StatsClock()  # time spent in the statistics of the recorded layers
 
     # -- context protocol -------------------------------------------------------------------------------------
     def __enter__(self) -> AttentionRecorder:
@@ -349,10 +389,12 @@ class AttentionRecorder:
             self._stats_fn = _stats_function(self.backend, query.device)
         scaling = kwargs.get("scaling")
         scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+        started = self.clock.start(query.device)
         with torch.no_grad():
             self.stats[layer] = self._stats_fn(
                 query.detach(), key.detach(), attention_mask, response_mask, scaling, self.window, self.fai_horizon
             )
+        self.clock.stop(started)
         if self.stop_after_last and layer == self._deepest:
             raise _StopForward(self)
 
