@@ -1,0 +1,316 @@
+"""Generation backends for evaluation: vLLM when it is installed, transformers ``generate`` otherwise.
+
+Both backends see the same token ids: prompts are rendered exactly as TRL's GRPOTrainer renders them in training
+(``tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True)``), generation stops at
+the same end tokens (the tokenizer's EOS plus the model's ``generation_config.eos_token_id``), and completions are
+decoded with ``skip_special_tokens=True``, as TRL decodes them before scoring.
+
+Example::
+
+    gen = make_generator("smollm2-135m-instruct", backend="auto")
+    ids = gen.render([[{"role": "user", "content": "What is 12 + 35?"}]])
+    [[sample]] = gen.generate(ids, SamplingSettings(n=1, temperature=0.0, max_new_tokens=32))
+    print(sample.text, sample.finish_reason)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from attncredit.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "vllm", "hf")
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How to sample: ``n`` answers per prompt, ``temperature`` 0 means greedy (then ``n`` must be 1)."""
+
+    n: int = 1
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 1024
+    seed: int = 42
+
+    def __post_init__(self):
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
+            raise ConfigError(f"number of samples per problem must be an integer >= 1, got {self.n!r}")
+        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {self.temperature!r}")
+        if self.temperature == 0 and self.n > 1:
+            raise ConfigError(
+                f"temperature 0 (greedy) gives {self.n} identical samples per problem; use n-samples 1 or a temperature > 0"
+            )
+        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+            raise ConfigError(f"top-p must be in (0, 1], got {self.top_p!r}")
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ConfigError(f"max-new-tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Sample:
+    """One generated answer: decoded text, its token count and why it ended (``stop``: an end token, ``length``)."""
+
+    text: str
+    num_tokens: int
+    finish_reason: str
+
+
+def resolve_backend(backend: str) -> str:
+    """``auto`` -> ``vllm`` when the vllm package is importable, else ``hf``; checks explicit choices."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend '{backend}'; allowed: {', '.join(BACKENDS)}")
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    if backend == "auto":
+        return "vllm" if has_vllm else "hf"
+    if backend == "vllm" and not has_vllm:
+        raise ConfigError("backend 'vllm' needs the vllm package (pip install vllm); or use --backend hf")
+    return backend
+
+
+def end_token_ids(tokenizer, generation_config=None) -> list[int]:
+    """TRL's end tokens: the tokenizer's EOS first, then the model's ``generation_config.eos_token_id`` ones."""
+    ids = getattr(generation_config, "eos_token_id", None) if generation_config is not None else None
+    ids = [] if ids is None else ([ids] if isinstance(ids, int) else list(ids))
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids = [tokenizer.eos_token_id, *ids]
+    return ids
+
+
+def render_prompts(tokenizer, prompts: Sequence) -> list[list[int]]:
+    """Token ids of each prompt, as TRL's GRPOTrainer tokenizes them (chat template + generation prompt)."""
+    prompts = list(prompts)
+    if not prompts:
+        return []
+    if isinstance(prompts[0], str):
+        return [list(ids) for ids in tokenizer(prompts)["input_ids"]]
+    out = tokenizer.apply_chat_template(
+        conversation=prompts, add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]
+    return [list(ids) for ids in out]
+
+
+class Generator:
+    """Common interface: ``render(prompts) -> ids``, ``generate(ids, sampling, progress) -> samples per prompt``."""
+
+    name = "base"
+
+    def __init__(self, model_path: str, tokenizer):
+        self.model_path = model_path
+        self.tokenizer = tokenizer
+
+    def render(self, prompts: Sequence) -> list[list[int]]:
+        return render_prompts(self.tokenizer, prompts)
+
+    def generate(
+        self, prompt_ids: list[list[int]], sampling: SamplingSettings, progress: Callable[[int], None] | None = None
+    ) -> list[list[Sample]]:
+        raise NotImplementedError
+
+    def info(self) -> dict:
+        return {"backend": self.name, "model_path": str(self.model_path)}
+
+    def close(self) -> None:
+        pass
+
+
+class HFGenerator(Generator):
+    """transformers ``generate`` over left-padded batches of ``batch_size`` sequences (a prompt's n samples are
+    n rows). Rows are sorted by prompt length so batches pad little."""
+
+    name = "hf"
+
+    def __init__(self, model_path: str, tokenizer, *, dtype: str = "auto", device: str | None = None, batch_size: int = 16):
+        super().__init__(model_path, tokenizer)
+        from attncredit.models import load_model
+
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch-size must be an integer >= 1, got {batch_size!r}")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if dtype == "auto":
+            # CPUs run float32 fastest; GPUs the checkpoint's own dtype.
+            dtype = "float32" if self.device.type == "cpu" else "auto"
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.model = load_model(model_path, dtype=dtype).to(self.device).eval()
+        self.end_ids = end_token_ids(tokenizer, self.model.generation_config)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_ids[0]
+
+    def info(self) -> dict:
+        return {**super().info(), "dtype": str(self.model.dtype).replace("torch.", ""), "device": str(self.device),
+                "batch_size": self.batch_size}
+
+    @torch.no_grad()
+    def generate(self, prompt_ids, sampling, progress=None):
+        rows = [(i, j) for i in range(len(prompt_ids)) for j in range(sampling.n)]
+        rows.sort(key=lambda r: -len(prompt_ids[r[0]]))
+        out: list[list[Sample | None]] = [[None] * sampling.n for _ in prompt_ids]
+        torch.manual_seed(sampling.seed)
+        ends = torch.tensor(self.end_ids, device=self.device)
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start : start + self.batch_size]
+            seqs = [prompt_ids[i] for i, _ in chunk]
+            width = max(len(s) for s in seqs)
+            input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
+            for r, s in enumerate(seqs):
+                input_ids[r, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+                attention_mask[r, width - len(s) :] = 1
+            kwargs = dict(
+                max_new_tokens=sampling.max_new_tokens,
+                pad_token_id=self.pad_id,
+                eos_token_id=self.end_ids,
+                do_sample=not sampling.greedy,
+            )
+            if not sampling.greedy:
+                kwargs.update(temperature=float(sampling.temperature), top_p=float(sampling.top_p), top_k=0)
+            else:
+                kwargs.update(temperature=None, top_p=None, top_k=None)
+            generated = self.model.generate(
+                input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device), **kwargs
+            )[:, width:]
+            is_end = torch.isin(generated, ends)
+            for r, (i, j) in enumerate(chunk):
+                hits = is_end[r].nonzero()
+                if len(hits):
+                    stop = int(hits[0]) + 1
+                    ids, reason = generated[r, :stop], "stop"
+                else:
+                    ids, reason = generated[r], "length"
+                text = self.tokenizer.decode(ids.tolist(), skip_special_tokens=True)
+                out[i][j] = Sample(text=text, num_tokens=int(ids.numel()), finish_reason=reason)
+            if progress is not None:
+                progress(len(chunk))
+        return out  # type: ignore[return-value]
+
+    def close(self) -> None:
+        del self.model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+class VLLMGenerator(Generator):
+    """vLLM offline ``LLM.generate`` on token-id prompts, all of a benchmark at once (vLLM batches itself)."""
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model_path: str,
+        tokenizer,
+        *,
+        dtype: str = "auto",
+        seed: int = 42,
+        max_model_len: int | None = None,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        enforce_eager: bool | None = None,
+    ):
+        super().__init__(model_path, tokenizer)
+        from vllm import LLM
+
+        if enforce_eager is None:  # CUDA graphs pay off on GPUs; compiling on a CPU costs minutes
+            enforce_eager = not torch.cuda.is_available()
+        kwargs = dict(
+            model=str(model_path),
+            tokenizer=str(model_path),
+            dtype=dtype,
+            seed=seed,
+            tensor_parallel_size=tensor_parallel_size,
+            enforce_eager=enforce_eager,
+        )
+        if torch.cuda.is_available():
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        if max_model_len is not None:
+            kwargs["max_model_len"] = max_model_len
+        self.settings = {k: v for k, v in kwargs.items() if k not in ("model", "tokenizer")}
+        self.llm = LLM(**kwargs)
+        from transformers import GenerationConfig
+
+        try:
+            generation_config = GenerationConfig.from_pretrained(model_path)
+        except (OSError, ValueError):
+            generation_config = None
+        self.end_ids = end_token_ids(tokenizer, generation_config)
+
+    def info(self) -> dict:
+        import vllm
+
+        return {**super().info(), "vllm_version": vllm.__version__, **self.settings}
+
+    def generate(self, prompt_ids, sampling, progress=None):
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            n=sampling.n,
+            temperature=float(sampling.temperature),
+            top_p=float(sampling.top_p) if not sampling.greedy else 1.0,
+            max_tokens=sampling.max_new_tokens,
+            seed=sampling.seed,
+            stop_token_ids=self.end_ids,
+            skip_special_tokens=True,
+        )
+        prompts = [{"prompt_token_ids": ids} for ids in prompt_ids]
+        outputs = self.llm.generate(prompts, params, use_tqdm=True)
+        result = []
+        for output in outputs:
+            samples = [
+                Sample(
+                    text=c.text,
+                    num_tokens=len(c.token_ids),
+                    finish_reason="stop" if c.finish_reason == "stop" else "length",
+                )
+                for c in output.outputs
+            ]
+            result.append(samples)
+            if progress is not None:
+                progress(len(samples))
+        return result
+
+    def close(self) -> None:
+        del self.llm
+
+
+def make_generator(
+    model: str,
+    backend: str = "auto",
+    *,
+    dtype: str = "auto",
+    batch_size: int = 16,
+    seed: int = 42,
+    max_model_len: int | None = None,
+    tensor_parallel_size: int = 1,
+    gpu_memory_utilization: float = 0.9,
+    device: str | None = None,
+) -> Generator:
+    """A generator for ``model`` (hub id, folder or embedded name) on ``backend`` (``auto``, ``vllm``, ``hf``)."""
+    from attncredit.models import load_tokenizer, resolve_model_name
+
+    backend = resolve_backend(backend)
+    path = resolve_model_name(model)
+    tokenizer = load_tokenizer(path)
+    if backend == "vllm":
+        return VLLMGenerator(
+            path,
+            tokenizer,
+            dtype=dtype,
+            seed=seed,
+            max_model_len=max_model_len,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+        )
+    return HFGenerator(path, tokenizer, dtype=dtype, device=device, batch_size=batch_size)
