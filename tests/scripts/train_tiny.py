@@ -1,0 +1,188 @@
+"""Train AnchorGRPOTrainer on a tiny model for a few steps and write what this rank computed, for subprocess tests.
+
+    [accelerate launch ...] python tests/scripts/train_tiny.py MODEL_DIR OUT_DIR ['{"config_field": value, ...}']
+
+Used by tests/test_trainer_distributed.py (2 processes, gloo) and tests/test_vllm_colocate.py (vLLM colocate, its own
+venv). The JSON holds AnchorGRPOConfig overrides. Each rank writes ``OUT_DIR/rank<i>.json`` with:
+
+* ``recorded``: one entry per recorded forward (the forward whose attention gave gamma): the token rows it saw,
+  whether it ran with gradients (loss forward) or without (TRL's old-log-prob forward), gamma's shape and this rank's
+  mean gamma over response tokens;
+* ``loss_rows`` / ``loss_advantage_dims``: the rows of each micro-batch the loss saw, and the dimension of the
+  advantages TRL's loss read (last read of ``inputs["advantages"]`` inside ``_compute_loss``);
+* ``collectives``: every torch.distributed collective issued during a recorded forward, the credit computation
+  or logging (phase, op, largest tensor's element count);
+* ``weights_before`` / ``weights_after``: sha256 of the policy's state dict;
+* ``log_history``: the trainer's log history.
+
+The debug hooks live in a subclass here, not in the library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import sys
+
+
+def digit_reward(completions, **kwargs):
+    """Share of digits in the completion: random models give spread inside every group."""
+    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+    return [sum(ch.isdigit() for ch in t) / max(len(t), 1) for t in texts]
+
+
+def weights_hash(model) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class _Spy(dict):
+    """The loss's input dict, noting the shape of every read of 'advantages' and writing changes through."""
+
+    def __init__(self, inner: dict, reads: list):
+        super().__init__(inner)
+        self._inner, self._reads = inner, reads
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        if key == "advantages":
+            self._reads.append(value.dim())
+        return value
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self._inner[key] = value
+
+
+def make_trainer_class():
+    import torch
+    import torch.distributed as dist
+
+    from attncredit import AnchorGRPOTrainer
+
+    class DebugTrainer(AnchorGRPOTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.debug = {"recorded": [], "loss_rows": [], "loss_advantage_dims": [], "collectives": []}
+            self._phase = None
+            if dist.is_available() and dist.is_initialized():
+                for op in ("all_gather", "all_gather_into_tensor", "all_gather_object", "all_reduce", "reduce",
+                           "gather", "broadcast", "reduce_scatter_tensor"):
+                    setattr(dist, op, self._watch(op, getattr(dist, op)))
+
+        def _watch(self, name, fn):
+            @functools.wraps(fn)
+            def wrapped(*args, **kwargs):
+                if self._phase is not None:
+                    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+                    tensors += [t for a in args if isinstance(a, list) for t in a if isinstance(t, torch.Tensor)]
+                    numel = max((t.numel() for t in tensors), default=0)
+                    self.debug["collectives"].append({"phase": self._phase, "op": name, "numel": numel})
+                return fn(*args, **kwargs)
+
+            return wrapped
+
+        @contextlib.contextmanager
+        def _in_phase(self, phase):
+            outer, self._phase = self._phase, phase
+            try:
+                yield
+            finally:
+                self._phase = outer
+
+        def _credit_weights(self, *args, **kwargs):
+            with self._in_phase("credit"):
+                return super()._credit_weights(*args, **kwargs)
+
+        def log(self, *args, **kwargs):
+            with self._in_phase("log"):
+                return super().log(*args, **kwargs)
+
+        def _recorded_forward(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+            with_grad = torch.is_grad_enabled()
+            with self._in_phase("recorded_forward"):
+                out = super()._recorded_forward(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+            gamma = out[3]
+            mask = attention_mask[:, -logits_to_keep:].bool()
+            self.debug["recorded"].append(
+                {
+                    "step": self.state.global_step,
+                    "with_grad": with_grad,
+                    "rows": input_ids.tolist(),
+                    "gamma_shape": list(gamma.shape),
+                    "gamma_mean": float(gamma[mask].sum() / mask.sum().clamp(min=1)),
+                    "gamma_max": float(gamma.max()),
+                }
+            )
+            return out
+
+        def _compute_loss(self, model, inputs):
+            ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+            self.debug["loss_rows"].append({"step": self.state.global_step, "rows": ids.tolist()})
+            reads: list = []
+            try:
+                return super()._compute_loss(model, _Spy(inputs, reads))
+            finally:
+                self.debug["loss_advantage_dims"].append(reads[-1] if reads else None)
+
+    return DebugTrainer
+
+
+def main(model_dir: str, out_dir: str, overrides: dict) -> None:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    from attncredit import AnchorGRPOConfig
+    from attncredit.models import load_tokenizer
+
+    before = weights_hash(AutoModelForCausalLM.from_pretrained(model_dir))
+    prompts = Dataset.from_list(
+        [{"prompt": [{"role": "user", "content": f"What is {i} + {2 * i + 1}? Answer with a number."}]} for i in range(16)]
+    )
+    args = dict(
+        output_dir=out_dir,
+        max_steps=2,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=16,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        bf16=False,
+        credit_strategy="coupled",
+    )
+    args.update(overrides)
+    trainer = make_trainer_class()(
+        model=model_dir,
+        reward_funcs=digit_reward,
+        args=AnchorGRPOConfig(**args),
+        train_dataset=prompts,
+        processing_class=load_tokenizer(model_dir),
+    )
+    trainer.train()
+    rank = trainer.accelerator.process_index
+    result = {
+        "process_index": rank,
+        "num_processes": trainer.accelerator.num_processes,
+        "runs_old_logps_forward": trainer._trl_runs_old_logps_forward(),
+        "weights_before": before,
+        "weights_after": weights_hash(trainer.accelerator.unwrap_model(trainer.model)),
+        "log_history": trainer.state.log_history,
+        **trainer.debug,
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+        json.dump(result, f)
+
+
+if __name__ == "__main__":  # guard: vLLM starts its workers with spawn
+    main(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]) if len(sys.argv) > 3 else {})
