@@ -1,0 +1,36 @@
+"""Shared pieces of the tiny in-process trainer tests (peft, modes): reward, prompts and small config."""
+
+from datasets import Dataset
+
+
+def digit_reward(completions, **kwargs):
+    """Share of digits in the completion: random models give spread inside every group."""
+    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+    return [sum(ch.isdigit() for ch in t) / max(len(t), 1) for t in texts]
+
+
+def prompts(n=8):
+    return Dataset.from_list(
+        [{"prompt": [{"role": "user", "content": f"What is {i} + {2 * i + 1}? Answer with a number."}]} for i in range(n)]
+    )
+
+
+def tiny_args(output_dir, **overrides) -> dict:
+    """AnchorGRPOConfig fields of a 1-2 step run: 4 completions of at most 16 tokens per step, on the CPU."""
+    args = dict(
+        output_dir=str(output_dir),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=16,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        bf16=False,
+        credit_strategy="coupled",
+    )
+    args.update(overrides)
+    return args
