@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from .attention.groups import GROUPING_MODES
+from .attention.stats import BACKENDS
+from .credit import NORMALIZATIONS, SIGN_MODES, STRATEGIES, list_strategies
 from .errors import ConfigError
 
-HEAD_GROUPINGS = ("sequence", "batch")
-ADVANTAGE_SIGNS = ("both", "positive", "negative")
-NORMALIZATIONS = ("none", "mean_one")
-STATS_BACKENDS = ("auto", "torch", "triton", "dense")
 
 
 @dataclass
@@ -72,7 +71,8 @@ class AnchorGRPOConfig(GRPOConfig):
         default=0.3,
         metadata={
             "help": "Share of probe heads, ranked by head distance d (Eq. 7), in the local (bottom) and global (top) "
-            "groups (Eq. 8). Paper: 0.3."
+            "groups (Eq. 8): max(1, round-half-up(q * heads)) heads each, at most half, ties to the lower "
+            "(layer, head) index. Paper: 0.3."
         },
     )
     credit_head_grouping: str = field(
@@ -87,7 +87,9 @@ class AnchorGRPOConfig(GRPOConfig):
         default=5,
         metadata={
             "help": "Number of evenly spaced probe layers in [floor(L/3), floor(2L/3)] whose attention is read "
-            "(PAPER.md §1; Table 9). Paper: 5."
+            "(PAPER.md §1; Table 9). Paper: 5. 0-indexed, layer i = round-half-up(lo + i (hi - lo) / (count - 1)) "
+            "with lo = floor(L/3), hi = floor(2L/3), duplicates dropped: L=36 gives 12 15 18 21 24, L=28 gives "
+            "9 11 14 16 18 (the paper gives no rounding rule, §9 A7)."
         },
     )
     credit_probe_layers: list[int] | None = field(
@@ -131,8 +133,6 @@ class AnchorGRPOConfig(GRPOConfig):
         self._check_credit_fields()
 
     def _check_credit_fields(self) -> None:
-        from .credit import STRATEGIES, list_strategies
-
         def fail(name, value, allowed):
             raise ConfigError(f"{name}={value!r} is invalid; allowed: {allowed}")
 
@@ -154,16 +154,16 @@ class AnchorGRPOConfig(GRPOConfig):
             fail("credit_k", self.credit_k, "an integer >= 1 (paper: 1, 2 or 3)")
         if not 0.0 < self.credit_head_quantile <= 0.5:
             fail("credit_head_quantile", self.credit_head_quantile, "a number in (0, 0.5]")
-        if self.credit_head_grouping not in HEAD_GROUPINGS:
-            fail("credit_head_grouping", self.credit_head_grouping, ", ".join(HEAD_GROUPINGS))
+        if self.credit_head_grouping not in GROUPING_MODES:
+            fail("credit_head_grouping", self.credit_head_grouping, ", ".join(GROUPING_MODES))
         if not isinstance(self.credit_num_probe_layers, int) or self.credit_num_probe_layers < 1:
             fail("credit_num_probe_layers", self.credit_num_probe_layers, "an integer >= 1")
         if self.credit_probe_layers is not None and (
             not self.credit_probe_layers or any(not isinstance(x, int) or x < 0 for x in self.credit_probe_layers)
         ):
             fail("credit_probe_layers", self.credit_probe_layers, "a non-empty list of layer indices >= 0, or None")
-        if self.credit_advantage_sign not in ADVANTAGE_SIGNS:
-            fail("credit_advantage_sign", self.credit_advantage_sign, ", ".join(ADVANTAGE_SIGNS))
+        if self.credit_advantage_sign not in SIGN_MODES:
+            fail("credit_advantage_sign", self.credit_advantage_sign, ", ".join(SIGN_MODES))
         if self.credit_normalize not in NORMALIZATIONS:
             fail("credit_normalize", self.credit_normalize, ", ".join(NORMALIZATIONS))
         if isinstance(self.credit_options, str):
@@ -176,5 +176,5 @@ class AnchorGRPOConfig(GRPOConfig):
         unknown = sorted(set(self.credit_options) - set(spec.options))
         if unknown:
             fail("credit_options", self.credit_options, f"options of {self.credit_strategy!r}: {', '.join(spec.options) or 'none'}")
-        if self.credit_stats_backend not in STATS_BACKENDS:
-            fail("credit_stats_backend", self.credit_stats_backend, ", ".join(STATS_BACKENDS))
+        if self.credit_stats_backend not in BACKENDS:
+            fail("credit_stats_backend", self.credit_stats_backend, ", ".join(BACKENDS))

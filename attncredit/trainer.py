@@ -65,7 +65,9 @@ class AnchorGRPOTrainer(GRPOTrainer):
         self.probe_layers: list[int] = []
         if self._needs_attention:
             base = self.accelerator.unwrap_model(self.model)
-            enable_recording(base)
+            # The check forward needs whole parameters: under ZeRO-3 / FSDP they are sharded until training starts,
+            # so there the first recorded forward does the check instead.
+            enable_recording(base, verify=not (self.is_deepspeed_enabled or self.is_fsdp_enabled))
             num_layers = base.config.get_text_config().num_hidden_layers
             self.probe_layers = probe_layers(num_layers, args.credit_num_probe_layers, args.credit_probe_layers)
             logger.info("attncredit: %s credit on probe layers %s", args.credit_strategy, self.probe_layers)

@@ -4,8 +4,8 @@
 
 Every field of ``AnchorScriptArguments`` (below), ``attncredit.AnchorGRPOConfig`` (TRL's GRPOConfig plus
 ``credit_*``) and TRL's ``ModelConfig`` can be set in the YAML file or on the command line (the command
-line wins). With no arguments it runs ``recipes/configs/default.yaml``: the embedded SmolLM2-135M-Instruct
-on small Countdown problems, on a CPU, offline.
+line wins). Without ``--config`` it runs ``recipes/configs/default.yaml`` (plus any overrides given): the
+embedded SmolLM2-135M-Instruct on small Countdown problems, on a CPU, offline.
 """
 
 from __future__ import annotations
@@ -84,13 +84,12 @@ def parse_args(argv: list[str]):
     from attncredit import AnchorGRPOConfig
 
     dataclass_types = (AnchorScriptArguments, AnchorGRPOConfig, ModelConfig)
-    if not argv:
-        argv = ["--config", str(DEFAULT_CONFIG)]
-    if "--config" in argv:
-        index = argv.index("--config")
-        if index + 1 >= len(argv):
-            _fail("--config needs a YAML file path")
-        _check_config_file(argv[index + 1], dataclass_types)
+    if "--config" not in argv:
+        argv = ["--config", str(DEFAULT_CONFIG), *argv]
+    index = argv.index("--config")
+    if index + 1 >= len(argv):
+        _fail("--config needs a YAML file path")
+    _check_config_file(argv[index + 1], dataclass_types)
     parser = TrlParser(dataclass_types)
     return parser.parse_args_and_config(argv)
 

@@ -27,16 +27,6 @@ from .stats import AttentionStats
 
 GROUPING_MODES = ("sequence", "batch")
 
-HEAD_QUANTILE_HELP = (
-    "Fraction of (probe layer, query head) pairs in each head group (PAPER.md §2, Eq. 7-8): the heads with the "
-    "lowest head distance d form the local group (its mean WAAD, Eq. 9), the highest the global group (its mean FAI, "
-    "Eq. 10). Group size = max(1, round-half-up(quantile * heads)), at most half the heads. Paper: 0.3."
-)
-HEAD_GROUPING_HELP = (
-    "How head groups are chosen (PAPER.md §9 A1, not stated in the paper): 'sequence' ranks each sequence's own head "
-    "distances, 'batch' ranks the batch-mean head distance once for all sequences."
-)
-
 
 @dataclass
 class HeadGroups:

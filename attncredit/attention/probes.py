@@ -19,13 +19,6 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterable
 
-PROBE_LAYERS_HELP = (
-    "Layers whose attention feeds the credit statistics (PAPER.md §1, Sec. 5.1). Default: `probe_layer_count` "
-    "evenly spaced layers in [floor(L/3), floor(2L/3)], 0-indexed, layer i = floor(floor(L/3) + i*(floor(2L/3) - "
-    "floor(L/3))/(count-1) + 1/2) (rounded half up), duplicates dropped; L=36 gives [12, 15, 18, 21, 24], L=28 gives "
-    "[9, 11, 14, 16, 18]. An explicit list of 0-indexed layer ids overrides it."
-)
-
 
 def _is_int(value) -> bool:
     """True for Python/NumPy integers (anything with ``__index__``), False for bools, floats and strings."""
