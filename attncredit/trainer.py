@@ -129,6 +129,9 @@ class AnchorGRPOTrainer(GRPOTrainer):
                 model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
             )
             self._rollout_gamma = gamma
+            if self.log_completions:  # TRL's completions table gets a column with the amplified tokens marked
+                completion_mask = attention_mask[:, -logits_to_keep:]
+                self._log_completion_extra("amplified", self._marked_completions(input_ids[:, -logits_to_keep:], gamma, completion_mask))
             return logps, entropies, aux
         if self._loss_inputs is not None:
             inputs, self._loss_inputs = self._loss_inputs, None
@@ -217,6 +220,15 @@ class AnchorGRPOTrainer(GRPOTrainer):
         self._record_credit_summary(gamma, waad, fai, completion_mask, groups)
         self._credit_seconds += time.perf_counter() - start
         return gamma
+
+    def _marked_completions(self, completion_ids, gamma, completion_mask) -> list[str]:
+        """Each completion's text with its amplified tokens (gamma != 1) wrapped as ``[[token]]``."""
+        tokenizer = self.processing_class
+        texts = []
+        for ids, g, mask in zip(completion_ids.tolist(), gamma.tolist(), completion_mask.bool().tolist()):
+            pieces = [tokenizer.decode([i]) for i, m in zip(ids, mask) if m]
+            texts.append("".join(f"[[{p}]]" if w != 1 else p for p, w in zip(pieces, g)))
+        return texts
 
     def _scaled_advantages(self, advantages, gamma, completion_mask):
         return token_advantages(

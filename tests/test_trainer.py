@@ -92,6 +92,7 @@ def test_coupled_advantages_are_2d_and_differ_exactly_where_gamma_is_not_one(tin
         credit_strategy="coupled",
         steps_per_generation=steps_per_generation,
         max_steps=1,
+        log_completions=True,
     )
     assert trainer._trl_runs_old_logps_forward() == (steps_per_generation == 2)
     assert trainer.captured
@@ -108,6 +109,9 @@ def test_coupled_advantages_are_2d_and_differ_exactly_where_gamma_is_not_one(tin
     assert 0.0 < logged[0]["attncredit/amplified_frac"] < 1.0
     metrics = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert any("attncredit/waad_mean" in m for m in metrics)
+    if steps_per_generation == 2:  # gamma known before TRL's completions table is filled
+        marked = list(trainer._logs["extra"]["amplified"])
+        assert len(marked) == len(trainer._logs["completion"]) and any("[[" in text for text in marked)
 
 
 def test_config_rejects_bad_credit_values(tmp_path):
