@@ -75,6 +75,7 @@ class AnchorGRPOTrainer(GRPOTrainer):
         self._rollout_gamma: torch.Tensor | None = None
         self._loss_inputs: dict | None = None  # micro-batch whose advantages the loss forward must scale
         self._credit_seconds = 0.0
+        self._credit_calls = (-1, 0)  # (global step, index of the latest credit call in it): seeds random credit
         self._credit_clock = time.perf_counter()
         self._credit_summaries: list[dict[str, torch.Tensor]] = []
         self._stats_clocks = []  # StatsClock of every recorded forward since the last log
@@ -196,8 +197,12 @@ class AnchorGRPOTrainer(GRPOTrainer):
             groups = group_token_stats(layer_stats, quantile=args.credit_head_quantile, per=args.credit_head_grouping)
             c = completion_mask.size(1)
             waad, fai = groups.waad[:, -c:], groups.fai[:, -c:]
+        # Seed from (global step, n-th credit call within it): both survive --resume_from_checkpoint (TRL's _step
+        # restarts at 0) and every forward chunk of one step gets its own random numbers.
+        step = self.state.global_step
+        self._credit_calls = (step, self._credit_calls[1] + 1 if self._credit_calls[0] == step else 0)
         generator = torch.Generator(device=completion_mask.device).manual_seed(
-            hash((args.seed, self.state.global_step, self._step, self.accelerator.process_index)) % (2**63)
+            hash((args.seed, step, self._credit_calls[1], self.accelerator.process_index)) % (2**63)
         )
         try:
             gamma = compute_token_weights(
