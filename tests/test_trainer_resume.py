@@ -89,30 +89,38 @@ def logged_steps(output_dir: Path) -> dict[int, dict]:
     return {e["step"]: e for e in entries if "loss" in e}
 
 
-@pytest.mark.parametrize("strategy", ["coupled", "random"])
-def test_sigkill_and_resume_reproduces_the_uninterrupted_run(tiny_qwen2, tmp_path, strategy):
-    configs = {}
-    for name in ("straight", "killed"):
-        configs[name] = tmp_path / f"{name}.yaml"
-        configs[name].write_text(CONFIG.format(model=tiny_qwen2, strategy=strategy, out=tmp_path / name))
+def test_sigkill_and_resume_reproduces_the_uninterrupted_run(tiny_qwen2, tmp_path):
+    # Coupled credit (deterministic given the statistics) and random credit (its own generator), all runs of both
+    # at once: four processes share the 2 cores (one thread each), then the two resumed runs.
+    runs = {}
+    for strategy in ("coupled", "random"):
+        for name in ("straight", "killed"):
+            out = tmp_path / strategy / name
+            config = tmp_path / f"{strategy}-{name}.yaml"
+            config.write_text(CONFIG.format(model=tiny_qwen2, strategy=strategy, out=out))
+            runs[strategy, name] = (config, out, start(config))
 
-    straight = start(configs["straight"])  # the two first runs share the 2 cores, one thread each
-    killed = start(configs["killed"])
-    wait_for_checkpoint(killed, tmp_path / "killed" / "checkpoint-2")
-    finish(straight)
-    checkpoints = sorted(p.name for p in (tmp_path / "killed").glob("checkpoint-*"))
-    assert checkpoints == ["checkpoint-2"], checkpoints  # killed before step 4's checkpoint
-    assert not (tmp_path / "killed" / "model.safetensors").exists()
+    for strategy in ("coupled", "random"):
+        _, out, proc = runs[strategy, "killed"]
+        wait_for_checkpoint(proc, out / "checkpoint-2")
+        checkpoints = sorted(p.name for p in out.glob("checkpoint-*"))
+        assert checkpoints == ["checkpoint-2"], (strategy, checkpoints)  # killed before step 4's checkpoint
+        assert not (out / "model.safetensors").exists()
+    resumed = {s: start(runs[s, "killed"][0], "--resume_from_checkpoint", "last") for s in ("coupled", "random")}
+    for strategy in ("coupled", "random"):
+        finish(runs[strategy, "straight"][2])
+        finish(resumed[strategy])
 
-    finish(start(configs["killed"], "--resume_from_checkpoint", "last"))
-
-    a, b = logged_steps(tmp_path / "straight"), logged_steps(tmp_path / "killed")
-    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     keys = ["loss", "grad_norm", "reward", "attncredit/gamma_mean", "attncredit/amplified_frac"]
-    for step in (3, 4):
-        assert {k: b[step].get(k) for k in keys} == {k: a[step].get(k) for k in keys}, step
-    assert a[3]["attncredit/gamma_mean"] > 1.0 and all(a[s]["grad_norm"] > 0 for s in a)  # gamma and gradients matter
-
-    wa, wb = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "killed" / "model.safetensors")
-    assert wa.keys() == wb.keys()
-    assert all(torch.equal(wa[k], wb[k]) for k in wa), [k for k in wa if not torch.equal(wa[k], wb[k])][:5]
+    for strategy in ("coupled", "random"):
+        straight, killed = runs[strategy, "straight"][1], runs[strategy, "killed"][1]
+        a, b = logged_steps(straight), logged_steps(killed)
+        assert sorted(a) == sorted(b) == [1, 2, 3, 4], strategy
+        for step in (3, 4):
+            assert {k: b[step].get(k) for k in keys} == {k: a[step].get(k) for k in keys}, (strategy, step)
+        # gamma and gradients matter in these runs
+        assert a[3]["attncredit/gamma_mean"] > 1.0 and all(a[s]["grad_norm"] > 0 for s in a), strategy
+        wa, wb = load_file(straight / "model.safetensors"), load_file(killed / "model.safetensors")
+        assert wa.keys() == wb.keys()
+        differ = [k for k in wa if not torch.equal(wa[k], wb[k])]
+        assert not differ, (strategy, differ[:5])
