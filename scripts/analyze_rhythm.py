@@ -519,7 +519,8 @@ def _markdown(summary: dict) -> str:
         f"- Layers: {c['layers']} ({len(c['analysis_layers'])} of {c['num_layers']}); head groups: the "
         f"{c['head_quantile']:g} of the heads with the lowest / highest head distance d (Eq. 7), ranked per "
         f"{c['head_grouping']}. Probe layers of gamma: {c['probe_layers']}.",
-        f"- WAAD window W = {c['window']}; FAI receiver band {c['fai_horizon']} (gamma: {c['credit_fai_horizon']}).",
+        f"- WAAD window W = {c['window']}; FAI receiver band [{c['fai_horizon'][0]}, {c['fai_horizon'][1]}] (gamma: "
+        f"[{c['credit_fai_horizon'][0]}, {c['credit_fai_horizon'][1]}]).",
         f"- Peak: {c['peak_rule']}; WAAD peaks over all response tokens, FAI peaks over tokens with an FAI.",
         "- Entropy at token t: entropy of p(. | q, o_<t), the distribution that sampled it.",
         "- Receiver heads: per response, the heads with the highest excess kurtosis of their per-token FAI "

@@ -45,9 +45,11 @@ def _save(fig: Figure, path: str | Path) -> Path:
 
 
 def _label(token: str, limit: int = 14) -> str:
-    """A token as plot text: visible whitespace, no mathtext (``$``), at most ``limit`` characters."""
-    text = token.replace("\n", "\\n").replace("\t", "\\t").replace("$", r"\$")
-    text = text if text.strip() else repr(token)[1:-1] or "·"
+    """A token as plot text: visible whitespace (↵, ⇥, ␣ when the token is only whitespace), no mathtext
+    (``$``), at most ``limit`` characters."""
+    text = token.replace("\r", "").replace("\n", "↵").replace("\t", "⇥").replace("$", r"\$")
+    if not text.strip():
+        text = text.replace(" ", "␣") or "∅"
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -178,6 +180,10 @@ def plot_traces(
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("response token index")
     axes[-1].set_xlim(-1, max(n, 1))
+    if 0 < n <= 64:  # short responses: the tokens themselves under the x axis
+        axes[-1].set_xticks(x)
+        axes[-1].set_xticklabels([f"{j}: {_label(t, 10)}" for j, t in enumerate(tokens)], rotation=90, fontsize=7)
+        axes[-1].set_xlabel("response token (index: text)")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
