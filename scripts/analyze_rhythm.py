@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="perturb the top-K and bottom-K FAI positions of each response (0: off)")
     g.add_argument("--perturbation-alternatives", type=int, default=3,
                    help="forced next-token alternatives per position (the most likely tokens other than the original)")
-    g.add_argument("--perturbation-tokens", type=int, default=48, help="greedy continuation length")
+    g.add_argument("--perturbation-tokens", type=int, default=48,
+                   help="greedy continuation length; positions need at least this many tokens after them")
     return p
 
 
@@ -365,7 +366,7 @@ def run(args) -> dict:
                 res = pt.perturb_response(
                     model, tokenizer, prompt_ids, r.token_ids, r.fai, r.fai_eligible, r.candidates,
                     k=args.perturbation, alternatives=args.perturbation_alternatives,
-                    max_tokens=args.perturbation_tokens, min_following=min(8, args.perturbation_tokens),
+                    max_tokens=args.perturbation_tokens, min_following=args.perturbation_tokens,
                     batch_size=max(args.batch_size, 2 * args.perturbation * args.perturbation_alternatives),
                 )
                 perturbations.append(res)

@@ -7,9 +7,11 @@ their content-word sets (Eq. 11):
 
     J = |S(o_{>i*}) ∩ S(õ^v_{>i*})| / |S(o_{>i*}) ∪ S(õ^v_{>i*})|
 
-where the original continuation is cut to the same ``max_tokens`` tokens, and S(text) is the set of lowercased
-alphanumeric words of the text minus :data:`STOP_WORDS` (J = 1 when both sets are empty). Positions: the top-K and
-the bottom-K FAI tokens of the response among those with an FAI and at least ``min_following`` tokens after them.
+where both continuations are cut to the same number of tokens (``max_tokens``, or fewer when the original response
+ends earlier), and S(text) is the set of lowercased alphanumeric words of the text minus :data:`STOP_WORDS` (J = 1
+when both sets are empty). Positions: the top-K and the bottom-K FAI tokens of the response among those with an
+FAI and at least ``min_following`` tokens after them (the script uses ``min_following = max_tokens``, so every
+compared continuation is full length and the end of the response, where FAI averages over few receivers, is out).
 Per response, the mean J at its top positions and at its bottom positions; the test reports the mean J of each
 and ``Pr(top < bottom)`` over responses (paper: 0.534 vs 0.631, 87.14% on 70 problems; K not given).
 """
@@ -152,8 +154,10 @@ def perturb_response(
             top_k=None,
         )
         for row, (entry, pos, _) in enumerate(chunk):
-            new = _until_eos(out[row, width:].tolist(), eos)
             original = _until_eos(response_ids[pos + 1 : pos + 1 + max_tokens], eos)
+            # compare equal token budgets: a continuation cut short by the response's end is not compared with
+            # a longer greedy one
+            new = _until_eos(out[row, width:].tolist(), eos)[: max(len(original), 1)]
             a = content_words(tokenizer.decode(original, skip_special_tokens=True))
             b = content_words(tokenizer.decode(new, skip_special_tokens=True))
             entry.jaccards.append(jaccard(a, b))
