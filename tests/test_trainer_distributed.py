@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
-
 SCRIPT = Path(__file__).parent / "scripts" / "train_tiny.py"
 GATHERS = {"all_gather", "all_gather_into_tensor", "all_gather_object", "gather"}
 
