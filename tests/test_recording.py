@@ -223,7 +223,7 @@ def test_gradient_checkpointing_backward_records_once(tiny_qwen2, monkeypatch, u
     inputs = _batch(model.config.vocab_size)
     expected, _ = _record(model, inputs)
     model.train()
-    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": use_reentrant})
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})  # also in transformers < 5.20
     if use_reentrant:
         model.enable_input_require_grads()
     calls = []
