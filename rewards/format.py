@@ -12,7 +12,9 @@ it matters (Countdown), and a graded format term is easy to farm without reasoni
 
 ``tag_count`` is the graded exception, a shaping reward for models too small to produce the full format at
 first (the offline SmolLM2-135M demo): 0.25 for each of ``<think>``, ``</think>``, ``<answer>``, ``</answer>``
-that occurs exactly once. It gives reward spread inside GRPO groups long before any completion is correct.
+that occurs exactly once in the completion (with the ``r1`` template's prefill the prompt already opened
+``<think>``, so 0.75 is the most a completion earns). It gives reward spread inside GRPO groups long before any
+completion is correct.
 
 Never raises; empty, ``None`` and malformed completions score 0; cost is linear in the completion length.
 """

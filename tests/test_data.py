@@ -48,8 +48,9 @@ def test_countdown_rows_and_sizes(countdown_splits):
     assert train.column_names == ["prompt", "answer", "task", "numbers", "target"]
     row = test[0]
     assert row["task"] == "countdown"
-    assert [m["role"] for m in row["prompt"]] == ["system", "user"]
-    user = row["prompt"][-1]["content"]
+    assert [m["role"] for m in row["prompt"]] == ["system", "user", "assistant"]
+    assert row["prompt"][-1]["content"] == "Let me solve this step by step.\n<think>"  # TinyZero's prefill
+    user = row["prompt"][1]["content"]
     assert str(row["numbers"]) in user and f"equals {row['target']}" in user and "<answer>" in user
     for ds in (train, test):
         assert all(len(n) == 4 and all(1 <= x <= 99 for x in n) for n in ds["numbers"])
@@ -235,6 +236,7 @@ def test_templates_by_name_and_default_per_task():
     assert [m["role"] for m in boxed_cd[0]["prompt"]] == ["user"] and "\\boxed{" in boxed_cd[0]["prompt"][0]["content"]
     r1_math = load_dataset_by_name("aime2025", "test", template="r1", limit=1)[0]["prompt"]
     assert r1_math[0]["role"] == "system" and "<answer> </answer>" in r1_math[1]["content"]
+    assert r1_math[2] == {"role": "assistant", "content": "Let me solve this step by step.\n<think>"}
     with pytest.raises(ConfigError, match="unknown prompt template 'chatml'; allowed: boxed, r1"):
         load_dataset_by_name("gsm8k", "test", template="chatml")
 
@@ -253,3 +255,17 @@ def test_validate_columns():
     with pytest.raises(ConfigError, match="'prompt' must hold a string or a list"):
         validate_columns([{"prompt": 5, "answer": "1"}])
     validate_columns([{"prompt": [{"role": "user", "content": "q"}], "answer": "1"}], rewards=["math_accuracy"])
+
+
+def test_chat_prompt_text_continues_a_prefill_like_trl(tiny_qwen2):
+    from trl.data_utils import maybe_apply_chat_template
+
+    from attncredit.data import chat_prompt_text
+    from attncredit.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_qwen2))
+    for template in ("r1", "boxed"):
+        prompt = load_dataset_by_name("countdown", "test", template=template, limit=1)[0]["prompt"]
+        text = chat_prompt_text(tokenizer, prompt)
+        assert text == maybe_apply_chat_template({"prompt": prompt}, tokenizer)["prompt"]
+        assert text.endswith("<think>") == (template == "r1")

@@ -25,7 +25,7 @@ Hub ids are in ``hub.py``, package files in ``packaged.py``. Example::
 
 from .countdown import countdown_split, countdown_splits, generate_countdown, solve_countdown
 from .registry import DATASETS, list_datasets, load_dataset_by_name, validate_columns
-from .templates import DEFAULT_TEMPLATE, TEMPLATES, PromptTemplate, get_template, list_templates
+from .templates import DEFAULT_TEMPLATE, TEMPLATES, PromptTemplate, chat_prompt_text, get_template, list_templates
 
 __all__ = [
     "load_dataset_by_name",
@@ -39,6 +39,7 @@ __all__ = [
     "PromptTemplate",
     "TEMPLATES",
     "DEFAULT_TEMPLATE",
+    "chat_prompt_text",
     "get_template",
     "list_templates",
 ]

@@ -7,13 +7,18 @@ A template is chosen by name and renders a conversational prompt, ``[{"role": "s
 name      what the model is asked to write                                        checked by reward ``format``
 ========  =====================================================================  ==============================
 ``r1``    R1-Zero style: reasoning in ``<think> </think>``, then the final        ``format_r1``
-          answer in ``<answer> </answer>``. Countdown uses TinyZero's wording
-          and system prompt verbatim (PAPER.md §7); math asks for the answer in
+          answer in ``<answer> </answer>``. Countdown uses TinyZero's wording,
+          system prompt and assistant prefill ("Let me solve this step by
+          step.\n<think>") verbatim (PAPER.md §7); math asks for the answer in
           the same tags. Default for ``countdown``.
 ``boxed`` ``\\boxed{}`` style ("Please reason step by step, and put your final   ``format_boxed``
           answer within \\boxed{}.", the Qwen2.5-Math / DeepSeek-R1 eval
           prompt). No system message. Default for math datasets.
 ========  =====================================================================  ==============================
+
+A template with a prefill ends the prompt with that assistant message; TRL then continues it
+(``continue_final_message``) instead of opening a new assistant turn, and ``chat_prompt_text`` does the same for
+evaluation and analysis. The completion therefore starts inside ``<think>``.
 
 The paper does not give its RL prompts (PAPER.md §9 A6); these are the readings of TinyZero (Countdown) and of
 the common math-RL recipes. Both rewards ``math_accuracy`` and ``countdown`` read either style (an ``<answer>``
@@ -54,6 +59,8 @@ _COUNTDOWN_BOXED = (
     "your final equation within \\boxed{{}}, for example \\boxed{{(1 + 2) / 3}}."
 )
 _MATH_BOXED = "{question}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+# TinyZero's assistant prefill: the model continues from inside the <think> block.
+TINYZERO_PREFILL = "Let me solve this step by step.\n<think>"
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,7 @@ class PromptTemplate:
     style: str
     user: dict[str, str]
     system: dict[str, str] = field(default_factory=dict)
+    prefill: dict[str, str] = field(default_factory=dict)
     description: str = ""
 
     def render(self, task: str, **fields) -> list[dict[str, str]]:
@@ -81,6 +89,8 @@ class PromptTemplate:
         if self.system.get(task):
             messages.append({"role": "system", "content": self.system[task]})
         messages.append({"role": "user", "content": self.user[task].format(**fields)})
+        if self.prefill.get(task):
+            messages.append({"role": "assistant", "content": self.prefill[task]})
         return messages
 
 
@@ -90,6 +100,7 @@ TEMPLATES: dict[str, PromptTemplate] = {
         style="r1",
         user={"countdown": _COUNTDOWN_R1, "math": _MATH_R1},
         system={"countdown": TINYZERO_SYSTEM, "math": TINYZERO_SYSTEM},
+        prefill={"countdown": TINYZERO_PREFILL, "math": TINYZERO_PREFILL},
         description="R1-Zero: <think> reasoning </think> <answer> final answer </answer> (TinyZero's Countdown wording)",
     ),
     "boxed": PromptTemplate(
@@ -119,3 +130,12 @@ def get_template(template: str | PromptTemplate | None, task: str = "math") -> P
     if template not in TEMPLATES:
         raise ConfigError(f"unknown prompt template '{template}'; allowed: {', '.join(list_templates())}")
     return TEMPLATES[template]
+
+
+def chat_prompt_text(tokenizer, messages: list[dict[str, str]]) -> str:
+    """The prompt text TRL generates from: the chat template with a generation prompt, or, when the last message
+    is an assistant prefill, that message left open (``continue_final_message``), as TRL does."""
+    prefilled = messages[-1]["role"] == "assistant"
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=not prefilled, continue_final_message=prefilled
+    )
