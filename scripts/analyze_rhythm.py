@@ -228,7 +228,6 @@ def run(args) -> dict:
     timings: dict[str, float] = {}
     start = time.perf_counter()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
 
     rows = load_dataset_by_name(args.dataset, args.split, template=args.template, limit=args.num_samples)
     if len(rows) == 0:
@@ -244,6 +243,7 @@ def run(args) -> dict:
     segments = _segments(num_layers) if args.layers == "all" and num_layers >= 3 else {}
     eos = _eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id
+    out.mkdir(parents=True, exist_ok=True)
     timings["load"] = time.perf_counter() - start
 
     torch.manual_seed(args.seed)
@@ -511,7 +511,8 @@ def _markdown(summary: dict) -> str:
             f"continuation ({p['continuations']} continuations, {p['responses']} responses, {p['ties']} ties).",
             "",
             "| | Top-k FAI | Bottom-k FAI | Pr(Top < Bottom) |", "|---|---|---|---|",
-            f"| measured | {_fmt(p['top_jaccard'])} | {_fmt(p['bottom_jaccard'])} | {_fmt(p['pr_top_lt_bottom'], True)} |",
+            f"| measured | {_fmt(p['top_jaccard'])} | {_fmt(p['bottom_jaccard'])} | "
+            f"{_fmt(p['pr_top_lt_bottom'], True)} |",
             f"| paper (Qwen3-4B, 70 problems) | {p['paper']['top_jaccard']} | {p['paper']['bottom_jaccard']} | "
             f"{100 * p['paper']['pr_top_lt_bottom']:.2f}% |",
         ]
@@ -554,7 +555,8 @@ def _intro_html(summary: dict) -> str:
                    for r in _table2_rows(summary["table2"], summary["paper_table2"]))
     c = summary["config"]
     text = (f"{summary['num_responses']} responses, {summary['num_response_tokens']} tokens; layers "
-            f"{html.escape(str(c['layers']))}, W={c['window']}, FAI band [{c['fai_horizon'][0]}, {c['fai_horizon'][1]}], "
+            f"{html.escape(str(c['layers']))}, W={c['window']}, "
+            f"FAI band [{c['fai_horizon'][0]}, {c['fai_horizon'][1]}], "
             f"peak rule: {html.escape(c['peak_rule'])}. Details in summary.md / summary.json.")
     heads = '<p><a href="heads.png"><img src="heads.png" alt="head distances"></a></p>' if summary["heads"] else ""
     return f"<p>{text}</p><table>{head}{body}</table>{heads}"
@@ -570,8 +572,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     t2 = summary["table2"]
-    print(f"wrote {args.out}/index.html, summary.json, summary.md and "
-          f"{sum(len(s.get('images', [])) for s in summary['samples']) + 1} PNGs in {summary['runtime_s']['total']:.1f} s")
+    pngs = sum(len(s.get("images", [])) for s in summary["samples"]) + 1
+    seconds = summary["runtime_s"]["total"]
+    print(f"wrote {args.out}/index.html, summary.json, summary.md and {pngs} PNGs in {seconds:.1f} s")
     for key in STAT_KEYS:
         m = t2[key]
         print(f"  {key}: random {_fmt(m['random'])}, observed {_fmt(m['observed'])}, lift {_lift(m['lift'])}")

@@ -161,7 +161,8 @@ _JS = """
   var colors = data.colors, amp = data.gamma_amp;
   function scale(vals, mode){
     if (mode.indexOf('gamma:') === 0){
-      return vals.map(function(v){ return v === null ? 0 : Math.min(Math.max((v - 1) / Math.max(amp - 1, 1e-9), 0), 1); });
+      var span = Math.max(amp - 1, 1e-9);
+      return vals.map(function(v){ return v === null ? 0 : Math.min(Math.max((v - 1) / span, 0), 1); });
     }
     var f = vals.filter(function(v){ return v !== null; });
     if (!f.length) return vals.map(function(){ return 0; });

@@ -25,7 +25,8 @@ PEAK_METHODS = ("top_quantile", "local_max")
 PEAK_HELP = (
     "How a peak of a per-token trace (WAAD, FAI, entropy) is defined in the rhythm statistics; the paper leaves it "
     "undefined (PAPER.md §9 A8). 'top_quantile': the ceil(q*n) largest values of the response's n eligible tokens "
-    "(q = --peak-quantile, default 0.2, which reproduces the paper's random baselines (22.41% of tokens are FAI peaks)). "
+    "(q = --peak-quantile, default 0.2, which reproduces the paper's random baselines: 22.41% of tokens are FAI "
+    "peaks). "
     "'local_max': a local maximum (above the left neighbour, not below the right one) that also exceeds the "
     "response's mean + z*std (z = --peak-z, default 0)."
 )

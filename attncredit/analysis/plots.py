@@ -226,8 +226,8 @@ def plot_band(
     the WAAD sawtooth reads as columns that reach up past W (dashed line). Log colour scale 1e-3..1.
     ``preplan`` / ``anchors`` (bool over the response) are marked on the edges.
     """
-    maps = [(m, name) for m, name in ((local, "local-focused heads (→ WAAD)"), (glob, "global-focused heads (→ FAI)"))
-            if m is not None]
+    named = ((local, "local-focused heads (→ WAAD)"), (glob, "global-focused heads (→ FAI)"))
+    maps = [(m, name) for m, name in named if m is not None]
     if not maps:
         raise ValueError("plot_band needs at least one of local, glob")
     fig = Figure(figsize=(6.0 * len(maps) + 1.0, 10.0), dpi=DPI, layout="constrained")
