@@ -165,10 +165,13 @@ def _segments(num_layers: int) -> dict[str, list[int]]:
 
 
 def _prompt_text(tokenizer, prompt) -> str:
+    """The text generation starts from, as TRL renders it (an assistant prefill is continued)."""
+    from attncredit.data.templates import chat_prompt_text
+
     if isinstance(prompt, str):
         return prompt
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        return chat_prompt_text(tokenizer, prompt)
     return "\n\n".join(m["content"] for m in prompt)
 
 
