@@ -128,6 +128,16 @@ class AnchorGRPOConfig(GRPOConfig):
         },
     )
 
+    credit_log_every: int = field(
+        default=50,
+        metadata={
+            "help": "Every N optimizer steps (0: never), write the token view of the batch's first completion (WAAD, "
+            "FAI and gamma per token) to <output_dir>/token_views/step_XXXXX.html and .png and log it to the active "
+            "trackers (wandb, trackio, tensorboard); main process only, about 1 s of plotting per view. "
+            "docs/analysis.md shows how to read it."
+        },
+    )
+
     def __post_init__(self):
         super().__post_init__()
         self._check_credit_fields()
@@ -176,5 +186,7 @@ class AnchorGRPOConfig(GRPOConfig):
         unknown = sorted(set(self.credit_options) - set(spec.options))
         if unknown:
             fail("credit_options", self.credit_options, f"options of {self.credit_strategy!r}: {', '.join(spec.options) or 'none'}")
+        if isinstance(self.credit_log_every, bool) or not isinstance(self.credit_log_every, int) or self.credit_log_every < 0:
+            fail("credit_log_every", self.credit_log_every, "an integer >= 0 (0 turns token views off)")
         if self.credit_stats_backend not in BACKENDS:
             fail("credit_stats_backend", self.credit_stats_backend, ", ".join(BACKENDS))

@@ -31,6 +31,7 @@ from trl import GRPOTrainer
 from .attention.groups import group_token_stats
 from .attention.probes import probe_layers
 from .attention.recording import enable_recording, record_attention
+from .analysis.token_view import trainer_token_view
 from .callbacks import MetricsJsonlCallback
 from .config import AnchorGRPOConfig
 from .credit import compute_token_weights, required_statistics, token_advantages
@@ -81,6 +82,7 @@ class AnchorGRPOTrainer(GRPOTrainer):
         self._stats_clocks = []  # StatsClock of every recorded forward since the last log
         self._latest_groups = None  # HeadGroups of the latest chunk, for the head-group log
         self._last_head_groups = None
+        self._token_view_step = -1  # global step of the latest token view (one per step)
 
     # ----------------------------------------------------------------------------------------------------
     # Where the statistics come from
@@ -180,6 +182,7 @@ class AnchorGRPOTrainer(GRPOTrainer):
                 stats = recorder.stats
                 self._stats_clocks.append(recorder.clock)
             gammas.append(self._credit_weights(stats, response_mask[:, -logits_to_keep:], ent))
+            self._maybe_token_view(ids[:, -logits_to_keep:], gammas[-1], response_mask[:, -logits_to_keep:])
         entropy = torch.cat(entropies) if compute_entropy else None
         aux = torch.stack(aux_losses).mean() if aux_losses[0] is not None else None
         return torch.cat(logps), entropy, aux, torch.cat(gammas)
@@ -225,6 +228,17 @@ class AnchorGRPOTrainer(GRPOTrainer):
         self._record_credit_summary(gamma, waad, fai, completion_mask, groups)
         self._credit_seconds += time.perf_counter() - start
         return gamma
+
+    def _maybe_token_view(self, completion_ids, gamma, completion_mask) -> None:
+        """Every ``credit_log_every`` steps, the token view of this chunk's first completion (main process)."""
+        every, step = self.args.credit_log_every, self.state.global_step
+        if not every or step % every or step == self._token_view_step or not self.accelerator.is_main_process:
+            return
+        self._token_view_step = step
+        groups, c = self._latest_groups, completion_mask.size(1)
+        waad = groups.waad[:, -c:] if groups is not None else None
+        fai = groups.fai[:, -c:] if groups is not None else None
+        trainer_token_view(self, completion_ids, waad, fai, gamma, completion_mask, strategy=self.args.credit_strategy)
 
     def _marked_completions(self, completion_ids, gamma, completion_mask) -> list[str]:
         """Each completion's text with its amplified tokens (gamma != 1) wrapped as ``[[token]]``."""

@@ -153,3 +153,35 @@ def test_trainer_token_view_uses_the_first_completion_and_its_mask(tmp_path, mon
     assert trainer_token_view(_fake_trainer(tmp_path, main=False), ids, *big, mask, strategy="coupled") is None
     out = trainer_token_view(_fake_trainer(tmp_path / "b"), ids, None, None, big[2], mask, strategy="random")
     assert out["png"].exists() and "γ[random]" in out["html"].read_text(encoding="utf-8")
+
+
+def test_trainer_writes_a_token_view_every_credit_log_every_steps(tiny_qwen2, tmp_path):
+    from datasets import Dataset
+
+    from attncredit import AnchorGRPOConfig, AnchorGRPOTrainer
+    from attncredit.errors import ConfigError
+    from attncredit.models import load_tokenizer
+
+    def digit_reward(completions, **kwargs):
+        texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+        return [sum(ch.isdigit() for ch in t) / max(len(t), 1) for t in texts]
+
+    def run(out, every):
+        args = AnchorGRPOConfig(
+            output_dir=str(out), max_steps=3, per_device_train_batch_size=4, num_generations=4,
+            max_completion_length=12, learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to="none",
+            use_cpu=True, seed=0, bf16=False, credit_strategy="coupled", credit_log_every=every,
+        )
+        prompts = Dataset.from_list([{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}]} for i in range(8)])
+        AnchorGRPOTrainer(model=str(tiny_qwen2), reward_funcs=digit_reward, args=args, train_dataset=prompts,
+                          processing_class=load_tokenizer(str(tiny_qwen2))).train()
+        return out / "token_views"
+
+    views = run(tmp_path / "a", 2)
+    assert sorted(p.name for p in views.iterdir()) == ["step_00000.html", "step_00000.png", "step_00002.html",
+                                                       "step_00002.png"]
+    page = (views / "step_00002.html").read_text(encoding="utf-8")
+    assert "γ[coupled]" in page and "WAAD" in page and "FAI" in page
+    assert not run(tmp_path / "b", 0).exists()
+    with pytest.raises(ConfigError, match="credit_log_every"):
+        AnchorGRPOConfig(output_dir=str(tmp_path / "c"), use_cpu=True, bf16=False, credit_log_every=-1)
