@@ -5,9 +5,9 @@
 
 Each RUN_DIR is a training output_dir holding the metrics.jsonl that AnchorGRPOTrainer writes (or that file).
 Plotted when logged: train reward and per-reward means, eval reward and per-reward means (eval_*), response
-length, truncated fraction, and the attncredit/* statistics. With --ema ALPHA the curves are the paper's EMA of
-the running peak, EMA_t = ALPHA * max(x_t, EMA_{t-1}) + (1 - ALPHA) * EMA_{t-1} (PAPER.md §7), over faint raw
-values. Writes <out>/<metric>.png and <out>/comparison.md. Bad input ends with "error: <message>", exit code 2.
+length, truncated fraction, and the attncredit/* statistics. With --ema ALPHA the reward and accuracy curves are
+the paper's EMA of the running peak, EMA_t = ALPHA * max(x_t, EMA_{t-1}) + (1 - ALPHA) * EMA_{t-1} (PAPER.md §7),
+the other metrics a plain EMA, over faint raw values. Writes <out>/<metric>.png and <out>/comparison.md. Bad input ends with "error: <message>", exit code 2.
 """
 
 from __future__ import annotations

@@ -55,12 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto",
                    help="model dtype: auto (float32 on CPU, the checkpoint's on GPU), bfloat16, float16, float32")
     p.add_argument("--template", default=None, help="prompt template (r1, boxed); default: as in training, per task")
+    p.add_argument("--strict", action="store_true",
+                   help="count only answers given in \\boxed{} or <answer> tags (the training rewards also read an "
+                   "untagged completion's last stated answer)")
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM tensor parallel GPUs (default: 1)")
-    p.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vLLM GPU memory share (default: 0.9)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=None,
+                   help="vLLM memory share: of the GPU (default 0.9), or of host memory on vLLM's CPU build (default 0.3)")
     p.add_argument("--out", default=None, help="output folder for results.json (default: runs/eval/<model name>)")
     p.add_argument("--seed", type=int, default=42,
                    help="sampling seed and Countdown generator seed; 42 = the recipes' seed, so 'countdown' is the "
                    "split held out in training (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (HF backend); 1 is much faster on a CPU shared with other jobs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -93,6 +99,8 @@ def _run(args) -> int:
 
     if args.dtype not in ("auto", "bfloat16", "float16", "float32"):
         raise ConfigError(f"unknown dtype '{args.dtype}'; allowed: auto, bfloat16, float16, float32")
+    if args.gpu_memory_utilization is not None and not 0 < args.gpu_memory_utilization <= 1:
+        raise ConfigError(f"gpu-memory-utilization must be in (0, 1], got {args.gpu_memory_utilization}")
     if args.tensor_parallel_size < 1:
         raise ConfigError(f"tensor-parallel-size must be >= 1, got {args.tensor_parallel_size}")
     plan = EvalPlan(
@@ -105,8 +113,15 @@ def _run(args) -> int:
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
         template=args.template,
+        strict=args.strict,
     )
     plan.check()
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     backend = resolve_backend(args.backend)
     rows = load_benchmark_rows(plan)  # fail on a benchmark the loaders cannot serve before loading a model
     start = time.perf_counter()

@@ -114,29 +114,46 @@ def countdown_accuracy_reward():
     return make_countdown_reward(format_score=0.0, name="countdown_accuracy")
 
 
-def score_completions(task: str, completions: list, rows: list[dict]) -> tuple[list[float], list[float]]:
+def score_completions(
+    task: str, completions: list, rows: list[dict], strict: bool = False
+) -> tuple[list[float], list[float]]:
     """(reward, correct) per completion, with the training reward of ``task``; ``rows`` are the problems' rows.
 
     ``completions`` are strings or TRL's conversational ``[{"role": "assistant", "content": ...}]`` lists, one per
     row. ``correct`` is 1.0 when the reward is 1.0: for math the reward is already 0/1; for Countdown it is
     TinyZero's 1 / 0.1 / 0, and only 1.0 counts.
+
+    ``strict``: count only answers the prompt asked for, in ``\\boxed{}`` or an ``<answer>`` tag. The training
+    rewards also read an untagged completion's last stated answer (math-verify's text extraction; Countdown's last
+    line), which can credit a rambling or truncated completion whose text happens to contain the gold.
     """
     if len(completions) != len(rows):
         raise ValueError(f"{len(completions)} completions for {len(rows)} rows")
     if not completions:
         return [], []
-    scorer = _scorer(task)
+    scorer = _scorer(task, strict)
     columns = {key: [row.get(key) for row in rows] for key in scorer.required_columns}
     rewards = [float(r) if r is not None else 0.0 for r in scorer(completions, **columns)]
+    if strict and task == "countdown":
+        rewards = [r if _has_final_answer(c) else 0.0 for r, c in zip(rewards, completions)]
     return rewards, [1.0 if r == 1.0 else 0.0 for r in rewards]
 
 
-def _scorer(task: str) -> Callable[..., list[float]]:
-    from rewards import countdown, math_accuracy
+def _has_final_answer(completion) -> bool:
+    from rewards.extract import completion_text, last_answer_tag, last_boxed, tail
+
+    text = tail(completion_text(completion))
+    return last_answer_tag(text) is not None or last_boxed(text) is not None
+
+
+def _scorer(task: str, strict: bool = False) -> Callable[..., list[float]]:
+    from rewards import countdown, make_math_accuracy_reward, math_accuracy
 
     scorers = {"math": math_accuracy, "countdown": countdown}
     if task not in scorers:
         raise ConfigError(f"no scorer for task '{task}'; allowed: {', '.join(scorers)}")
+    if strict and task == "math":
+        return make_math_accuracy_reward(fallback=False)
     return scorers[task]
 
 

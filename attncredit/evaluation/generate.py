@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -92,7 +92,13 @@ def end_token_ids(tokenizer, generation_config=None) -> list[int]:
 
 
 def render_prompts(tokenizer, prompts: Sequence) -> list[list[int]]:
-    """Token ids of each prompt, as TRL's GRPOTrainer tokenizes them (chat template + generation prompt)."""
+    """Token ids of each prompt, exactly as TRL 1.16's GRPOTrainer tokenizes them for generation.
+
+    That is ``apply_chat_template(add_generation_prompt=True)`` for every conversational prompt, including one that
+    ends with an assistant prefill (the ``r1`` template's "Let me solve this step by step.\\n<think>"): TRL's
+    ``_tokenize_prompts`` closes that turn and opens a new assistant turn, and so does this function, so evaluation
+    sees what training saw (tests compare it with ``AnchorGRPOTrainer._tokenize_prompts``).
+    """
     prompts = list(prompts)
     if not prompts:
         return []
@@ -116,9 +122,8 @@ class Generator:
     def render(self, prompts: Sequence) -> list[list[int]]:
         return render_prompts(self.tokenizer, prompts)
 
-    def generate(
-        self, prompt_ids: list[list[int]], sampling: SamplingSettings, progress: Callable[[int], None] | None = None
-    ) -> list[list[Sample]]:
+    def generate(self, prompt_ids: list[list[int]], sampling: SamplingSettings, progress=None) -> list[list[Sample]]:
+        """``n`` samples per prompt, in prompt order; ``progress``: a tqdm-like bar advanced by samples done."""
         raise NotImplementedError
 
     def info(self) -> dict:
@@ -126,6 +131,24 @@ class Generator:
 
     def close(self) -> None:
         pass
+
+
+class _TokenTicker:
+    """A never-stopping ``StoppingCriteria`` that shows the decoding step of the running batch on a tqdm bar
+    (on a CPU one batch of long answers takes minutes)."""
+
+    def __init__(self, bar, label: str):
+        self.bar, self.label, self.step, self.last = bar, label, 0, 0.0
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import time
+
+        self.step += 1
+        now = time.monotonic()
+        if now - self.last >= 1.0:
+            self.last = now
+            self.bar.set_postfix_str(f"{self.label}, token {self.step}", refresh=True)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
 class HFGenerator(Generator):
@@ -156,6 +179,8 @@ class HFGenerator(Generator):
 
     @torch.no_grad()
     def generate(self, prompt_ids, sampling, progress=None):
+        from transformers import StoppingCriteriaList
+
         rows = [(i, j) for i in range(len(prompt_ids)) for j in range(sampling.n)]
         rows.sort(key=lambda r: -len(prompt_ids[r[0]]))
         out: list[list[Sample | None]] = [[None] * sampling.n for _ in prompt_ids]
@@ -180,6 +205,9 @@ class HFGenerator(Generator):
                 kwargs.update(temperature=float(sampling.temperature), top_p=float(sampling.top_p), top_k=0)
             else:
                 kwargs.update(temperature=None, top_p=None, top_k=None)
+            if progress is not None and hasattr(progress, "set_postfix_str"):
+                label = f"batch {start // self.batch_size + 1}/{-(-len(rows) // self.batch_size)}"
+                kwargs["stopping_criteria"] = StoppingCriteriaList([_TokenTicker(progress, label)])
             generated = self.model.generate(
                 input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device), **kwargs
             )[:, width:]
@@ -194,7 +222,7 @@ class HFGenerator(Generator):
                 text = self.tokenizer.decode(ids.tolist(), skip_special_tokens=True)
                 out[i][j] = Sample(text=text, num_tokens=int(ids.numel()), finish_reason=reason)
             if progress is not None:
-                progress(len(chunk))
+                progress.update(len(chunk))
         return out  # type: ignore[return-value]
 
     def close(self) -> None:
@@ -217,7 +245,7 @@ class VLLMGenerator(Generator):
         seed: int = 42,
         max_model_len: int | None = None,
         tensor_parallel_size: int = 1,
-        gpu_memory_utilization: float = 0.9,
+        gpu_memory_utilization: float | None = None,
         enforce_eager: bool | None = None,
     ):
         super().__init__(model_path, tokenizer)
@@ -233,8 +261,11 @@ class VLLMGenerator(Generator):
             tensor_parallel_size=tensor_parallel_size,
             enforce_eager=enforce_eager,
         )
-        if torch.cuda.is_available():
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        if gpu_memory_utilization is None:
+            # vLLM's CPU build reads this as the share of host memory to reserve, and refuses to start when that
+            # much is not free: a 2-core CI machine shared with other jobs has a few GiB to spare.
+            gpu_memory_utilization = 0.9 if torch.cuda.is_available() else 0.3
+        kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
         self.settings = {k: v for k, v in kwargs.items() if k not in ("model", "tokenizer")}
@@ -278,7 +309,7 @@ class VLLMGenerator(Generator):
             ]
             result.append(samples)
             if progress is not None:
-                progress(len(samples))
+                progress.update(len(samples))
         return result
 
     def close(self) -> None:
@@ -294,7 +325,7 @@ def make_generator(
     seed: int = 42,
     max_model_len: int | None = None,
     tensor_parallel_size: int = 1,
-    gpu_memory_utilization: float = 0.9,
+    gpu_memory_utilization: float | None = None,
     device: str | None = None,
 ) -> Generator:
     """A generator for ``model`` (hub id, folder or embedded name) on ``backend`` (``auto``, ``vllm``, ``hf``)."""

@@ -41,6 +41,7 @@ class EvalPlan:
     max_new_tokens: int = 1024
     seed: int = 42
     template: str | None = None
+    strict: bool = False
     extra: dict = field(default_factory=dict)
 
     def samples_for(self, benchmark: Benchmark) -> int:
@@ -78,6 +79,7 @@ class EvalPlan:
             "max_new_tokens": self.max_new_tokens,
             "seed": self.seed,
             "template": self.template,
+            "strict": self.strict,
             **self.extra,
         }
 
@@ -106,7 +108,7 @@ def evaluate_benchmark(
     if show_progress and generator.name != "vllm":  # vLLM draws its own tqdm bar
         bar = tqdm(total=len(rows) * sampling.n, desc=f"{benchmark.name} (n={sampling.n})", unit="sample")
     try:
-        samples = generator.generate(prompt_ids, sampling, progress=bar.update if bar is not None else None)
+        samples = generator.generate(prompt_ids, sampling, progress=bar)
     finally:
         if bar is not None:
             bar.close()
@@ -114,7 +116,7 @@ def evaluate_benchmark(
 
     flat_rows = [row for row, group in zip(rows, samples) for _ in group]
     completions = [[{"role": "assistant", "content": s.text}] for group in samples for s in group]
-    rewards, correct = score_completions(benchmark.task, completions, flat_rows)
+    rewards, correct = score_completions(benchmark.task, completions, flat_rows, strict=plan.strict)
     formats = format_scores(completions, flat_rows)
 
     problems, per_problem, cursor = [], [], 0

@@ -136,6 +136,16 @@ def ema_of_peak(values: list[float], alpha: float) -> list[float]:
     return out
 
 
+def moving_average(values: list[float], alpha: float) -> list[float]:
+    """Plain exponential moving average ``EMA_t = a * x_t + (1 - a) * EMA_{t-1}``, ``EMA_0 = x_0`` (smoothing for
+    metrics where a running peak means nothing: lengths, attncredit statistics)."""
+    ema_of_peak([], alpha)
+    out: list[float] = []
+    for x in values:
+        out.append(x if not out else alpha * x + (1 - alpha) * out[-1])
+    return out
+
+
 def plot_metrics(runs: list[Run]) -> list[tuple[str, str, bool | None]]:
     """(metric, label, higher-is-better) of every plottable metric any run logged, in the order of ``_PLOT_SPECS``."""
     keys = sorted({k for run in runs for k in run.series})
@@ -155,8 +165,9 @@ def _filename(metric: str) -> str:
 
 
 def plot_runs(runs: list[Run], out_dir: str | Path, ema: float | None = None) -> list[Path]:
-    """One PNG per metric in ``out_dir``, runs overlaid (legend: run names); with ``ema`` the EMA-of-peak curves
-    (raw values faint behind them). Returns the files written."""
+    """One PNG per metric in ``out_dir``, runs overlaid (legend: run names). With ``ema``: the paper's EMA of the
+    running peak for rewards and accuracies, a plain EMA for the other metrics, raw values faint behind them.
+    Returns the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,27 +175,37 @@ def plot_runs(runs: list[Run], out_dir: str | Path, ema: float | None = None) ->
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    from matplotlib.ticker import MaxNLocator
+
     colors = plt.get_cmap("tab10").colors
+    # Colour, dash and marker all change from run to run, so runs whose curves coincide stay distinguishable.
+    dashes = ["-", "--", "-.", ":"]
+    markers = ["o", "s", "^", "D", "v", "P"]
     written = []
-    for metric, label, _ in plot_metrics(runs):
+    for metric, label, better in plot_metrics(runs):
+        smooth = ema_of_peak if better else moving_average
         fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
         for i, run in enumerate(runs):
             if metric not in run.series:
                 continue
             steps, values = run.series[metric]
-            color = colors[i % len(colors)]
-            marker = "o" if len(steps) <= 30 else None
+            few = len(steps) <= 30  # few points: markers and dashes; many (noisy) points: thin solid lines
+            style = dict(color=colors[i % len(colors)], linestyle=dashes[i % len(dashes)] if few else "-")
+            marker = markers[i % len(markers)] if few else None
             if ema is not None:
-                ax.plot(steps, values, color=color, alpha=0.25, linewidth=1, marker=marker, markersize=3)
-                ax.plot(steps, ema_of_peak(values, ema), color=color, linewidth=2, label=run.name)
+                ax.plot(steps, values, alpha=0.3, linewidth=1, marker=marker, markersize=3, **style)
+                ax.plot(steps, smooth(values, ema), linewidth=2, marker=marker, markersize=5, label=run.name,
+                        **style)
             else:
-                ax.plot(steps, values, color=color, linewidth=1.8, marker=marker, markersize=4, label=run.name)
-        title = label if ema is None else f"{label}\nEMA of running peak (alpha={ema:g}); faint: raw values"
+                ax.plot(steps, values, linewidth=1.8 if few else 1.1, marker=marker, markersize=5, label=run.name,
+                        **style)
+        kind = "EMA of running peak" if better else "EMA"
+        title = label if ema is None else f"{label}\n{kind} (alpha={ema:g}); faint: raw values"
         ax.set_title(title, fontsize=11)
         ax.set_xlabel("training step")
         ax.set_ylabel(metric, fontsize=9)
         ax.grid(True, alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 2.5, 5, 10]))
         ax.legend(fontsize=9, loc="best", frameon=True)
         fig.tight_layout()
         path = out_dir / _filename(metric)
