@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from datasets import Dataset
+from tiny_training import digit_reward, prompts, tiny_args
 from trl import GRPOConfig, GRPOTrainer
 
 from attncredit import AnchorGRPOConfig, AnchorGRPOTrainer
@@ -12,42 +12,14 @@ from attncredit.errors import ConfigError
 from attncredit.models import load_tokenizer
 
 
-def digit_reward(completions, **kwargs):
-    """Share of digits in the completion: random models give spread inside every group."""
-    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
-    return [sum(ch.isdigit() for ch in t) / max(len(t), 1) for t in texts]
-
-
-def prompts(n=8):
-    return Dataset.from_list(
-        [{"prompt": [{"role": "user", "content": f"What is {i} + {2 * i + 1}? Answer with a number."}]} for i in range(n)]
-    )
-
-
-def common_args(tmp_path, **overrides):
-    args = dict(
-        output_dir=str(tmp_path),
-        max_steps=2,
-        per_device_train_batch_size=4,
-        num_generations=4,
-        max_completion_length=24,
-        learning_rate=1e-3,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        seed=0,
-        bf16=False,
-    )
-    args.update(overrides)
-    return args
-
-
 def train(trainer_cls, config_cls, model_dir, tmp_path, **overrides):
+    args = tiny_args(tmp_path, max_completion_length=24, **overrides)
+    if config_cls is GRPOConfig:
+        del args["credit_strategy"]
     trainer = trainer_cls(
         model=str(model_dir),
         reward_funcs=digit_reward,
-        args=config_cls(**common_args(tmp_path, **overrides)),
+        args=config_cls(**args),
         train_dataset=prompts(),
         processing_class=load_tokenizer(str(model_dir)),
     )

@@ -28,12 +28,10 @@ import hashlib
 import json
 import os
 import sys
+from pathlib import Path
 
-
-def digit_reward(completions, **kwargs):
-    """Share of digits in the completion: random models give spread inside every group."""
-    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
-    return [sum(ch.isdigit() for ch in t) / max(len(t), 1) for t in texts]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared tiny-run pieces
+from tiny_training import digit_reward, prompts, tiny_args  # noqa: E402
 
 
 def weights_hash(model) -> str:
@@ -167,7 +165,6 @@ def patch_vllm_for_cpu_tests() -> None:
 
 
 def main(model_dir: str, out_dir: str, overrides: dict) -> None:
-    from datasets import Dataset
     from transformers import AutoModelForCausalLM
 
     from attncredit import AnchorGRPOConfig
@@ -176,30 +173,12 @@ def main(model_dir: str, out_dir: str, overrides: dict) -> None:
     if overrides.pop("vllm_cpu", False):
         patch_vllm_for_cpu_tests()
     before = weights_hash(AutoModelForCausalLM.from_pretrained(model_dir))
-    prompts = Dataset.from_list(
-        [{"prompt": [{"role": "user", "content": f"What is {i} + {2 * i + 1}? Answer with a number."}]} for i in range(16)]
-    )
-    args = dict(
-        output_dir=out_dir,
-        max_steps=2,
-        per_device_train_batch_size=4,
-        num_generations=4,
-        max_completion_length=16,
-        learning_rate=1e-3,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        seed=0,
-        bf16=False,
-        credit_strategy="coupled",
-    )
-    args.update(overrides)
+    args = tiny_args(out_dir, **overrides)
     trainer = make_trainer_class()(
         model=model_dir,
         reward_funcs=digit_reward,
         args=AnchorGRPOConfig(**args),
-        train_dataset=prompts,
+        train_dataset=prompts(16),
         processing_class=load_tokenizer(model_dir),
     )
     trainer.train()
