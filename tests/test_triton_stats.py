@@ -1,32 +1,21 @@
 """Parity of the fused Triton attention-stats kernel with the dense reference (attention/stats.py).
 
 On a CUDA machine the kernels run compiled; elsewhere they run on CPU tensors under the Triton
-interpreter (TRITON_INTERPRET=1 is set here, before triton is imported), with small shapes.
+interpreter (conftest.py sets TRITON_INTERPRET=1 before any test imports the kernels), with small shapes.
 Skipped when triton is not installed (``pip install attncredit[triton]``).
 """
-
-import importlib
-import os
-import sys
 
 import pytest
 import torch
 
 CUDA = torch.cuda.is_available()
-if not CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"  # read when a kernel is decorated, so before the module import
-
 pytest.importorskip("triton")
 
 from attncredit.attention import stats as stats_mod  # noqa: E402
-
-if "attncredit.attention.triton_stats" in sys.modules:  # imported earlier without the interpreter
-    importlib.reload(sys.modules["attncredit.attention.triton_stats"])
 from attncredit.attention.triton_stats import _interpreted, triton_attention_stats  # noqa: E402
 
 DEVICE = "cuda" if CUDA else "cpu"
-if not CUDA and not _interpreted():
-    pytest.skip("no CUDA and the triton kernels are not interpreted", allow_module_level=True)
+assert CUDA or _interpreted(), "without CUDA the kernels must run under the Triton interpreter (see conftest.py)"
 
 FIELDS = ("waad", "fai", "head_distance")
 
