@@ -240,7 +240,7 @@ def test_evaluate_script_end_to_end(tiny_qwen2, tmp_path):
     cmd = [
         sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--model", str(tiny_qwen2),
         "--benchmarks", "gsm8k,countdown", "--limit", "2", "--n-samples", "2", "--max-new-tokens", "6",
-        "--backend", "hf", "--out", str(out), "--seed", "1",
+        "--backend", "hf", "--out", str(out), "--seed", "1", "--threads", "1",
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
