@@ -35,6 +35,7 @@ from .analysis.token_view import trainer_token_view
 from .callbacks import MetricsJsonlCallback
 from .config import AnchorGRPOConfig
 from .credit import compute_token_weights, required_statistics, token_advantages
+from .data.templates import has_prefill, prefill_prompt_ids
 from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,20 @@ class AnchorGRPOTrainer(GRPOTrainer):
         self._latest_groups = None  # HeadGroups of the latest chunk, for the head-group log
         self._last_head_groups = None
         self._token_view_step = -1  # global step of the latest token view (one per step)
+
+    def _tokenize_prompts(self, prompts: list):
+        """TRL's prompt tokenization, except that a prompt ending with an assistant prefill (the ``r1`` template's
+        "Let me solve this step by step.\\n<think>", as in TinyZero) is continued rather than closed."""
+        if self._is_vlm or self.environment_factories is not None or not has_prefill(prompts):
+            return super()._tokenize_prompts(prompts)
+        ids = prefill_prompt_ids(
+            self.processing_class,
+            prompts,
+            tools=self.tools or None,
+            chat_template=self.chat_template,
+            **self.chat_template_kwargs,
+        )
+        return ids, None, {}
 
     # ----------------------------------------------------------------------------------------------------
     # Where the statistics come from

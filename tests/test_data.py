@@ -257,15 +257,16 @@ def test_validate_columns():
     validate_columns([{"prompt": [{"role": "user", "content": "q"}], "answer": "1"}], rewards=["math_accuracy"])
 
 
-def test_chat_prompt_text_continues_a_prefill_like_trl(tiny_qwen2):
+def test_chat_prompt_text_leaves_a_prefill_open(tiny_qwen2):
     from trl.data_utils import maybe_apply_chat_template
 
-    from attncredit.data import chat_prompt_text
+    from attncredit.data import chat_prompt_text, has_prefill, prefill_prompt_ids
     from attncredit.models import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_qwen2))
     for template in ("r1", "boxed"):
         prompt = load_dataset_by_name("countdown", "test", template=template, limit=1)[0]["prompt"]
         text = chat_prompt_text(tokenizer, prompt)
-        assert text == maybe_apply_chat_template({"prompt": prompt}, tokenizer)["prompt"]
-        assert text.endswith("<think>") == (template == "r1")
+        assert text == maybe_apply_chat_template({"prompt": prompt}, tokenizer)["prompt"]  # TRL's text rendering
+        assert text.endswith("<think>") == (template == "r1") == has_prefill([prompt])
+        assert tokenizer.decode(prefill_prompt_ids(tokenizer, [prompt])[0]) == text

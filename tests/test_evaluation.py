@@ -194,20 +194,23 @@ def test_countdown_benchmark_is_the_split_held_out_in_training():
 def test_prompt_ids_are_the_trainers(tiny_qwen2):
     """Evaluation feeds the model the token ids the trainer generated from (AnchorGRPOTrainer._tokenize_prompts),
     for both templates, including r1's assistant prefill."""
-    from types import SimpleNamespace
 
     from attncredit import AnchorGRPOTrainer
     from attncredit.evaluation.generate import render_prompts
     from attncredit.models import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_qwen2))
-    prompts = [row["prompt"] for name in ("countdown", "gsm8k") for row in _rows(name, 2)]
-    trainer = SimpleNamespace(
+    trainer = AnchorGRPOTrainer.__new__(AnchorGRPOTrainer)  # only the attributes _tokenize_prompts reads
+    vars(trainer).update(
         processing_class=tokenizer, _is_vlm=False, environment_factories=None, tools=None, chat_template=None,
         chat_template_kwargs={},
     )  # fmt: skip
-    ids, _, _ = AnchorGRPOTrainer._tokenize_prompts(trainer, prompts)
-    assert render_prompts(tokenizer, prompts) == [list(x) for x in ids]
+    for name in ("countdown", "gsm8k"):  # r1 with its prefill, boxed without
+        prompts = [row["prompt"] for row in _rows(name, 2)]
+        ids, _, _ = trainer._tokenize_prompts(prompts)
+        assert render_prompts(tokenizer, prompts) == [list(x) for x in ids]
+        text = tokenizer.decode(ids[0])
+        assert text.endswith("<think>") == (name == "countdown")  # the prefill stays open
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -25,7 +25,16 @@ Hub ids are in ``hub.py``, package files in ``packaged.py``. Example::
 
 from .countdown import countdown_split, countdown_splits, generate_countdown, solve_countdown
 from .registry import DATASETS, list_datasets, load_dataset_by_name, validate_columns
-from .templates import DEFAULT_TEMPLATE, TEMPLATES, PromptTemplate, chat_prompt_text, get_template, list_templates
+from .templates import (
+    DEFAULT_TEMPLATE,
+    TEMPLATES,
+    PromptTemplate,
+    chat_prompt_text,
+    get_template,
+    has_prefill,
+    list_templates,
+    prefill_prompt_ids,
+)
 
 __all__ = [
     "load_dataset_by_name",
@@ -40,6 +49,8 @@ __all__ = [
     "TEMPLATES",
     "DEFAULT_TEMPLATE",
     "chat_prompt_text",
+    "has_prefill",
+    "prefill_prompt_ids",
     "get_template",
     "list_templates",
 ]

@@ -16,9 +16,10 @@ name      what the model is asked to write                                      
           prompt). No system message. Default for math datasets.
 ========  =====================================================================  ==============================
 
-A template with a prefill ends the prompt with that assistant message; TRL then continues it
-(``continue_final_message``) instead of opening a new assistant turn, and ``chat_prompt_text`` does the same for
-evaluation and analysis. The completion therefore starts inside ``<think>``.
+A template with a prefill ends the prompt with that assistant message, which generation continues
+(``continue_final_message``) instead of opening a new assistant turn: ``AnchorGRPOTrainer`` tokenizes such prompts
+with ``prefill_prompt_ids`` (TRL 1.16 itself would close the prefill), and evaluation and analysis do the same. The
+completion therefore starts inside ``<think>``.
 
 The paper does not give its RL prompts (PAPER.md §9 A6); these are the readings of TinyZero (Countdown) and of
 the common math-RL recipes. Both rewards ``math_accuracy`` and ``countdown`` read either style (an ``<answer>``
@@ -132,10 +133,26 @@ def get_template(template: str | PromptTemplate | None, task: str = "math") -> P
     return TEMPLATES[template]
 
 
-def chat_prompt_text(tokenizer, messages: list[dict[str, str]]) -> str:
-    """The prompt text TRL generates from: the chat template with a generation prompt, or, when the last message
-    is an assistant prefill, that message left open (``continue_final_message``), as TRL does."""
+def chat_prompt_text(tokenizer, messages: list[dict[str, str]], **template_kwargs) -> str:
+    """The prompt text generation starts from: the chat template with a generation prompt, or, when the last
+    message is an assistant prefill, that message left open (``continue_final_message``)."""
     prefilled = messages[-1]["role"] == "assistant"
     return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=not prefilled, continue_final_message=prefilled
+        messages, tokenize=False, add_generation_prompt=not prefilled, continue_final_message=prefilled, **template_kwargs
     )
+
+
+def has_prefill(prompts) -> bool:
+    """Whether any conversational prompt ends with an assistant prefill."""
+    return any(isinstance(p, list) and p and p[-1].get("role") == "assistant" for p in prompts)
+
+
+def prefill_prompt_ids(tokenizer, prompts, **template_kwargs) -> list[list[int]]:
+    """Token ids of conversational prompts, each rendered by :func:`chat_prompt_text` (a prefill stays open).
+
+    TRL 1.16's GRPOTrainer always adds a generation prompt, which would close a prefill and open a new assistant
+    turn; ``AnchorGRPOTrainer`` and the evaluation use this instead when a prompt has a prefill. The template
+    already holds its special tokens, so none are added again.
+    """
+    texts = [chat_prompt_text(tokenizer, p, **template_kwargs) for p in prompts]
+    return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]

@@ -92,18 +92,21 @@ def end_token_ids(tokenizer, generation_config=None) -> list[int]:
 
 
 def render_prompts(tokenizer, prompts: Sequence) -> list[list[int]]:
-    """Token ids of each prompt, exactly as TRL 1.16's GRPOTrainer tokenizes them for generation.
+    """Token ids of each prompt, exactly as ``AnchorGRPOTrainer._tokenize_prompts`` makes them for generation.
 
-    That is ``apply_chat_template(add_generation_prompt=True)`` for every conversational prompt, including one that
-    ends with an assistant prefill (the ``r1`` template's "Let me solve this step by step.\\n<think>"): TRL's
-    ``_tokenize_prompts`` closes that turn and opens a new assistant turn, and so does this function, so evaluation
-    sees what training saw (tests compare it with ``AnchorGRPOTrainer._tokenize_prompts``).
+    That is TRL's ``apply_chat_template(add_generation_prompt=True)`` for conversational prompts, and, when a
+    prompt ends with an assistant prefill (the ``r1`` template's "Let me solve this step by step.\\n<think>"),
+    ``prefill_prompt_ids``, which leaves the prefill open (tests compare both with the trainer).
     """
+    from attncredit.data.templates import has_prefill, prefill_prompt_ids
+
     prompts = list(prompts)
     if not prompts:
         return []
     if isinstance(prompts[0], str):
         return [list(ids) for ids in tokenizer(prompts)["input_ids"]]
+    if has_prefill(prompts):
+        return prefill_prompt_ids(tokenizer, prompts)
     out = tokenizer.apply_chat_template(
         conversation=prompts, add_generation_prompt=True, tokenize=True, return_dict=True
     )["input_ids"]
