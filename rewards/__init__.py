@@ -17,6 +17,10 @@ name               score                                                        
 ``tag_count``      0.25 per R1 tag present exactly once (shaping for small models)     -
 =================  ===============================================================  ==================
 
+``countdown_accuracy`` is ``countdown`` without the 0.1 format score (1/0, the accuracy): give it reward weight 0 to
+log the accuracy (``rewards/countdown_accuracy/mean``, ``eval_rewards/countdown_accuracy/mean``) without changing
+training.
+
 Factories for other settings: ``make_math_accuracy_reward(timeout_s=..., fallback=...)``,
 ``make_countdown_reward(format_score=...)``, ``make_format_reward(style=...)``.
 
@@ -39,6 +43,7 @@ from .format import format_boxed, format_r1, format_reward, make_format_reward, 
 REWARD_FUNCS: dict[str, Callable[..., list[float]]] = {
     "math_accuracy": math_accuracy,
     "countdown": countdown,
+    "countdown_accuracy": make_countdown_reward(format_score=0.0, name="countdown_accuracy"),
     "format": format_reward,
     "format_r1": format_r1,
     "format_boxed": format_boxed,
