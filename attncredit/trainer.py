@@ -34,7 +34,7 @@ from .attention.recording import enable_recording, record_attention
 from .analysis.token_view import trainer_token_view
 from .callbacks import MetricsJsonlCallback
 from .config import AnchorGRPOConfig
-from .credit import compute_token_weights, required_statistics, token_advantages
+from .credit import NonFiniteStatisticError, compute_token_weights, required_statistics, token_advantages
 from .data.templates import has_prefill, prefill_prompt_ids
 from .errors import ConfigError
 
@@ -236,10 +236,8 @@ class AnchorGRPOTrainer(GRPOTrainer):
                 generator=generator,
                 **args.credit_options,
             )
-        except ValueError as e:
-            if "finite" in str(e):  # compute_token_weights checks every statistic it reads for NaN/inf
-                raise NonFiniteError(f"step {self.state.global_step}: {e}") from e
-            raise
+        except NonFiniteStatisticError as e:  # every statistic the strategy reads is checked for NaN/inf
+            raise NonFiniteError(f"step {self.state.global_step}: {e}") from e
         self._record_credit_summary(gamma, waad, fai, completion_mask, groups)
         self._credit_seconds += time.perf_counter() - start
         return gamma

@@ -93,3 +93,36 @@ def test_config_rejects_bad_credit_values(tmp_path):
         AnchorGRPOConfig(output_dir=str(tmp_path), credit_fai_horizon=[100, 10], report_to="none", use_cpu=True)
     with pytest.raises(ConfigError, match="credit_gamma_amp"):
         AnchorGRPOConfig(output_dir=str(tmp_path), credit_gamma_amp=0.5, report_to="none", use_cpu=True)
+
+
+def test_nan_reward_fails_naming_the_function_and_step(tiny_qwen2, tmp_path):
+    from attncredit.trainer import NonFiniteError
+
+    def broken_reward(completions, **kwargs):
+        return [float("nan")] + [0.5] * (len(completions) - 1)
+
+    trainer = AnchorGRPOTrainer(
+        model=str(tiny_qwen2),
+        reward_funcs=broken_reward,
+        args=AnchorGRPOConfig(**tiny_args(tmp_path, max_steps=1)),
+        train_dataset=prompts(),
+        processing_class=load_tokenizer(str(tiny_qwen2)),
+    )
+    with pytest.raises(NonFiniteError, match="reward function 'broken_reward' returned nan for completion 0 at step 0"):
+        trainer.train()
+
+
+def test_nan_attention_statistics_fail_naming_the_step(tiny_qwen2, tmp_path, monkeypatch):
+    import attncredit.trainer as trainer_module
+    from attncredit.trainer import NonFiniteError
+
+    real = trainer_module.group_token_stats
+
+    def poisoned(*args, **kwargs):
+        groups = real(*args, **kwargs)
+        groups.fai[:] = float("nan")
+        return groups
+
+    monkeypatch.setattr(trainer_module, "group_token_stats", poisoned)
+    with pytest.raises(NonFiniteError, match=r"step 0: fai has \d+ NaN/inf value"):
+        train(AnchorGRPOTrainer, AnchorGRPOConfig, tiny_qwen2, tmp_path, credit_strategy="global_anchor", max_steps=1)

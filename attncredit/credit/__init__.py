@@ -9,10 +9,11 @@ from . import strategies  # noqa: F401  (registers the built-in strategies)
 from .advantages import NORMALIZATIONS, SIGN_MODES, token_advantages
 from .registry import STRATEGIES, CreditBatch, list_strategies, register_strategy, required_statistics
 from .selection import quantile_count, top_quantile_mask
-from .weights import compute_token_weights
+from .weights import NonFiniteStatisticError, compute_token_weights
 
 __all__ = [
     "NORMALIZATIONS",
+    "NonFiniteStatisticError",
     "SIGN_MODES",
     "STRATEGIES",
     "CreditBatch",

@@ -34,6 +34,10 @@ def _response_bool(response_mask) -> torch.Tensor:
     return response_mask
 
 
+class NonFiniteStatisticError(ValueError):
+    """A statistic a strategy reads is NaN or inf on a response token."""
+
+
 def _statistic(name: str, value, response: torch.Tensor) -> torch.Tensor:
     """A statistic as float64 [B, N], set to 0 outside the response; raises on shape or non-finite values."""
     if not isinstance(value, torch.Tensor) or value.shape != response.shape or value.is_complex():
@@ -46,7 +50,7 @@ def _statistic(name: str, value, response: torch.Tensor) -> torch.Tensor:
     if bool(bad.any()):
         bad = bad.nonzero()
         row, pos = (int(i) for i in bad[0])
-        raise ValueError(
+        raise NonFiniteStatisticError(
             f"{name} has {len(bad)} NaN/inf value(s) on response tokens (first: row {row}, position {pos}, "
             f"value {float(value[row, pos])}); the statistics must be finite"
         )
