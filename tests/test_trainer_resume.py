@@ -64,23 +64,28 @@ def finish(proc: subprocess.Popen) -> None:
     assert proc.returncode == 0, out[-6000:]
 
 
-def wait_for_checkpoint(proc: subprocess.Popen, checkpoint: Path, timeout: float = 600) -> None:
-    """Poll until the checkpoint's trainer_state.json (written last) is complete JSON, then SIGKILL the run."""
-    state = checkpoint / "trainer_state.json"
+def kill_after_checkpoints(runs: dict, timeout: float = 600) -> None:
+    """SIGKILL every run as soon as its checkpoint's trainer_state.json (written last) is complete JSON.
+
+    ``runs`` maps a name to (process, checkpoint folder); all are polled together, so a fast run is not left
+    training past its checkpoint while another one is awaited."""
+    pending = dict(runs)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended (code {proc.returncode}) before {checkpoint.name}: {proc.stdout.read()[-4000:]}")
-        try:
-            json.loads(state.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            time.sleep(0.02)
-            continue
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
-        return
-    proc.kill()
-    raise AssertionError(f"no {checkpoint} after {timeout} s")
+    while pending and time.monotonic() < deadline:
+        for name, (proc, checkpoint) in list(pending.items()):
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} ended (code {proc.returncode}) before {checkpoint.name}: {proc.stdout.read()[-4000:]}")
+            try:
+                json.loads((checkpoint / "trainer_state.json").read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                continue
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=60)
+            del pending[name]
+        time.sleep(0.02)
+    for proc, _ in pending.values():
+        proc.kill()
+    assert not pending, f"no checkpoint after {timeout} s for {sorted(pending)}"
 
 
 def logged_steps(output_dir: Path) -> dict[int, dict]:
@@ -100,9 +105,9 @@ def test_sigkill_and_resume_reproduces_the_uninterrupted_run(tiny_qwen2, tmp_pat
             config.write_text(CONFIG.format(model=tiny_qwen2, strategy=strategy, out=out))
             runs[strategy, name] = (config, out, start(config))
 
+    kill_after_checkpoints({s: (runs[s, "killed"][2], runs[s, "killed"][1] / "checkpoint-2") for s in ("coupled", "random")})
     for strategy in ("coupled", "random"):
-        _, out, proc = runs[strategy, "killed"]
-        wait_for_checkpoint(proc, out / "checkpoint-2")
+        out = runs[strategy, "killed"][1]
         checkpoints = sorted(p.name for p in out.glob("checkpoint-*"))
         assert checkpoints == ["checkpoint-2"], (strategy, checkpoints)  # killed before step 4's checkpoint
         assert not (out / "model.safetensors").exists()
