@@ -6,12 +6,10 @@ only at the last ``TAIL_CHARS`` characters, so a 1 MB completion costs the same 
 
 from __future__ import annotations
 
-import re
 
 TAIL_CHARS = 16_384  # accuracy rewards read only this many trailing characters (~4k tokens)
 MAX_ANSWER_CHARS = 512  # a longer extracted final answer scores 0 (bounds the math-verify / parser work)
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
 
 def completion_text(completion) -> str:
@@ -89,13 +87,3 @@ def _braced(text: str, i: int, end: int) -> str | None:
             if depth == 0:
                 return text[i + 1 : j]
     return None
-
-
-def last_number(text: str) -> str | None:
-    """The last number written in ``text`` (``1,000`` and ``-2.5`` included), commas removed; ``None`` if none."""
-    found = None
-    for found in _NUMBER.finditer(text):
-        pass
-    if found is None:
-        return None
-    return found.group(0).replace(",", "")

@@ -70,10 +70,6 @@ class PerturbedPosition:
     alternatives: list[str]
     jaccards: list[float]
 
-    @property
-    def mean_jaccard(self) -> float:
-        return float(np.mean(self.jaccards)) if self.jaccards else float("nan")
-
 
 @dataclass
 class ResponsePerturbation:

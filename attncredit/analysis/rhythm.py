@@ -54,8 +54,6 @@ class ResponseRhythm:
     segments: dict[str, ResponseCoupling] = field(default_factory=dict)
     band_local: np.ndarray | None = None  # [R, K] group-averaged probabilities
     band_global: np.ndarray | None = None
-    band_row_offset: int = 0  # response offset of the first band row
-    band_col_offset: int = 0  # response offset of the first band column (negative: prompt keys)
     tokens: list[str] = field(default_factory=list)
     prompt_length: int = 0
 

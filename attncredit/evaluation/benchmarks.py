@@ -107,13 +107,6 @@ def parse_benchmarks(names: str | list[str]) -> list[Benchmark]:
     return out
 
 
-def countdown_accuracy_reward():
-    """The Countdown rule with no format score: 1.0 for a correct equation, else 0.0 (accuracy as a reward)."""
-    from rewards import make_countdown_reward
-
-    return make_countdown_reward(format_score=0.0, name="countdown_accuracy")
-
-
 def score_completions(
     task: str, completions: list, rows: list[dict], strict: bool = False
 ) -> tuple[list[float], list[float]]:

@@ -13,7 +13,6 @@ print percentages.
 
 from __future__ import annotations
 
-from math import comb
 from typing import Iterable, Sequence
 
 from attncredit.errors import ConfigError
@@ -43,14 +42,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     for i in range(n - c + 1, n + 1):
         value *= 1.0 - k / i
     return 1.0 - value
-
-
-def pass_at_k_exact(n: int, c: int, k: int) -> float:
-    """Same as ``pass_at_k`` with exact binomials (reference for tests; slow for large n)."""
-    _check_counts(n, c)
-    if not 1 <= k <= n:
-        raise ConfigError(f"pass@k needs an integer k in 1..n={n}, got k={k!r}")
-    return 1.0 - comb(n - c, k) / comb(n, k)
 
 
 def avg_at_k(scores: Sequence[float]) -> float:

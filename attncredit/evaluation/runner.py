@@ -17,7 +17,6 @@ from __future__ import annotations
 import platform
 import time
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from attncredit.errors import ConfigError
 
@@ -253,11 +252,3 @@ def _versions() -> dict:
         except md.PackageNotFoundError:
             pass
     return out
-
-
-def iter_samples(results: dict) -> Iterable[tuple[str, dict, dict]]:
-    """(benchmark, problem, sample) for every generation in ``results`` (for inspection scripts)."""
-    for name, entry in results["benchmarks"].items():
-        for problem in entry["problems"]:
-            for sample in problem["samples"]:
-                yield name, problem, sample
