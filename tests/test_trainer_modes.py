@@ -7,25 +7,7 @@ import torch
 
 from attncredit import AnchorGRPOConfig, AnchorGRPOTrainer
 from attncredit.models import load_tokenizer
-from tiny_training import digit_reward, prompts, tiny_args
-
-
-class _AdvantageReads(dict):
-    """The loss's input dict, noting the dimension of each read of 'advantages' and writing changes through."""
-
-    def __init__(self, inner, reads):
-        super().__init__(inner)
-        self._inner, self._reads = inner, reads
-
-    def __getitem__(self, key):
-        value = super().__getitem__(key)
-        if key == "advantages":
-            self._reads.append(value.dim())
-        return value
-
-    def __setitem__(self, key, value):
-        super().__setitem__(key, value)
-        self._inner[key] = value
+from tiny_training import AdvantageReads, digit_reward, prompts, tiny_args
 
 
 class ProbeTrainer(AnchorGRPOTrainer):
@@ -38,7 +20,7 @@ class ProbeTrainer(AnchorGRPOTrainer):
 
     def _compute_loss(self, model, inputs):
         reads = []
-        loss = super()._compute_loss(model, _AdvantageReads(inputs, reads))
+        loss = super()._compute_loss(model, AdvantageReads(inputs, reads))
         self.loss_reads.append(reads[-1])  # TRL reads inputs["advantages"] after its forward: the last read
         self.losses.append(float(loss))
         return loss

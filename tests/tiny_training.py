@@ -1,4 +1,5 @@
-"""Shared pieces of the tiny in-process trainer tests (peft, modes): reward, prompts and small config."""
+"""Shared pieces of the tiny trainer tests (in-process and tests/scripts/train_tiny.py): reward, prompts, small
+config, and a spy on the advantages the loss reads."""
 
 from datasets import Dataset
 
@@ -34,3 +35,21 @@ def tiny_args(output_dir, **overrides) -> dict:
     )
     args.update(overrides)
     return args
+
+
+class AdvantageReads(dict):
+    """The loss's input dict, noting the dimension of each read of 'advantages' and writing changes through."""
+
+    def __init__(self, inner, reads):
+        super().__init__(inner)
+        self._inner, self._reads = inner, reads
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        if key == "advantages":
+            self._reads.append(value.dim())
+        return value
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self._inner[key] = value

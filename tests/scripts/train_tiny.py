@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared tiny-run pieces
-from tiny_training import digit_reward, prompts, tiny_args  # noqa: E402
+from tiny_training import AdvantageReads, digit_reward, prompts, tiny_args  # noqa: E402
 
 
 def weights_hash(model) -> str:
@@ -40,24 +40,6 @@ def weights_hash(model) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
     return digest.hexdigest()
-
-
-class _Spy(dict):
-    """The loss's input dict, noting the shape of every read of 'advantages' and writing changes through."""
-
-    def __init__(self, inner: dict, reads: list):
-        super().__init__(inner)
-        self._inner, self._reads = inner, reads
-
-    def __getitem__(self, key):
-        value = super().__getitem__(key)
-        if key == "advantages":
-            self._reads.append(value.dim())
-        return value
-
-    def __setitem__(self, key, value):
-        super().__setitem__(key, value)
-        self._inner[key] = value
 
 
 def make_trainer_class():
@@ -135,7 +117,7 @@ def make_trainer_class():
             self.debug["loss_rows"].append({"step": self.state.global_step, "rows": ids.tolist()})
             reads: list = []
             try:
-                return super()._compute_loss(model, _Spy(inputs, reads))
+                return super()._compute_loss(model, AdvantageReads(inputs, reads))
             finally:
                 self.debug["loss_advantage_dims"].append(reads[-1] if reads else None)
 
