@@ -16,9 +16,10 @@ positions (e.g. the response tokens that have an FAI at all):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
+
+from ..credit.selection import quantile_count
 
 PEAK_METHODS = ("top_quantile", "local_max")
 
@@ -59,9 +60,8 @@ class PeakRule:
 
 
 def top_count(n: int, quantile: float) -> int:
-    """``ceil(q * n)`` with q read as a fraction (0.2 * 5 = 1 exactly), as ``credit.selection.quantile_count``."""
-    frac = Fraction(quantile).limit_denominator(10**6)
-    return int((n * frac.numerator + frac.denominator - 1) // frac.denominator)
+    """``ceil(q * n)`` with q read as a fraction (0.2 * 5 = 1 exactly): the count the credit strategies select."""
+    return int(quantile_count(n, quantile))
 
 
 def find_peaks(values, eligible=None, *, method: str = "top_quantile", quantile: float = 0.2, z: float = 0.0):

@@ -16,7 +16,7 @@ QUANTILE_DENOMINATOR = 10**6
 
 
 def quantile_count(lengths: torch.Tensor, q: float) -> torch.Tensor:
-    """``ceil(q * n)`` for each response length n, in exact integer arithmetic.
+    """``ceil(q * n)`` for each response length n (a tensor of lengths, or one int), in exact integer arithmetic.
 
     ``q`` is read as the nearest fraction a/b with b <= 10**6, so ``0.4 * 5`` gives 2 (not the 3 that
     ``math.ceil(0.4 * 5)`` gives because 0.4 * 5 == 2.0000000000000004 in floating point).
