@@ -34,10 +34,9 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from attncredit.errors import ConfigError
-
 from .accuracy import make_math_accuracy_reward, math_accuracy
 from .countdown import countdown, make_countdown_reward
+from .errors import GradingWorkerError, RewardConfigError
 from .format import format_boxed, format_r1, format_reward, make_format_reward, tag_count
 
 REWARD_FUNCS: dict[str, Callable[..., list[float]]] = {
@@ -69,12 +68,12 @@ def _names(names) -> list:
 def get_reward_funcs(names: Iterable[str | Callable] | str) -> list[Callable[..., list[float]]]:
     """The reward functions called ``names`` (a list, or one comma-separated string), in order.
 
-    Callables pass through unchanged, so custom rewards mix with named ones. Raises ``ConfigError`` for an
+    Callables pass through unchanged, so custom rewards mix with named ones. Raises ``RewardConfigError`` for an
     unknown name or an empty list.
     """
     items = _names(names)
     if not items:
-        raise ConfigError(f"no reward functions given; allowed: {', '.join(REWARD_FUNCS)}")
+        raise RewardConfigError(f"no reward functions given; allowed: {', '.join(REWARD_FUNCS)}")
     funcs = []
     for item in items:
         if callable(item):
@@ -82,7 +81,7 @@ def get_reward_funcs(names: Iterable[str | Callable] | str) -> list[Callable[...
         elif item in REWARD_FUNCS:
             funcs.append(REWARD_FUNCS[item])
         else:
-            raise ConfigError(f"unknown reward function '{item}'; allowed: {', '.join(REWARD_FUNCS)}")
+            raise RewardConfigError(f"unknown reward function '{item}'; allowed: {', '.join(REWARD_FUNCS)}")
     return funcs
 
 
@@ -97,6 +96,8 @@ def required_columns(names: Iterable[str | Callable] | str) -> list[str]:
 
 
 __all__ = [
+    "RewardConfigError",
+    "GradingWorkerError",
     "REWARD_FUNCS",
     "DEFAULT_REWARDS",
     "get_reward_funcs",

@@ -9,15 +9,20 @@ raises ``ValueError``). We call it with its timeouts off and enforce our own bud
 * main thread of any process: ``signal.setitimer`` (sub-second) around parse + verify, raising a
   ``BaseException`` subclass that math-verify's ``except Exception`` handlers cannot swallow;
 * any other thread (TRL's async reward loop, a thread pool, a web server): the items go to one persistent child
-  interpreter (``python`` running this file), which grades them in its main thread with the same timer. The
-  caller also waits with a deadline and kills and restarts the child if it overruns (e.g. a C-level big-integer
-  computation that a signal cannot interrupt); the unfinished items score 0. A forked process starts its own
-  child.
+  interpreter (``python`` running this file), which grades them in its main thread with the same timer. Its
+  replies travel on a pipe of their own, one framed line per item, so whatever the child prints cannot be taken
+  for a score. The caller waits for each item with a deadline and kills and restarts the child if it overruns
+  (e.g. a C-level big-integer computation that a signal cannot interrupt): that item scores 0 and the rest are
+  graded by the new child. A child that cannot start raises ``GradingWorkerError``. A forked process starts its
+  own child.
+
+Answers that run out of time score 0 and are counted (``stats["timed_out"]`` of ``grade_many``).
 """
 
 from __future__ import annotations
 
 import atexit
+import collections
 import functools
 import json
 import logging
@@ -223,13 +228,14 @@ def run_with_deadline(fn, seconds: float, *args):
                 continue
 
 
-def _grade_in_process(items, budget_s: float) -> list[float]:
+def _grade_in_process(items, budget_s: float, stats: dict | None = None) -> list[float]:
     scores = []
     for candidate, kind, gold in items:
         try:
             scores.append(run_with_deadline(grade, budget_s, candidate, kind, gold))
         except _Deadline:
             scores.append(0.0)
+            _count(stats, "timed_out")
         except _NoSignals:
             raise
         except Exception:  # noqa: BLE001  (a reward never raises on a bad completion)
@@ -237,51 +243,117 @@ def _grade_in_process(items, budget_s: float) -> list[float]:
     return scores
 
 
+def _count(stats: dict | None, key: str, n: int = 1) -> None:
+    if stats is not None:
+        stats[key] = stats.get(key, 0) + n
+
+
+class GradingWorkerError(RuntimeError):
+    """The child interpreter that grades off the main thread could not start or kept dying."""
+
+
 class _Worker:
-    """One child interpreter that runs ``serve()`` from this file; requests and replies are JSON lines."""
+    """One child interpreter that runs ``serve()`` from this file.
+
+    Requests go to its stdin as JSON lines. Replies come back on a pipe of their own (an inherited file
+    descriptor), one framed line per graded item, ``{"id": request, "i": item, "score": s}``, after a
+    ``{"ready": pid}`` line once math-verify is imported. The child's stdout and stderr go to a drain that keeps
+    their tail for error messages, so nothing the child or its imports print can be read as a reply.
+    """
 
     def __init__(self):
         code = (
             "import importlib.util, sys\n"
             f"spec = importlib.util.spec_from_file_location('_attncredit_mathgrade', {os.path.abspath(__file__)!r})\n"
-            "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod); mod.serve()\n"
+            "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod); mod.serve(int(sys.argv[1]))\n"
         )
         self.pid = os.getpid()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            bufsize=1,
-        )
+        self.requests = 0
+        self.output: collections.deque = collections.deque(maxlen=20)  # last lines the child printed
+        read_fd, write_fd = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", code, str(write_fd)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
+                pass_fds=(write_fd,),
+            )
+        except OSError:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
         self.replies: queue.Queue = queue.Queue()
-        self.fresh = True
-        threading.Thread(target=self._read, args=(self.proc.stdout, self.replies), daemon=True).start()
+        threading.Thread(target=self._read, args=(os.fdopen(read_fd, "r"), self.replies), daemon=True).start()
+        threading.Thread(target=self._drain, args=(self.proc.stdout, self.output), daemon=True).start()
 
     @staticmethod
     def _read(stream, replies):
         try:
             for line in stream:
-                replies.put(line)
+                try:
+                    replies.put(json.loads(line))
+                except ValueError:
+                    continue
         finally:
             replies.put(None)
 
-    def grade(self, items, budget_s: float) -> list[float] | None:
-        """Scores, or ``None`` when the child died or overran (it is then killed)."""
-        wait = len(items) * (budget_s + 0.5) + 5.0 + (_WORKER_START_S if self.fresh else 0.0)
+    @staticmethod
+    def _drain(stream, output):
+        for line in stream:
+            output.append(line.rstrip())
+
+    def describe(self) -> str:
+        """The child's exit status and last printed line, for error messages."""
+        code = self.proc.poll()
+        status = "still running" if code is None else f"exit code {code}"
+        time.sleep(0.1)  # let the drain thread catch the child's last lines
+        last = " | ".join([line.strip() for line in self.output if line.strip()][-3:])
+        return f"{status}; last output: {last[-400:]!r}" if last else f"{status}; no output"
+
+    def wait_ready(self, timeout: float) -> bool:
         try:
-            self.proc.stdin.write(json.dumps({"items": items, "budget": budget_s}) + "\n")
+            reply = self.replies.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        if reply is None:  # the reply pipe closed: the child is exiting
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        return isinstance(reply, dict) and "ready" in reply
+
+    def grade(self, items, budget_s: float, stats: dict | None = None) -> tuple[list[float], int]:
+        """(scores of a prefix of ``items``, index of the item that overran or crashed the child, or len(items)).
+
+        Every item has ``budget_s`` plus 0.5 s; an item that takes longer (e.g. a C-level big-integer computation
+        that the child's timer cannot interrupt) or kills the child ends the request, and the child is killed.
+        """
+        self.requests += 1
+        request = self.requests
+        scores: list[float] = []
+        try:
+            self.proc.stdin.write(json.dumps({"id": request, "items": items, "budget": budget_s}) + "\n")
             self.proc.stdin.flush()
-            line = self.replies.get(timeout=wait)
-            scores = json.loads(line) if line else None
-        except (OSError, ValueError, queue.Empty, TypeError):
-            scores = None
-        self.fresh = False
-        if not isinstance(scores, list) or len(scores) != len(items):
+        except (OSError, ValueError):
             self.close()
-            return None
-        return [float(s) for s in scores]
+            return scores, 0
+        while len(scores) < len(items):
+            try:
+                reply = self.replies.get(timeout=budget_s + 0.5)
+            except queue.Empty:
+                reply = None
+            if reply is None:
+                self.close()
+                return scores, len(scores)
+            if reply.get("id") == request and reply.get("i") == len(scores):
+                scores.append(float(reply["score"]))
+                if reply.get("timed_out"):
+                    _count(stats, "timed_out")
+        return scores, len(items)
 
     def alive(self) -> bool:
         return self.proc.poll() is None and self.pid == os.getpid()
@@ -314,40 +386,77 @@ if hasattr(os, "register_at_fork"):
 atexit.register(_close_worker)
 
 
-def _grade_isolated(items, budget_s: float) -> list[float]:
+def _start_worker() -> _Worker:
+    """A ready worker, or ``GradingWorkerError`` naming why the child did not come up."""
+    try:
+        worker = _Worker()
+    except OSError as exc:
+        raise GradingWorkerError(f"math grading worker: cannot start a child {sys.executable}: {exc}") from None
+    if not worker.wait_ready(_WORKER_START_S):
+        failed = "exited before it was ready" if worker.proc.poll() is not None else f"was not ready within {_WORKER_START_S:.0f} s"
+        reason = worker.describe()
+        worker.close()
+        raise GradingWorkerError(
+            f"math grading worker: child {sys.executable} {failed} ({reason}); grading off the main thread needs it"
+        )
+    return worker
+
+
+def _grade_isolated(items, budget_s: float, stats: dict | None = None) -> list[float]:
+    """Grade in the worker; an item that overruns or crashes it scores 0 (counted as ``timed_out``), the worker
+    restarts, and the remaining items are sent again. Raises ``GradingWorkerError`` when it cannot (re)start."""
     global _worker
+    scores: list[float] = []
     with _worker_lock:
-        if _worker is None or not _worker.alive():
-            try:
-                _worker = _Worker()
-            except OSError:
-                return [0.0] * len(items)
-        scores = _worker.grade(items, budget_s)
-        if scores is None:
-            _worker = None
-            return [0.0] * len(items)
-        return scores
+        while len(scores) < len(items):
+            if _worker is None or not _worker.alive():
+                _worker = _start_worker()
+            done, stop = _worker.grade(items[len(scores):], budget_s, stats)
+            scores.extend(done)
+            if len(scores) < len(items) and stop == len(done):
+                if not _worker.alive():
+                    _worker = None
+                scores.append(0.0)  # the item that overran or crashed the worker
+                _count(stats, "timed_out")
+    return scores
 
 
-def grade_many(items: list[tuple[str, str, str]], budget_s: float = DEFAULT_BUDGET_S) -> list[float]:
-    """Scores for ``(candidate, kind, gold)`` items, each limited to ``budget_s`` seconds. Never raises."""
+def grade_many(items: list[tuple[str, str, str]], budget_s: float = DEFAULT_BUDGET_S, stats: dict | None = None) -> list[float]:
+    """Scores for ``(candidate, kind, gold)`` items, each limited to ``budget_s`` seconds.
+
+    An item whose grading overruns its budget scores 0 and is counted in ``stats["timed_out"]`` (when a dict is
+    given). Off the main thread, a grading worker that cannot start raises ``GradingWorkerError``.
+    """
     if not items:
         return []
     if _signals_usable():
         try:
-            return _grade_in_process(items, budget_s)
+            return _grade_in_process(items, budget_s, stats)
         except _NoSignals:
             pass
-    return _grade_isolated([list(map(str, item)) for item in items], budget_s)
+    return _grade_isolated([list(map(str, item)) for item in items], budget_s, stats)
 
 
-def serve():  # pragma: no cover  (runs in the child interpreter)
-    """Worker loop: one JSON request per stdin line, one JSON list of scores per stdout line."""
+def serve(reply_fd: int):  # pragma: no cover  (runs in the child interpreter)
+    """Worker loop: one JSON request per stdin line; one framed JSON reply per item on ``reply_fd``.
+
+    Anything else the child prints (its imports, math-verify warnings) goes to stdout/stderr, which the parent
+    only drains.
+    """
+    replies = os.fdopen(reply_fd, "w", buffering=1)
+    sys.stdout = sys.stderr  # a stray print in this process cannot reach the reply pipe anyway; keep it off stdout
+    _mv()
+    replies.write(json.dumps({"ready": os.getpid()}) + "\n")
     for line in sys.stdin:
         try:
             request = json.loads(line)
-            scores = _grade_in_process(request["items"], float(request["budget"]))
-        except Exception:  # noqa: BLE001
-            scores = None
-        sys.stdout.write(json.dumps(scores) + "\n")
-        sys.stdout.flush()
+            ident, items, budget = request["id"], request["items"], float(request["budget"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        for i, item in enumerate(items):
+            stats: dict = {}
+            try:
+                score = _grade_in_process([item], budget, stats)[0]
+            except Exception:  # noqa: BLE001
+                score = 0.0
+            replies.write(json.dumps({"id": ident, "i": i, "score": score, "timed_out": bool(stats)}) + "\n")

@@ -24,17 +24,22 @@ words (CHAMP's ``No``). Rules, applied to both sides:
 
 Each completion gets at most ``timeout_s`` seconds of math-verify (see ``_mathgrade``: a signal timer in the main
 thread, an isolated child process elsewhere). Empty, ``None``, non-text or malformed completions score 0; the
-function never raises for a completion.
+function never raises for a completion. An answer that runs out of its time scores 0 and is counted: a warning,
+and under TRL the metric ``math_accuracy/timed_out`` (answers per call). Off the main thread, a grading worker
+that cannot start raises ``rewards.GradingWorkerError`` instead of scoring anything.
 """
 
 from __future__ import annotations
 
-from attncredit.errors import ConfigError
+import logging
+
+from .errors import RewardConfigError
 
 from ._mathgrade import DEFAULT_BUDGET_S, grade_many
 from .extract import MAX_ANSWER_CHARS, completion_text, last_answer_tag, last_boxed, tail
 
 FALLBACK_CHARS = 1_000
+logger = logging.getLogger(__name__)
 
 
 def extract_final_answer(text: str, fallback: bool = True) -> tuple[str, str] | None:
@@ -62,11 +67,11 @@ def make_math_accuracy_reward(timeout_s: float = DEFAULT_BUDGET_S, fallback: boo
     ``<answer>`` tag nor a ``\\boxed{}`` (by their last stated answer / number).
     """
     if not timeout_s or timeout_s <= 0:
-        raise ConfigError(f"math_accuracy timeout_s must be > 0 seconds, got {timeout_s!r}")
+        raise RewardConfigError(f"math_accuracy timeout_s must be > 0 seconds, got {timeout_s!r}")
 
     def reward(completions, answer=None, **kwargs) -> list[float]:
         if answer is None:
-            raise ConfigError(
+            raise RewardConfigError(
                 f"reward '{name}' needs the dataset column 'answer' (the gold final answer); "
                 f"got columns: {', '.join(sorted(k for k in kwargs if k not in _TRL_KWARGS)) or 'none'}"
             )
@@ -81,8 +86,15 @@ def make_math_accuracy_reward(timeout_s: float = DEFAULT_BUDGET_S, fallback: boo
             if found is not None:
                 items.append((found[0], found[1], str(gold)))
                 where.append(i)
-        for i, score in zip(where, grade_many(items, timeout_s)):
+        stats: dict = {}
+        for i, score in zip(where, grade_many(items, timeout_s, stats)):
             scores[i] = score
+        timed_out = stats.get("timed_out", 0)
+        if timed_out:
+            logger.warning("%s: %d of %d answers ran out of their %.1f s grading budget and score 0", name, timed_out, len(items), timeout_s)
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric):  # TRL's GRPOTrainer: averaged over the logging period
+            log_metric(f"{name}/timed_out", float(timed_out))
         return scores
 
     reward.__name__ = reward.__qualname__ = name

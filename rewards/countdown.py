@@ -24,7 +24,7 @@ import re
 from collections import Counter
 from fractions import Fraction
 
-from attncredit.errors import ConfigError
+from .errors import RewardConfigError
 
 from .extract import completion_text, last_answer_tag, last_boxed, tail
 
@@ -183,14 +183,14 @@ def make_countdown_reward(format_score: float = 0.1, name: str = "countdown"):
     try:
         format_score = float(format_score)
     except (TypeError, ValueError):
-        raise ConfigError(f"countdown format_score must be a number in [0, 1), got {format_score!r}") from None
+        raise RewardConfigError(f"countdown format_score must be a number in [0, 1), got {format_score!r}") from None
     if not 0.0 <= format_score < 1.0:
-        raise ConfigError(f"countdown format_score must be a number in [0, 1), got {format_score!r}")
+        raise RewardConfigError(f"countdown format_score must be a number in [0, 1), got {format_score!r}")
 
     def reward(completions, numbers=None, target=None, **kwargs) -> list[float]:
         if numbers is None or target is None:
             missing = [c for c, v in (("numbers", numbers), ("target", target)) if v is None]
-            raise ConfigError(
+            raise RewardConfigError(
                 f"reward '{name}' needs the dataset columns 'numbers' (list of ints) and 'target' (int); "
                 f"missing: {', '.join(missing)}"
             )

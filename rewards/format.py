@@ -21,7 +21,7 @@ Never raises; empty, ``None`` and malformed completions score 0; cost is linear 
 
 from __future__ import annotations
 
-from attncredit.errors import ConfigError
+from .errors import RewardConfigError
 
 from .extract import completion_text, last_boxed, tail
 
@@ -72,7 +72,7 @@ def make_format_reward(style: str | None = None, name: str | None = None):
     """A TRL reward ``fn(completions, **kwargs) -> list[float]`` for ``style`` ``"r1"``, ``"boxed"`` or ``None``
     (auto: read the style off each row's prompt, see the module docstring)."""
     if style is not None and style not in STYLES:
-        raise ConfigError(f"unknown format style '{style}'; allowed: {', '.join(STYLES)} (or None for auto)")
+        raise RewardConfigError(f"unknown format style '{style}'; allowed: {', '.join(STYLES)} (or None for auto)")
     name = name or ("format" if style is None else f"format_{style}")
 
     def reward(completions, prompts=None, **kwargs) -> list[float]:

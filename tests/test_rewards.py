@@ -11,8 +11,8 @@ import pytest
 import rewards
 from attncredit.data import packaged
 from attncredit.data.countdown import generate_countdown, solve_countdown
-from attncredit.errors import ConfigError
 from rewards import (
+    RewardConfigError,
     countdown,
     format_boxed,
     format_r1,
@@ -205,6 +205,71 @@ def test_math_accuracy_in_a_forked_subprocess():
     proc.join(timeout=10)
 
 
+def _fresh_worker(monkeypatch, sitecustomize: str, tmp_path):
+    """Make the next grading worker start with ``sitecustomize`` run at its interpreter's start-up."""
+    import os
+
+    from rewards import _mathgrade
+
+    (tmp_path / "sitecustomize.py").write_text(sitecustomize)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    with _mathgrade._worker_lock:
+        if _mathgrade._worker is not None:
+            _mathgrade._worker.close()
+        _mathgrade._worker = None
+    return _mathgrade
+
+
+def test_math_accuracy_worker_ignores_what_the_child_prints(monkeypatch, tmp_path):
+    # The child prints on stdout at import, including lines that look like replies: scores must not change.
+    noisy = 'import sys\nprint("hello from sitecustomize")\nprint("[0.0, 0.0, 0.0]")\nsys.stdout.flush()\n'
+    mathgrade = _fresh_worker(monkeypatch, noisy, tmp_path)
+    try:
+        graded = _in_thread(lambda: math_accuracy(["\\boxed{3}", "\\boxed{\\frac{5}{6}}", "\\boxed{1}"], answer=["3", "5/6", "2"]))
+        assert graded == [1.0, 1.0, 0.0]
+        assert any("hello from sitecustomize" in line for line in mathgrade._worker.output)
+    finally:
+        _fresh_worker(monkeypatch, "", tmp_path)
+
+
+def test_math_accuracy_worker_that_cannot_start_raises(monkeypatch, tmp_path):
+    broken = 'import os, sys\nprint("cannot import the grader")\nsys.stdout.flush()\nos._exit(3)\n'
+    _fresh_worker(monkeypatch, broken, tmp_path)
+    errors = []
+
+    def grade():
+        try:
+            math_accuracy(["\\boxed{3}"], answer=["3"])
+        except rewards.GradingWorkerError as e:
+            errors.append(str(e))
+
+    try:
+        _in_thread(lambda: grade() or True)
+        assert len(errors) == 1 and "exited before it was ready (exit code 3" in errors[0] and "cannot import the grader" in errors[0], errors
+        assert "\n" not in errors[0]
+    finally:
+        _fresh_worker(monkeypatch, "", tmp_path)
+
+
+def test_math_accuracy_counts_answers_out_of_time():
+    reward = make_math_accuracy_reward(timeout_s=0.5)
+    slow = "\\boxed{9^{9^{99}}}"
+    logged = []
+    log = lambda name, value: logged.append((name, value))  # noqa: E731  (TRL's log_metric)
+    assert reward([slow, "\\boxed{5}"], answer=["5", "5"], log_metric=log) == [0.0, 1.0]
+    assert _in_thread(lambda: reward([slow, slow, "\\boxed{5}"], answer=["5"] * 3, log_metric=log)) == [0.0, 0.0, 1.0]
+    assert logged == [("math_accuracy/timed_out", 1.0), ("math_accuracy/timed_out", 2.0)]
+
+
+def test_rewards_import_nothing_from_attncredit():
+    import subprocess
+    import sys
+
+    code = "import sys, rewards; print(sorted({m.split('.')[0] for m in sys.modules} & {'attncredit', 'torch', 'trl'}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]
+
+
 def test_math_accuracy_keeps_an_outer_alarm():
     fired = []
     old = signal.signal(signal.SIGALRM, lambda *a: fired.append(True))
@@ -224,9 +289,9 @@ def test_math_accuracy_without_fallback_needs_an_explicit_answer():
 
 
 def test_math_accuracy_needs_answer_column():
-    with pytest.raises(ConfigError, match="'answer'"):
+    with pytest.raises(RewardConfigError, match="'answer'"):
         math_accuracy(["\\boxed{1}"], prompts=["q"])
-    with pytest.raises(ConfigError):
+    with pytest.raises(RewardConfigError):
         make_math_accuracy_reward(timeout_s=0)
 
 
@@ -313,9 +378,9 @@ def test_countdown_conversational_extra_kwargs_and_format_score():
     assert out == [1.0, 0.1]
     strict = make_countdown_reward(format_score=0.0)
     assert cd("<answer>55 + 36 - 7 - 18</answer>", reward=strict) == [0.0]
-    with pytest.raises(ConfigError):
+    with pytest.raises(RewardConfigError):
         make_countdown_reward(format_score=1.5)
-    with pytest.raises(ConfigError, match="target"):
+    with pytest.raises(RewardConfigError, match="target"):
         countdown(["<answer>1</answer>"], numbers=[[1]])
 
 
@@ -383,9 +448,9 @@ def test_registry_names_and_errors():
     assert get_reward_funcs("math_accuracy, format_boxed") == [math_accuracy, format_boxed]
     custom = lambda completions, **kw: [0.0] * len(completions)  # noqa: E731
     assert get_reward_funcs(["countdown", custom])[1] is custom
-    with pytest.raises(ConfigError, match="unknown reward function 'accuracy'; allowed: math_accuracy, countdown"):
+    with pytest.raises(RewardConfigError, match="unknown reward function 'accuracy'; allowed: math_accuracy, countdown"):
         get_reward_funcs(["accuracy"])
-    with pytest.raises(ConfigError, match="no reward functions"):
+    with pytest.raises(RewardConfigError, match="no reward functions"):
         get_reward_funcs([])
     assert required_columns(["math_accuracy", "countdown", "format"]) == ["answer", "numbers", "target"]
 
