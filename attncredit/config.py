@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig
 
 from .attention.groups import GROUPING_MODES
-from .attention.stats import BACKENDS
+from .attention.types import BACKENDS
 from .credit import NORMALIZATIONS, SIGN_MODES, STRATEGIES, list_strategies
 from .errors import ConfigError
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from attncredit.attention.chunked import chunked_attention_stats
-from attncredit.attention.stats import AttentionStats, attention_stats
+from attncredit.attention.stats import attention_stats
+from attncredit.attention.types import AttentionStats
 
 FIELDS = ("waad", "fai", "head_distance")
 

@@ -143,3 +143,36 @@ def test_group_token_stats_rejects_bad_input():
     a.head_distance, b.head_distance = torch.rand(2, 3), torch.rand(2, 3)
     with pytest.raises(ValueError, match="layer 5"):
         group_token_stats({4: a, 5: b})
+
+
+def test_attention_package_has_no_import_circle():
+    """Relative imports inside attncredit/attention form a DAG (types.py and masks.py import nothing from it)."""
+    import ast
+    from pathlib import Path
+
+    import attncredit.attention as package
+
+    folder = Path(package.__file__).parent
+    graph = {}
+    for path in folder.glob("*.py"):
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names = [node.module] if node.module else [alias.name for alias in node.names]
+                edges |= {name.split(".")[0] for name in names if (folder / f"{name.split('.')[0]}.py").exists()}
+        graph[path.stem] = edges
+    assert graph["types"] == set() and graph["masks"] == set()
+    done, stack = set(), []
+
+    def visit(module):
+        assert module not in stack, f"import circle: {' -> '.join(stack[stack.index(module):] + [module])}"
+        if module in done:
+            return
+        stack.append(module)
+        for other in graph[module]:
+            visit(other)
+        stack.pop()
+        done.add(module)
+
+    for module in graph:
+        visit(module)

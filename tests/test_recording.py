@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
 
-from attncredit.attention import recording
+from attncredit.attention import recording, stats
 from attncredit.attention.recording import (
     ATTN_IMPLEMENTATION,
     RecordingUnsupportedError,
@@ -151,13 +151,13 @@ def test_only_probe_layers_compute_stats_and_context_keeps_nothing(tiny_qwen2, m
     model = enable_recording(_load(tiny_qwen2))
     inputs = _batch(model.config.vocab_size)
     calls = []
-    real = recording._stats_function
+    real = stats.backend_function
 
     def counting(backend, device):
         fn = real(backend, device)
-        return lambda q, *args: calls.append(q.shape) or fn(q, *args)
+        return lambda q, *args, **kw: calls.append(q.shape) or fn(q, *args, **kw)
 
-    monkeypatch.setattr(recording, "_stats_function", counting)
+    monkeypatch.setattr(stats, "backend_function", counting)
     with torch.no_grad():
         model(inputs[0], attention_mask=inputs[1])  # outside any context: no statistics
     assert calls == []
@@ -167,34 +167,6 @@ def test_only_probe_layers_compute_stats_and_context_keeps_nothing(tiny_qwen2, m
     assert rec._masks is None and rec._model is None
     for s in rec.stats.values():
         assert not s.waad.requires_grad and s.waad.grad_fn is None
-
-
-def test_stop_after_last_skips_deeper_layers(tiny_qwen2):
-    model = enable_recording(_load(tiny_qwen2))
-    inputs = _batch(model.config.vocab_size)
-    full, _ = _record(model, inputs, layers=[1, 3])
-    ran = []
-    hooks = [
-        layer.register_forward_pre_hook(lambda mod, args, i=i: ran.append(i)) for i, layer in enumerate(model.model.layers)
-    ]
-    hooks.append(model.lm_head.register_forward_pre_hook(lambda mod, args: ran.append("lm_head")))
-    after = []
-    input_ids, attention_mask, response_mask = inputs
-    with torch.no_grad(), record_attention(
-        model, [3, 1], attention_mask, response_mask, window=WINDOW, fai_horizon=HORIZON, backend="dense",
-        stop_after_last=True,
-    ) as rec:
-        model(input_ids, attention_mask=attention_mask)
-        after.append("not reached")
-    for hook in hooks:
-        hook.remove()
-    assert ran == [0, 1, 2, 3] and after == []
-    assert sorted(rec.stats) == [1, 3]
-    for layer in (1, 3):
-        for field in ("waad", "fai", "head_distance"):
-            assert torch.equal(getattr(rec.stats[layer], field), getattr(full.stats[layer], field))
-    with torch.no_grad():  # the model is left in a clean state
-        assert torch.equal(model(input_ids, attention_mask=attention_mask).logits, _record(model, inputs)[1].logits)
 
 
 def test_peft_lora_model(tiny_qwen2):
@@ -227,13 +199,13 @@ def test_gradient_checkpointing_backward_records_once(tiny_qwen2, monkeypatch, u
     if use_reentrant:
         model.enable_input_require_grads()
     calls = []
-    real = recording._stats_function
+    real = stats.backend_function
 
     def counting(backend, device):
         fn = real(backend, device)
-        return lambda q, *args: calls.append(q.shape) or fn(q, *args)
+        return lambda q, *args, **kw: calls.append(q.shape) or fn(q, *args, **kw)
 
-    monkeypatch.setattr(recording, "_stats_function", counting)
+    monkeypatch.setattr(stats, "backend_function", counting)
     input_ids, attention_mask, response_mask = inputs
     with record_attention(
         model, LAYERS, attention_mask, response_mask, window=WINDOW, fai_horizon=HORIZON, backend="dense"

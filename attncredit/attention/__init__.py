@@ -1,26 +1,23 @@
-"""Attention statistics of the policy: head distance (Eq. 7), WAAD (Eq. 9) and FAI (Eq. 10)."""
+"""Attention statistics of the policy: head distance (Eq. 7), WAAD (Eq. 9) and FAI (Eq. 10); docs/method.md."""
 
 from .groups import HeadGroups, group_token_stats, select_head_groups
 from .probes import probe_layers
 from .recording import (
     ATTN_IMPLEMENTATION,
-    AttentionRecorder,
     RecordingUnsupportedError,
-    disable_recording,
     enable_recording,
     record_attention,
     register_attention_function,
 )
-from .stats import AttentionStats, attention_stats
+from .stats import attention_stats
+from .types import AttentionStats
 
 __all__ = [
     "ATTN_IMPLEMENTATION",
-    "AttentionRecorder",
     "AttentionStats",
     "HeadGroups",
     "RecordingUnsupportedError",
     "attention_stats",
-    "disable_recording",
     "enable_recording",
     "group_token_stats",
     "probe_layers",

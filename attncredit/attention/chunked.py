@@ -1,7 +1,8 @@
 """Exact attention statistics in chunked PyTorch, never building an N x N matrix (``backend="torch"``).
 
 Math. For one query head, scores ``S[t,s] = scaling * q_t . k_s`` over keys ``s <= t``, row log-sum-exp
-``lse_t = log sum_s exp S[t,s]`` and probabilities ``A[t,s] = exp(S[t,s] - lse_t)`` (PAPER.md §1-4):
+``lse_t = log sum_s exp S[t,s]`` and probabilities ``A[t,s] = exp(S[t,s] - lse_t)`` (docs/method.md,
+"Attention statistics", Eq. 7, 9, 10):
 
 * Pass 1 (rows). For a block of query rows, stream the key blocks left to right keeping, in float32, the
   running row max ``m_t`` and three sums rescaled by ``exp(m_old - m_new)`` when the max grows (the online
@@ -40,7 +41,7 @@ from __future__ import annotations
 
 import torch
 
-from .stats import AttentionStats
+from .types import AttentionStats
 
 # (tile edge, float32 scores per tile) by device type; a tile holds at least one whole GQA group
 # (Hq / Hkv x edge^2 scores), even above the budget. Measured: edge 256 is fastest on CPU (vs 128/512/1024

@@ -1,4 +1,5 @@
-"""Local- and global-focused head groups and their averaged token statistics (PAPER.md §2, Eq. 7-8; §9 A1).
+"""Local- and global-focused head groups and their averaged token statistics (docs/method.md, "Head groups",
+Eq. 7-8; the per-sequence/per-batch ranking is one of the "Readings of the paper's ambiguities").
 
 Every (probe layer, query head) pair is one head; with ``M = n_layers * Hq`` heads:
 
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .stats import AttentionStats
+from .types import AttentionStats
 
 GROUPING_MODES = ("sequence", "batch")
 
@@ -116,7 +117,7 @@ def group_token_stats(
         stats: per probe layer statistics, e.g. ``record_attention(...).stats``; each ``waad``/``fai`` is
             [B, Hq, N] and ``head_distance`` [B, Hq], the same B, Hq and N for every layer.
         quantile: fraction of all (layer, head) pairs in each group, paper default 0.3.
-        per: ``"sequence"`` or ``"batch"`` (PAPER.md §9 A1).
+        per: ``"sequence"`` or ``"batch"`` (docs/method.md, "Readings of the paper's ambiguities").
 
     Returns:
         :class:`HeadGroups` with token statistics [B, N] and the group masks [B, n_layers, Hq].

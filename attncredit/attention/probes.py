@@ -1,4 +1,4 @@
-"""Which layers the attention statistics are read from (PAPER.md §1, §9 A7).
+"""Which layers the attention statistics are read from (docs/method.md, "Probe layers").
 
 The paper samples "five evenly spaced layers within the middle third of the network (i.e., from layers
 floor(L/3) to floor(2L/3))" and gives no indexing or rounding convention. Ours, stated once:

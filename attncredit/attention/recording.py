@@ -1,12 +1,13 @@
-"""Record attention statistics inside a real transformers forward (DESIGN.md, "stats pass").
+"""Record attention statistics inside a real transformers forward (docs/method.md, "Attention statistics").
 
 attncredit registers one attention function, ``attncredit_sdpa``, in transformers' ``AttentionInterface`` (and
 transformers' own ``sdpa_mask`` under the same name in ``AttentionMaskInterface``, so padding masks are still built).
 It returns exactly what transformers' ``sdpa_attention_forward`` returns: logits are bit-identical to stock
 ``sdpa``. While a :func:`record_attention` context is active, the attention modules of the probe layers carry a
-recorder; for them (and only them) the function also computes :func:`~attncredit.attention.stats.attention_stats`
-from the post-RoPE query [B, Hq, N, D] and the pre-GQA-repeat key [B, Hkv, N, D] it receives, under ``no_grad`` on
-detached tensors. Every other layer, and every layer outside a context, costs one dict lookup.
+recorder; for them (and only them) the function also computes the statistics of Eq. 7, 9, 10 (the kernel chosen
+by :mod:`attncredit.attention.stats`) from the post-RoPE query [B, Hq, N, D] and the pre-GQA-repeat key
+[B, Hkv, N, D] it receives, under ``no_grad`` on detached tensors. Every other layer, and every layer outside a
+context, costs one dict lookup.
 
 Usage::
 
@@ -19,16 +20,13 @@ Semantics:
 
 * **record once**: each probe layer is recorded by the first forward inside the context; later calls (a second
   forward, or the recomputation of a gradient-checkpointed layer during backward) pass straight through to SDPA.
-* **stats only** (``stop_after_last=True``): the forward is aborted right after the deepest probe layer's
-  statistics (that layer's own attention is not even computed) by a private exception that the context manager
-  swallows; code after the forward inside the ``with`` block does not run. Do not use it on sharded models
-  (FSDP, ZeRO-3): their per-layer hooks expect the forward to finish.
 * **no wrong numbers**: :func:`enable_recording` refuses models whose attention bypasses the interface (checked
   from the class and by a probe forward); leaving a context whose forward did not reach every probe layer raises.
   Probe layers with a sliding window shorter than the sequence, a KV-cache prefix, or softcapping/sinks raise.
 * the masks are the caller's [B, N] ``attention_mask`` (1 = real token, left and/or right padding) and
-  ``response_mask`` (1 = completion token), checked once when the context is created (one host sync): real
-  tokens contiguous, responses inside them. Packed sequences (several documents in one row) are not supported.
+  ``response_mask`` (1 = completion token), checked once when the context is created by
+  :func:`attncredit.attention.stats.check_masks`: real tokens contiguous, responses inside them. Packed sequences
+  (several documents in one row) are not supported.
 """
 
 from __future__ import annotations
@@ -42,8 +40,9 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ..errors import ConfigError
+from . import stats as _stats
 from .probes import probe_layers
-from .stats import BACKENDS, AttentionStats
+from .types import AttentionStats
 
 ATTN_IMPLEMENTATION = "attncredit_sdpa"
 _RECORDER_ATTR = "_attncredit_recorder"  # set in an attention module's __dict__ while it is recorded
@@ -52,14 +51,6 @@ _UNSUPPORTED_KWARGS = ("softcap", "s_aux", "position_bias")  # modifiers attenti
 
 class RecordingUnsupportedError(ConfigError):
     """The model's attention cannot be recorded through transformers' AttentionInterface."""
-
-
-class _StopForward(Exception):
-    """Raised after the deepest probe layer in stats-only mode; swallowed by its own recorder's ``__exit__``."""
-
-    def __init__(self, recorder):
-        super().__init__("attncredit: forward stopped after the deepest probe layer")
-        self.recorder = recorder
 
 
 def attncredit_sdpa_attention_forward(
@@ -73,7 +64,7 @@ def attncredit_sdpa_attention_forward(
     """transformers' ``sdpa_attention_forward``, plus statistics for the module's layer while it is recorded."""
     recorder = module.__dict__.get(_RECORDER_ATTR)
     if recorder is not None:
-        recorder(module, query, key, kwargs)  # may raise _StopForward (stats-only mode)
+        recorder(module, query, key, kwargs)
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 
@@ -116,39 +107,6 @@ def _layer_modules(model: nn.Module, layers) -> list[nn.Module]:
 def _num_layers(base: PreTrainedModel) -> int:
     config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
     return int(config.num_hidden_layers)
-
-
-def _stats_function(backend: str, device: torch.device):
-    """The statistics kernel for ``backend`` on ``device``, with inputs already validated (no per-layer checks)."""
-    if backend == "auto":
-        backend = "triton" if device.type == "cuda" else "torch"
-    if backend == "dense":
-        from .stats import dense_attention_stats
-
-        return dense_attention_stats
-    if backend == "torch":
-        from .chunked import chunked_attention_stats
-
-        return chunked_attention_stats
-    from .triton_stats import triton_attention_stats
-
-    return triton_attention_stats
-
-
-def _check_masks(attention_mask: torch.Tensor, response_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate the [B, N] bool masks once per context (one host sync), so that no probe layer needs to."""
-    first_column = attention_mask.new_zeros(attention_mask.shape[0], 1)
-    runs = (attention_mask & ~torch.cat([first_column, attention_mask[:, :-1]], dim=1)).sum(-1)  # runs of real tokens
-    not_contiguous = (runs > 1).any()
-    response_on_padding = (response_mask & ~attention_mask).any()
-    if bool(not_contiguous | response_on_padding):
-        if bool(not_contiguous):
-            raise ValueError(
-                "attention_mask must mark one contiguous run of real tokens per sequence (left/right padding only; "
-                "packed sequences are not supported)"
-            )
-        raise ValueError("response_mask marks padding tokens (attention_mask == 0) as response tokens")
-    return attention_mask, response_mask
 
 
 class _LayerDiscovery:
@@ -228,14 +186,6 @@ def _probe_forward(base: PreTrainedModel) -> set[int]:
     return discovery.layers
 
 
-def disable_recording(model: nn.Module, attn_implementation: str = "sdpa") -> nn.Module:
-    """Switch ``model`` back to a stock attention implementation (default ``sdpa``); returns ``model``."""
-    base = _transformers_model(model)
-    base.set_attn_implementation(attn_implementation)
-    base.__dict__.pop("_attncredit_attention_layers", None)
-    return model
-
-
 class StatsClock:
     """Accumulated time of statistics computations, without host syncs on CUDA.
 
@@ -274,7 +224,29 @@ class StatsClock:
 
 
 class AttentionRecorder:
-    """Context manager returned by :func:`record_attention`; ``stats`` maps probe layer -> AttentionStats."""
+    """Context manager recording per-head attention statistics of ``layers`` during one forward of ``model``.
+
+    Public name: :data:`record_attention` (``with record_attention(model, layers, attention_mask, response_mask)``);
+    subclass this class to record more from the same query/key (``__call__`` gets them for every probe layer).
+
+    Args:
+        model: a model prepared with :func:`enable_recording` (or wrapping one: PEFT, DDP).
+        layers: 0-indexed probe layers, e.g. :func:`~attncredit.attention.probes.probe_layers` of the model.
+        attention_mask: [B, N] of the forward, 1 for real tokens (left/right padding allowed).
+        response_mask: [B, N], 1 for response (completion) tokens, the query rows of Eq. 7/9/10.
+        window: WAAD window W (Eq. 9), paper default 10.
+        fai_horizon: FAI receiver band (H_lo, H_hi) (Eq. 10), paper default (10, 100).
+        backend: statistics backend (:data:`attncredit.attention.types.BACKENDS`): ``auto``, ``dense``, ``torch``
+            or ``triton``.
+
+    After the ``with`` block, ``stats[layer]`` is an ``AttentionStats`` (float32 ``waad`` [B, Hq, N], ``fai``
+    [B, Hq, N], ``head_distance`` [B, Hq]) for every probe layer, and ``clock`` holds the time spent computing them.
+
+    Raises:
+        ConfigError: the model was not prepared with :func:`enable_recording`, or a probe layer is not an attention
+            layer.
+        ValueError: bad layers, options or masks (see :func:`attncredit.attention.stats.check_masks`).
+    """
 
     def __init__(
         self,
@@ -286,7 +258,6 @@ class AttentionRecorder:
         window: int = 10,
         fai_horizon: tuple[int, int] = (10, 100),
         backend: str = "auto",
-        stop_after_last: bool = False,
     ):
         base = _transformers_model(model)
         self.model_name = type(base).__name__
@@ -302,26 +273,17 @@ class AttentionRecorder:
                 f"probe layers {sorted(set(self.layers) - attention_layers)} of {self.model_name} do not use softmax "
                 f"attention; attention layers are {sorted(attention_layers)}"
             )
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if isinstance(window, bool) or int(window) != window or window < 1:
-            raise ValueError(f"window must be an integer >= 1, got {window!r}")
-        lo, hi = fai_horizon
-        if int(lo) != lo or int(hi) != hi or lo < 0 or lo > hi:
-            raise ValueError(f"fai_horizon must be integers (H_lo, H_hi) with 0 <= H_lo <= H_hi, got {fai_horizon!r}")
-        if attention_mask.dim() != 2 or tuple(response_mask.shape) != tuple(attention_mask.shape):
-            raise ValueError(
-                f"attention_mask and response_mask must both be [B, N], got {tuple(attention_mask.shape)} and "
-                f"{tuple(response_mask.shape)}"
-            )
-        attention_mask, response_mask = _check_masks(attention_mask.bool(), response_mask.bool())
-        self.window, self.fai_horizon, self.backend = int(window), (int(lo), int(hi)), backend
-        self.stop_after_last = bool(stop_after_last)
+        self.window, self.fai_horizon = _stats.check_options(window, fai_horizon, backend)
+        self.backend = backend
+        if attention_mask.dim() != 2:
+            raise ValueError(f"attention_mask must be [B, N], got shape {tuple(attention_mask.shape)}")
+        attention_mask, response_mask = _stats.check_masks(
+            attention_mask, response_mask, *attention_mask.shape, attention_mask.device
+        )
         self.stats: dict[int, AttentionStats] = {}
         self._model = model
         self._masks = (attention_mask, response_mask)
         self._probe_set = frozenset(self.layers)
-        self._deepest = self.layers[-1]
         self._modules: list[nn.Module] = []
         self._stats_fn = None
         self.clock = StatsClock()  # time spent in the statistics of the recorded layers
@@ -344,8 +306,6 @@ class AttentionRecorder:
         self._modules = []
         self._masks = None  # keep no reference to the caller's tensors
         self._model = None
-        if isinstance(exc, _StopForward) and exc.recorder is self:
-            return True
         if exc_type is None and len(self.stats) != len(self.layers):
             missing = [layer for layer in self.layers if layer not in self.stats]
             raise RuntimeError(
@@ -386,7 +346,7 @@ class AttentionRecorder:
             response_mask = response_mask.to(query.device, non_blocking=True)
             self._masks = (attention_mask, response_mask)
         if self._stats_fn is None:
-            self._stats_fn = _stats_function(self.backend, query.device)
+            self._stats_fn = _stats.backend_function(self.backend, query.device)
         scaling = kwargs.get("scaling")
         scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
         started = self.clock.start(query.device)
@@ -395,44 +355,6 @@ class AttentionRecorder:
                 query.detach(), key.detach(), attention_mask, response_mask, scaling, self.window, self.fai_horizon
             )
         self.clock.stop(started)
-        if self.stop_after_last and layer == self._deepest:
-            raise _StopForward(self)
 
 
-def record_attention(
-    model: nn.Module,
-    layers,
-    attention_mask: torch.Tensor,
-    response_mask: torch.Tensor,
-    *,
-    window: int = 10,
-    fai_horizon: tuple[int, int] = (10, 100),
-    backend: str = "auto",
-    stop_after_last: bool = False,
-) -> AttentionRecorder:
-    """Context manager recording per-head attention statistics of ``layers`` during one forward of ``model``.
-
-    Args:
-        model: a model prepared with :func:`enable_recording` (or wrapping one: PEFT, DDP).
-        layers: 0-indexed probe layers, e.g. :func:`~attncredit.attention.probes.probe_layers` of the model.
-        attention_mask: [B, N] of the forward, 1 for real tokens (left/right padding allowed).
-        response_mask: [B, N], 1 for response (completion) tokens, the query rows of Eq. 7/9/10.
-        window: WAAD window W (Eq. 9), paper default 10.
-        fai_horizon: FAI receiver band (H_lo, H_hi) (Eq. 10), paper default (10, 100).
-        backend: ``attention_stats`` backend: ``auto``, ``dense``, ``torch`` or ``triton``.
-        stop_after_last: stats-only pass: abort the forward right after the deepest probe layer.
-
-    Returns:
-        An :class:`AttentionRecorder`; after the ``with`` block, ``rec.stats[layer]`` is an ``AttentionStats``
-        (float32 ``waad`` [B, Hq, N], ``fai`` [B, Hq, N], ``head_distance`` [B, Hq]) for every probe layer.
-    """
-    return AttentionRecorder(
-        model,
-        layers,
-        attention_mask,
-        response_mask,
-        window=window,
-        fai_horizon=fai_horizon,
-        backend=backend,
-        stop_after_last=stop_after_last,
-    )
+record_attention = AttentionRecorder  # the public name of the context manager (used like ``torch.no_grad``)

@@ -1,7 +1,8 @@
-"""Per-head attention statistics of a causal self-attention layer (PAPER.md §1-4).
+"""Per-head attention statistics of a causal self-attention layer: the one validator and backend dispatcher.
 
-For one head with post-softmax causal probabilities ``A[t, s]`` (row t = query, column s = key, s <= t,
-padding keys excluded), response rows ``R`` and distances counted in real-token positions:
+Math (docs/method.md, "Attention statistics"). For one head with post-softmax causal probabilities ``A[t, s]``
+(row t = query, column s = key, s <= t, padding keys excluded), response rows ``R`` and distances counted in
+real-token positions:
 
 * head distance (Eq. 7):  ``d = (1/|R|) sum_{t in R} sum_{s<=t} A[t,s] (t - s)``  (0 when R is empty)
 * WAAD (Eq. 9):           ``WAAD_t = sum_{s<=t} A[t,s] min(t - s, W)`` for t in R, 0 elsewhere
@@ -9,30 +10,87 @@ padding keys excluded), response rows ``R`` and distances counted in real-token 
 
 All three are linear in A, so the group averages of Eq. 8 can be taken after the per-head statistics.
 The ``dense`` backend here builds A and is the reference every fast backend is tested against.
+
+Every way into the kernels goes through this module: :func:`attention_stats` for one call, and
+:func:`check_options` / :func:`check_masks` / :func:`backend_function` for the recorder, which validates once per
+forward and then runs the chosen kernel on every probe layer.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-
-@dataclass
-class AttentionStats:
-    """Statistics of one attention layer. ``waad`` and ``fai`` are [B, Hq, N]; ``head_distance`` is [B, Hq]."""
-
-    waad: torch.Tensor
-    fai: torch.Tensor
-    head_distance: torch.Tensor
+from .masks import first_split_row
+from .types import BACKENDS, AttentionStats
 
 
-BACKENDS = ("auto", "dense", "torch", "triton")
+def check_options(window, fai_horizon, backend) -> tuple[int, tuple[int, int]]:
+    """Validate the WAAD window W >= 1, the FAI band 0 <= H_lo <= H_hi and the backend name; return (W, band)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {backend!r}")
+    if not _is_int(window) or window < 1:
+        raise ValueError(f"window must be an integer >= 1, got {window!r}")
+    lo, hi = fai_horizon if isinstance(fai_horizon, (tuple, list)) and len(fai_horizon) == 2 else (None, None)
+    if not (_is_int(lo) and _is_int(hi)) or lo < 0 or lo > hi:
+        raise ValueError(f"fai_horizon must be integers (H_lo, H_hi) with 0 <= H_lo <= H_hi, got {fai_horizon!r}")
+    return int(window), (int(lo), int(hi))
 
 
-def _check_inputs(query, key, attention_mask, response_mask, window, fai_horizon, backend):
-    """Validate shapes and options; return (attention_mask, response_mask) as bool [B, N]."""
+def check_masks(attention_mask, response_mask, batch: int, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate the [B, N] masks (None: every token real / every real token a response); return them bool on ``device``.
+
+    Real tokens must be one contiguous run per row (left and/or right padding; no packed sequences) and response
+    tokens must be real. Two host syncs.
+    """
+    masks = []
+    for name, mask in (("attention_mask", attention_mask), ("response_mask", response_mask)):
+        if mask is None:
+            masks.append(None)
+            continue
+        if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != (batch, length):
+            shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise ValueError(f"{name} must be [B={batch}, N={length}], got shape {shape}")
+        masks.append(mask.to(device=device).bool())
+    attn, resp = masks
+    if attn is None:
+        attn = torch.ones(batch, length, dtype=torch.bool, device=device)
+    if first_split_row(attn) is not None:
+        raise ValueError(
+            "attention_mask must mark one contiguous run of real tokens per row (left/right padding only; packed "
+            "sequences are not supported)"
+        )
+    if resp is None:
+        resp = attn
+    elif bool((resp & ~attn).any()):
+        raise ValueError("response_mask marks padding tokens (attention_mask == 0) as response tokens")
+    return attn, resp
+
+
+def backend_function(backend: str, device: torch.device):
+    """The kernel of ``backend`` (``auto``: triton on CUDA, torch elsewhere) for tensors on ``device``.
+
+    The kernel takes validated inputs ``(query, key, attention_mask, response_mask, scaling, window, fai_horizon)``
+    (bool masks, see :func:`check_options` and :func:`check_masks`) and returns :class:`AttentionStats`.
+    """
+    if backend == "auto":
+        backend = "triton" if torch.device(device).type == "cuda" else "torch"
+    if backend == "dense":
+        return dense_attention_stats
+    if backend == "torch":
+        from .chunked import chunked_attention_stats
+
+        return chunked_attention_stats
+    if backend == "triton":
+        from .triton_stats import triton_attention_stats
+
+        return triton_attention_stats
+    raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {backend!r}")
+
+
+def _check_qk(query, key):
+    """Validate the shapes and devices of query [B, Hq, N, D] and key [B, Hkv, N, D] (Hq a multiple of Hkv)."""
     if query.dim() != 4:
         raise ValueError(f"query must be [B, Hq, N, D], got shape {tuple(query.shape)}")
     if key.dim() != 4:
@@ -45,38 +103,12 @@ def _check_inputs(query, key, attention_mask, response_mask, window, fai_horizon
     hkv = key.shape[1]
     if hkv == 0 or hq == 0 or hq % hkv != 0:
         raise ValueError(f"query heads Hq={hq} must be a positive multiple of key heads Hkv={hkv}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if not _is_int(window) or window < 1:
-        raise ValueError(f"window must be an integer >= 1, got {window!r}")
-    lo, hi = fai_horizon if isinstance(fai_horizon, (tuple, list)) and len(fai_horizon) == 2 else (None, None)
-    if not (_is_int(lo) and _is_int(hi)) or lo < 0 or lo > hi:
-        raise ValueError(f"fai_horizon must be integers (H_lo, H_hi) with 0 <= H_lo <= H_hi, got {fai_horizon!r}")
-    masks = []
-    for name, mask in (("attention_mask", attention_mask), ("response_mask", response_mask)):
-        if mask is None:
-            masks.append(None)
-            continue
-        if tuple(mask.shape) != (b, n):
-            raise ValueError(f"{name} must be [B={b}, N={n}], got shape {tuple(mask.shape)}")
-        masks.append(mask.to(device=query.device).bool())
-    attn, resp = masks
-    if attn is None:
-        attn = torch.ones(b, n, dtype=torch.bool, device=query.device)
-    starts = attn.to(torch.int8).diff(dim=-1, prepend=attn.new_zeros(b, 1, dtype=torch.int8)) == 1
-    if bool((starts.sum(-1) > 1).any()):
-        raise ValueError("attention_mask must mark one contiguous run of real tokens per row (left/right padding only)")
-    if resp is None:
-        resp = attn
-    elif bool((resp & ~attn).any()):
-        raise ValueError("response_mask marks padding tokens (attention_mask == 0) as response tokens")
-    for name, x in (("query", query), ("key", key)):
-        _check_finite(name, x, attn)
-    return attn, resp
 
 
 def _is_int(x):
-    """True for integers and integral floats (10, 10.0), False for anything else (None, 2.5, "10")."""
+    """True for integers and integral floats (10, 10.0), False for anything else (None, True, 2.5, "10")."""
+    if isinstance(x, bool):
+        return False
     try:
         return int(x) == x
     except (TypeError, ValueError, OverflowError):
@@ -149,19 +181,13 @@ def attention_stats(
             never read). The last check is one reduction over heads and D per token (fp32 accumulation, so
             finite values large enough to overflow it are rejected too; their scores would overflow anyway).
     """
-    attn, resp = _check_inputs(query, key, attention_mask, response_mask, window, fai_horizon, backend)
+    _check_qk(query, key)
+    window, fai_horizon = check_options(window, fai_horizon, backend)
+    b, _, n, _ = query.shape
+    attn, resp = check_masks(attention_mask, response_mask, b, n, query.device)
+    for name, x in (("query", query), ("key", key)):
+        _check_finite(name, x, attn)
     scaling = query.shape[-1] ** -0.5 if scaling is None else float(scaling)
     if not math.isfinite(scaling):
         raise ValueError(f"scaling must be a finite number, got {scaling!r}")
-    window, fai_horizon = int(window), (int(fai_horizon[0]), int(fai_horizon[1]))
-    if backend == "auto":
-        backend = "triton" if query.is_cuda else "torch"
-    if backend == "dense":
-        return dense_attention_stats(query, key, attn, resp, scaling, window, fai_horizon)
-    if backend == "torch":
-        from .chunked import chunked_attention_stats
-
-        return chunked_attention_stats(query, key, attn, resp, scaling, window, fai_horizon)
-    from .triton_stats import triton_attention_stats
-
-    return triton_attention_stats(query, key, attn, resp, scaling, window, fai_horizon)
+    return backend_function(backend, query.device)(query, key, attn, resp, scaling, window, fai_horizon)

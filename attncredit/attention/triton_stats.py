@@ -1,4 +1,5 @@
-r"""Fused Triton kernel for the attention statistics of one causal layer (PAPER.md §1-4, §10).
+r"""Fused Triton kernel for the attention statistics of one causal layer (docs/method.md, "Attention statistics",
+Eq. 7, 9, 10).
 
 One program handles one query head ``h`` of one sequence ``b`` and one block of ``BLOCK_M`` query rows
 ``t``; it streams the key blocks ``s <= t`` like a FlashAttention forward, but with no ``P V`` product
@@ -49,7 +50,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .stats import AttentionStats
+from .types import AttentionStats
 
 LOG2E = 1.4426950408889634
 

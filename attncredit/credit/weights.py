@@ -6,6 +6,7 @@ import numbers
 
 import torch
 
+from ..attention.masks import first_split_row
 from ..errors import ConfigError
 from .registry import STATISTICS, STRATEGIES, CreditBatch, required_statistics
 
@@ -26,11 +27,9 @@ def _response_bool(response_mask) -> torch.Tensor:
         if bool(((response_mask != 0) & (response_mask != 1)).any()):
             raise ValueError("response_mask must hold only 0 and 1 (or be bool)")
         response_mask = response_mask != 0
-    starts = response_mask.clone()
-    starts[:, 1:] &= ~response_mask[:, :-1]
-    split = starts.sum(dim=1) > 1
-    if bool(split.any()):
-        raise ValueError(f"response_mask row {int(split.nonzero()[0])} is not one contiguous run of response tokens")
+    split = first_split_row(response_mask)
+    if split is not None:
+        raise ValueError(f"response_mask row {split} is not one contiguous run of response tokens")
     return response_mask
 
 
