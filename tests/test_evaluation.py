@@ -191,26 +191,51 @@ def test_countdown_benchmark_is_the_split_held_out_in_training():
     assert BENCHMARKS["countdown"].load(limit=5, seed=42)["prompt"] == held_out["prompt"]
 
 
-def test_prompt_ids_are_the_trainers(tiny_qwen2):
-    """Evaluation feeds the model the token ids the trainer generated from (AnchorGRPOTrainer._tokenize_prompts),
-    for both templates, including r1's assistant prefill."""
+def test_prompt_and_end_ids_are_the_trainers(tiny_qwen2, tmp_path):
+    """Evaluation (both backends) and the rhythm analysis feed the model the prompt ids the trainer generates from
+    (AnchorGRPOTrainer._tokenize_prompts) and stop at TRL's end tokens, for both templates (r1 with its assistant
+    prefill, boxed without). The model's generation config names an end token other than the tokenizer's EOS, where
+    TRL's rule (tokenizer EOS first, then the config's) differs from the config's alone."""
+    import shutil
 
-    from attncredit import AnchorGRPOTrainer
-    from attncredit.evaluation.generate import render_prompts
+    from datasets import Dataset
+    from transformers import GenerationConfig
+
+    from attncredit import AnchorGRPOConfig, AnchorGRPOTrainer
+    from attncredit.analysis.responses import sample_responses
+    from attncredit.evaluation.generate import end_token_ids, make_generator
     from attncredit.models import load_tokenizer
 
-    tokenizer = load_tokenizer(str(tiny_qwen2))
-    trainer = AnchorGRPOTrainer.__new__(AnchorGRPOTrainer)  # only the attributes _tokenize_prompts reads
-    vars(trainer).update(
-        processing_class=tokenizer, _is_vlm=False, environment_factories=None, tools=None, chat_template=None,
-        chat_template_kwargs={},
-    )  # fmt: skip
-    for name in ("countdown", "gsm8k"):  # r1 with its prefill, boxed without
+    path = tmp_path / "model"
+    shutil.copytree(tiny_qwen2, path)
+    tokenizer = load_tokenizer(str(path))
+    other_end = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    config = GenerationConfig.from_pretrained(path)
+    config.eos_token_id = other_end
+    config.save_pretrained(path)
+    trainer = AnchorGRPOTrainer(
+        model=str(path),
+        reward_funcs=lambda completions, **kw: [0.0] * len(completions),
+        args=AnchorGRPOConfig(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True,
+                              per_device_train_batch_size=2, num_generations=2, max_completion_length=4),
+        train_dataset=Dataset.from_list(_rows("gsm8k", 2)),
+        processing_class=tokenizer,
+    )
+    assert trainer.eos_token_ids == [tokenizer.eos_token_id, other_end]
+    generator = make_generator(str(path), backend="hf")
+    assert generator.end_ids == trainer.eos_token_ids
+    assert end_token_ids(tokenizer, GenerationConfig.from_pretrained(path)) == trainer.eos_token_ids  # vLLM's
+    for name in ("countdown", "gsm8k"):
         prompts = [row["prompt"] for row in _rows(name, 2)]
         ids, _, _ = trainer._tokenize_prompts(prompts)
-        assert render_prompts(tokenizer, prompts) == [list(x) for x in ids]
-        text = tokenizer.decode(ids[0])
-        assert text.endswith("<think>") == (name == "countdown")  # the prefill stays open
+        ids = [list(x) for x in ids]
+        assert generator.render(prompts) == ids
+        analysed = sample_responses(generator, prompts, SamplingSettings(n=1, temperature=1.0, max_new_tokens=3))
+        assert analysed.prompt_ids == ids and analysed.end_ids == trainer.eos_token_ids
+        assert tokenizer.decode(ids[0]).endswith("<think>") == (name == "countdown")  # the prefill stays open
+    generator.tokenizer.chat_template = None
+    with pytest.raises(ConfigError, match="no chat template"):
+        generator.render([[{"role": "user", "content": "2 + 2?"}]])
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from .templates import (
     has_prefill,
     list_templates,
     prefill_prompt_ids,
+    render_prompt_ids,
 )
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "chat_prompt_text",
     "has_prefill",
     "prefill_prompt_ids",
+    "render_prompt_ids",
     "get_template",
     "list_templates",
 ]

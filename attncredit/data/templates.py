@@ -9,8 +9,9 @@ name      what the model is asked to write                                      
 ``r1``    R1-Zero style: reasoning in ``<think> </think>``, then the final        ``format_r1``
           answer in ``<answer> </answer>``. Countdown uses TinyZero's wording,
           system prompt and assistant prefill ("Let me solve this step by
-          step.\n<think>") verbatim (PAPER.md §7); math asks for the answer in
-          the same tags. Default for ``countdown``.
+          step.\n<think>") verbatim (the paper's Countdown runs follow
+          TinyZero); math asks for the answer in the same tags. Default for
+          ``countdown``.
 ``boxed`` ``\\boxed{}`` style ("Please reason step by step, and put your final   ``format_boxed``
           answer within \\boxed{}.", the Qwen2.5-Math / DeepSeek-R1 eval
           prompt). No system message. Default for math datasets.
@@ -18,11 +19,13 @@ name      what the model is asked to write                                      
 
 A template with a prefill ends the prompt with that assistant message, which generation continues
 (``continue_final_message``) instead of opening a new assistant turn: ``AnchorGRPOTrainer`` tokenizes such prompts
-with ``prefill_prompt_ids`` (TRL 1.16 itself would close the prefill), and evaluation and analysis do the same. The
-completion therefore starts inside ``<think>``.
+with ``prefill_prompt_ids`` (TRL 1.16 itself would close the prefill). The completion therefore starts inside
+``<think>``. :func:`render_prompt_ids` is the one way prompts become token ids outside the trainer (evaluation and
+analysis call it): TRL's tokenization for prompts without a prefill, ``prefill_prompt_ids`` for those with one, so
+every part of the library feeds the model the ids training generated from.
 
-The paper does not give its RL prompts (PAPER.md §9 A6); these are the readings of TinyZero (Countdown) and of
-the common math-RL recipes. Both rewards ``math_accuracy`` and ``countdown`` read either style (an ``<answer>``
+The paper does not give its RL prompts (see "Readings of the paper's ambiguities" in ``docs/method.md``); these are
+the readings of TinyZero (Countdown) and of the common math-RL recipes. Both rewards ``math_accuracy`` and ``countdown`` read either style (an ``<answer>``
 tag first, else the last ``\\boxed{}``), so a template change never silently zeroes the accuracy reward.
 
 Example::
@@ -156,3 +159,34 @@ def prefill_prompt_ids(tokenizer, prompts, **template_kwargs) -> list[list[int]]
     """
     texts = [chat_prompt_text(tokenizer, p, **template_kwargs) for p in prompts]
     return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def render_prompt_ids(tokenizer, prompts, **template_kwargs) -> list[list[int]]:
+    """Token ids of each prompt, exactly as ``AnchorGRPOTrainer._tokenize_prompts`` makes them for generation.
+
+    * plain-text prompts: ``tokenizer(prompts)`` (special tokens added), as TRL tokenizes them;
+    * conversational prompts without a prefill: TRL's ``apply_chat_template(add_generation_prompt=True,
+      tokenize=True)``;
+    * conversational prompts of which one ends with an assistant prefill: :func:`prefill_prompt_ids`, which leaves
+      the prefill open, as the trainer does.
+
+    ``template_kwargs`` (e.g. ``tools``, ``chat_template``) go to the chat template. Conversational prompts need a
+    tokenizer with a chat template, as in training.
+    """
+    prompts = list(prompts)
+    if not prompts:
+        return []
+    if isinstance(prompts[0], str):
+        return [list(ids) for ids in tokenizer(prompts)["input_ids"]]
+    if not (getattr(tokenizer, "chat_template", None) or template_kwargs.get("chat_template")):
+        raise ConfigError(
+            f"the tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template, so it cannot render "
+            "conversational prompts (TRL's trainer could not either); use a model with a chat template or "
+            "plain-text prompts"
+        )
+    if has_prefill(prompts):
+        return prefill_prompt_ids(tokenizer, prompts, **template_kwargs)
+    out = tokenizer.apply_chat_template(
+        conversation=prompts, add_generation_prompt=True, tokenize=True, return_dict=True, **template_kwargs
+    )["input_ids"]
+    return [list(ids) for ids in out]

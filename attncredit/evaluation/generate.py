@@ -1,9 +1,10 @@
 """Generation backends for evaluation: vLLM when it is installed, transformers ``generate`` otherwise.
 
-Both backends see the same token ids: prompts are rendered exactly as TRL's GRPOTrainer renders them in training
-(``tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True)``), generation stops at
-the same end tokens (the tokenizer's EOS plus the model's ``generation_config.eos_token_id``), and completions are
-decoded with ``skip_special_tokens=True``, as TRL decodes them before scoring.
+Both backends see the same token ids: prompts are rendered by ``attncredit.data.templates.render_prompt_ids``,
+exactly as the trainer renders them in training, generation stops at the same end tokens (:func:`end_token_ids`,
+TRL's rule: the tokenizer's EOS plus the model's ``generation_config.eos_token_id``), and completions are decoded
+with ``skip_special_tokens=True``, as TRL decodes them before scoring. The rhythm analysis
+(``attncredit.analysis.rhythm_analysis``) generates through :class:`HFGenerator` too.
 
 Example::
 
@@ -22,6 +23,7 @@ from typing import Sequence
 
 import torch
 
+from attncredit.data.templates import render_prompt_ids
 from attncredit.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -63,11 +65,14 @@ class SamplingSettings:
 
 @dataclass
 class Sample:
-    """One generated answer: decoded text, its token count and why it ended (``stop``: an end token, ``length``)."""
+    """One generated answer: decoded text, its token count and why it ended (``stop``: an end token, ``length``).
+
+    ``token_ids``: the generated ids, the end token included when ``finish_reason`` is ``stop``."""
 
     text: str
     num_tokens: int
     finish_reason: str
+    token_ids: list[int]
 
 
 def resolve_backend(backend: str) -> str:
@@ -83,34 +88,13 @@ def resolve_backend(backend: str) -> str:
 
 
 def end_token_ids(tokenizer, generation_config=None) -> list[int]:
-    """TRL's end tokens: the tokenizer's EOS first, then the model's ``generation_config.eos_token_id`` ones."""
+    """The end-of-sequence rule of the whole library, TRL's (``GRPOTrainer.__init__``): the model's
+    ``generation_config.eos_token_id`` ones, with the tokenizer's EOS put first when it is not among them."""
     ids = getattr(generation_config, "eos_token_id", None) if generation_config is not None else None
     ids = [] if ids is None else ([ids] if isinstance(ids, int) else list(ids))
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids = [tokenizer.eos_token_id, *ids]
     return ids
-
-
-def render_prompts(tokenizer, prompts: Sequence) -> list[list[int]]:
-    """Token ids of each prompt, exactly as ``AnchorGRPOTrainer._tokenize_prompts`` makes them for generation.
-
-    That is TRL's ``apply_chat_template(add_generation_prompt=True)`` for conversational prompts, and, when a
-    prompt ends with an assistant prefill (the ``r1`` template's "Let me solve this step by step.\\n<think>"),
-    ``prefill_prompt_ids``, which leaves the prefill open (tests compare both with the trainer).
-    """
-    from attncredit.data.templates import has_prefill, prefill_prompt_ids
-
-    prompts = list(prompts)
-    if not prompts:
-        return []
-    if isinstance(prompts[0], str):
-        return [list(ids) for ids in tokenizer(prompts)["input_ids"]]
-    if has_prefill(prompts):
-        return prefill_prompt_ids(tokenizer, prompts)
-    out = tokenizer.apply_chat_template(
-        conversation=prompts, add_generation_prompt=True, tokenize=True, return_dict=True
-    )["input_ids"]
-    return [list(ids) for ids in out]
 
 
 class Generator:
@@ -123,7 +107,8 @@ class Generator:
         self.tokenizer = tokenizer
 
     def render(self, prompts: Sequence) -> list[list[int]]:
-        return render_prompts(self.tokenizer, prompts)
+        """Token ids of ``prompts`` as the trainer makes them (``render_prompt_ids``)."""
+        return render_prompt_ids(self.tokenizer, prompts)
 
     def generate(self, prompt_ids: list[list[int]], sampling: SamplingSettings, progress=None) -> list[list[Sample]]:
         """``n`` samples per prompt, in prompt order; ``progress``: a tqdm-like bar advanced by samples done."""
@@ -223,7 +208,7 @@ class HFGenerator(Generator):
                 else:
                     ids, reason = generated[r], "length"
                 text = self.tokenizer.decode(ids.tolist(), skip_special_tokens=True)
-                out[i][j] = Sample(text=text, num_tokens=int(ids.numel()), finish_reason=reason)
+                out[i][j] = Sample(text=text, num_tokens=int(ids.numel()), finish_reason=reason, token_ids=ids.tolist())
             if progress is not None:
                 progress.update(len(chunk))
         return out  # type: ignore[return-value]
@@ -307,6 +292,7 @@ class VLLMGenerator(Generator):
                     text=c.text,
                     num_tokens=len(c.token_ids),
                     finish_reason="stop" if c.finish_reason == "stop" else "length",
+                    token_ids=list(c.token_ids),
                 )
                 for c in output.outputs
             ]
