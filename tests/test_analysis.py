@@ -31,7 +31,7 @@ from attncredit.analysis.forward import BandWindow, rhythm_forward
 from attncredit.analysis.perturbation import fai_positions, perturb_response, summarize
 from attncredit.analysis.rhythm import chunk_delta, fai_eligible
 from attncredit.attention import enable_recording, record_attention
-from attncredit.models import load_tokenizer
+from attncredit.evaluation.generate import make_generator
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "analyze_rhythm.py"
 
@@ -244,15 +244,15 @@ def test_rhythm_forward_matches_eager_attention_and_logits(tiny_qwen2):
 
 
 def test_perturb_response_runs_on_a_tiny_model(tiny_qwen2):
-    model = AutoModelForCausalLM.from_pretrained(tiny_qwen2, dtype=torch.float32).eval()
-    tok = load_tokenizer(str(tiny_qwen2))
+    generator = make_generator(str(tiny_qwen2), backend="hf")
+    tok = generator.tokenizer
     prompt = tok("What is 2 + 3?", add_special_tokens=False)["input_ids"]
     response = tok(" The answer is 5 because 2 plus 3 makes 5 apples in total here", add_special_tokens=False)[
         "input_ids"]
     n = len(response)
     fai = np.linspace(0.0, 1.0, n)[::-1].copy()
     candidates = np.tile(np.arange(10, 14), (n, 1))
-    res = perturb_response(model, tok, prompt, response, fai, np.ones(n, bool), candidates, k=1, alternatives=2,
+    res = perturb_response(generator, prompt, response, fai, np.ones(n, bool), candidates, k=1, alternatives=2,
                            max_tokens=6, min_following=3)
     assert [p.position for p in res.top] == [0] and [p.position for p in res.bottom] == [n - 4]
     for p in res.top + res.bottom:

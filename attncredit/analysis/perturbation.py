@@ -22,7 +22,6 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 #: Small English stop-word list (function words that carry no content).
 STOP_WORDS = frozenset(
@@ -87,10 +86,8 @@ class ResponsePerturbation:
         return float(np.mean(vals)) if vals else float("nan")
 
 
-@torch.no_grad()
 def perturb_response(
-    model,
-    tokenizer,
+    generator,
     prompt_ids: list[int],
     response_ids: list[int],
     fai,
@@ -101,19 +98,22 @@ def perturb_response(
     alternatives: int = 3,
     max_tokens: int = 48,
     min_following: int = 8,
-    batch_size: int = 16,
 ) -> ResponsePerturbation:
     """Run the perturbation test on one response (see the module docstring).
 
-    ``candidates`` [n, m]: the most likely tokens of the distribution that sampled each response token
-    (``RhythmForward.candidates``); the first ``alternatives`` of them that differ from the original token are
-    forced. Greedy continuations run batched, left padded, on the model's device.
+    ``generator``: an ``attncredit.evaluation.generate`` generator (its tokenizer decodes, its end tokens end a
+    continuation); ``candidates`` [n, m]: the most likely tokens of the distribution that sampled each response
+    token (``RhythmForward.candidates``); the first ``alternatives`` of them that differ from the original token
+    are forced. The greedy continuations run through ``generator.generate``.
     """
+    from ..evaluation.generate import SamplingSettings
+
+    tokenizer = generator.tokenizer
+    eos = list(generator.end_ids)
     n = len(response_ids)
-    eos = _eos_ids(model, tokenizer)
     room = np.arange(n) < n - min_following
     top, bottom = fai_positions(fai, np.asarray(eligible, dtype=bool) & room, k)
-    jobs = []  # (group, slot, position, forced token)
+    jobs = []  # (entry, position, forced token)
     result = ResponsePerturbation()
     for group, positions in (("top", top), ("bottom", bottom)):
         for pos in positions:
@@ -127,46 +127,20 @@ def perturb_response(
             )
             getattr(result, group).append(entry)
             jobs.extend((entry, pos, a) for a in alts)
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
-    for start in range(0, len(jobs), batch_size):
-        chunk = jobs[start : start + batch_size]
-        seqs = [prompt_ids + response_ids[:pos] + [alt] for _, pos, alt in chunk]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, s in enumerate(seqs):
-            ids[row, width - len(s) :] = torch.tensor(s)
-            mask[row, width - len(s) :] = 1
-        out = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            do_sample=False,
-            max_new_tokens=max_tokens,
-            pad_token_id=pad,
-            eos_token_id=eos or None,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-        )
-        for row, (entry, pos, _) in enumerate(chunk):
-            original = _until_eos(response_ids[pos + 1 : pos + 1 + max_tokens], eos)
-            # compare equal token budgets: a continuation cut short by the response's end is not compared with
-            # a longer greedy one
-            new = _until_eos(out[row, width:].tolist(), eos)[: max(len(original), 1)]
-            a = content_words(tokenizer.decode(original, skip_special_tokens=True))
-            b = content_words(tokenizer.decode(new, skip_special_tokens=True))
-            entry.jaccards.append(jaccard(a, b))
+    if not jobs:
+        return result
+    greedy = SamplingSettings(n=1, temperature=0.0, max_new_tokens=max_tokens)
+    seqs = [list(prompt_ids) + list(response_ids[:pos]) + [alt] for _, pos, alt in jobs]
+    continuations = generator.generate(seqs, greedy)
+    for (entry, pos, _), [sample] in zip(jobs, continuations):
+        original = _until_eos(response_ids[pos + 1 : pos + 1 + max_tokens], eos)
+        # compare equal token budgets: a continuation cut short by the response's end is not compared with
+        # a longer greedy one
+        new = _until_eos(sample.token_ids, eos)[: max(len(original), 1)]
+        a = content_words(tokenizer.decode(original, skip_special_tokens=True))
+        b = content_words(tokenizer.decode(new, skip_special_tokens=True))
+        entry.jaccards.append(jaccard(a, b))
     return result
-
-
-def _eos_ids(model, tokenizer) -> list[int]:
-    eos = getattr(model.generation_config, "eos_token_id", None)
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    if eos is None:
-        return []
-    return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
 
 
 def _until_eos(ids: list[int], eos: list[int]) -> list[int]:
