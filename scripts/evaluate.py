@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="answer length cap; the paper's 1K / 8K settings (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=16, help="sequences per generate call, HF backend (default: %(default)s)")
     p.add_argument("--backend", default="auto", choices=["auto", "vllm", "hf"], help="generator (default: %(default)s)")
+    p.add_argument("--cache", default="auto", choices=["auto", "dynamic", "static"],
+                   help="HF backend KV cache: auto = static on a GPU (several times faster), dynamic on a CPU")
+    p.add_argument("--compile", action="store_true", help="HF backend: let transformers compile the decoding step")
     p.add_argument("--dtype", default="auto",
                    help="model dtype: auto (float32 on CPU, the checkpoint's on GPU), bfloat16, float16, float32")
     p.add_argument("--template", default=None, help="prompt template (r1, boxed); default: as in training, per task")
@@ -133,6 +136,8 @@ def _run(args) -> int:
         seed=args.seed,
         tensor_parallel_size=args.tensor_parallel_size,
         gpu_memory_utilization=args.gpu_memory_utilization,
+        cache=args.cache,
+        compile=args.compile,
     )
     load_seconds = time.perf_counter() - start
     results = run_evaluation(generator, plan, rows=rows, model_name=args.model, show_progress=not args.quiet)

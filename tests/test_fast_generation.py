@@ -1,0 +1,74 @@
+"""Fast generation without vLLM (static KV cache) changes speed, not what the credit path computes."""
+
+import pytest
+import torch
+from tiny_training import digit_reward, prompts, tiny_args
+
+from attncredit import AnchorGRPOConfig, AnchorGRPOTrainer
+from attncredit.errors import ConfigError
+from attncredit.evaluation.generate import HFGenerator, SamplingSettings
+from attncredit.models import load_tokenizer
+
+
+class Recording(AnchorGRPOTrainer):
+    """Keeps every rollout's completion ids and the 2-D advantages the loss receives."""
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        self.rollouts.append(output["completion_ids"].clone())
+        return output
+
+    def _scaled_advantages(self, advantages, gamma, completion_mask):
+        out = super()._scaled_advantages(advantages, gamma, completion_mask)
+        self.advantages.append(out.clone())
+        return out
+
+
+def run(model_dir, tmp_path, **overrides):
+    trainer = Recording(
+        model=str(model_dir),
+        reward_funcs=digit_reward,
+        args=AnchorGRPOConfig(**tiny_args(tmp_path, max_steps=1, max_completion_length=12, **overrides)),
+        train_dataset=prompts(),
+        processing_class=load_tokenizer(str(model_dir)),
+    )
+    trainer.rollouts, trainer.advantages = [], []
+    trainer.train()
+    return trainer
+
+
+@pytest.mark.parametrize("steps_per_generation", [1, 2], ids=["loss-forward", "old-logps-forward"])
+def test_static_cache_gives_the_same_completions_and_advantages(tiny_qwen2, tmp_path, steps_per_generation):
+    torch.set_num_threads(1)
+    dynamic = run(tiny_qwen2, tmp_path / "d", steps_per_generation=steps_per_generation)
+    static = run(tiny_qwen2, tmp_path / "s", steps_per_generation=steps_per_generation, cache_implementation="static")
+    assert static.generation_config.cache_implementation == "static"
+    assert dynamic.rollouts and len(dynamic.rollouts) == len(static.rollouts)
+    for a, b in zip(dynamic.rollouts, static.rollouts):
+        assert torch.equal(a, b)
+    assert dynamic.advantages and len(dynamic.advantages) == len(static.advantages)
+    for a, b in zip(dynamic.advantages, static.advantages):
+        assert a.dim() == 2 and torch.allclose(a, b, atol=1e-6)
+        assert bool((a != 0).any())
+
+
+def test_generator_static_cache_matches_dynamic_greedy(tiny_qwen2):
+    torch.set_num_threads(1)
+    tokenizer = load_tokenizer(str(tiny_qwen2))
+    texts = {}
+    for cache in ("dynamic", "static"):
+        gen = HFGenerator(str(tiny_qwen2), tokenizer, device="cpu", batch_size=3, cache=cache)
+        ids = gen.render([[{"role": "user", "content": f"What is {i} + 2?"}] for i in range(5)])
+        samples = gen.generate(ids, SamplingSettings(n=1, temperature=0.0, max_new_tokens=10))
+        texts[cache] = [[s.text for s in per] for per in samples]
+        assert gen.info()["cache"] == cache
+    assert texts["dynamic"] == texts["static"]
+
+
+def test_generator_rejects_an_unknown_cache(tiny_qwen2):
+    with pytest.raises(ConfigError, match="unknown cache 'paged'; allowed: auto, dynamic, static"):
+        HFGenerator(str(tiny_qwen2), load_tokenizer(str(tiny_qwen2)), device="cpu", cache="paged")
+
+
+def test_auto_cache_is_dynamic_on_cpu(tiny_qwen2):
+    assert HFGenerator(str(tiny_qwen2), load_tokenizer(str(tiny_qwen2)), device="cpu").cache == "dynamic"
