@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from .peaks import PeakRule, top_count
+from .peaks import PeakRule
 
 #: The paper's Table 2 (Qwen3-4B-Base, 70 GSM8K problems): (random, observed, lift).
 PAPER_TABLE2 = {
@@ -239,5 +239,4 @@ __all__ = [
     "response_coupling",
     "shuffled_follows_or_coincides",
     "table2",
-    "top_count",
 ]

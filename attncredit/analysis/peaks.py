@@ -1,11 +1,14 @@
-"""What a "peak" of a per-token trace is, for the rhythm statistics (PAPER.md §5 Table 2, §9 A8).
+"""What a "peak" of a per-token trace is, for the rhythm statistics (Table 2 of the paper; "Analysis definitions"
+in ``docs/method.md``).
 
 The paper never defines the WAAD / FAI / entropy "peaks" of its analysis tables (training uses TopQ selection,
 not peaks). attncredit makes the definition a parameter, applied to one response at a time over its *eligible*
 positions (e.g. the response tokens that have an FAI at all):
 
 * ``top_quantile`` (default, q = 0.2): the ``ceil(q * n)`` largest values of the n eligible positions, equal
-  values going to the earlier position (the TopQ rule of ``attncredit.credit.selection``). q = 0.2 is chosen
+  values going to the earlier position: the TopQ selection of training (Eq. 14 / 16), computed by
+  ``attncredit.credit.selection.top_quantile_mask`` itself (:func:`top_quantile_peaks` is its numpy wrapper, so
+  marks in plots and pages select exactly the tokens training selects). q = 0.2 is chosen
   because it reproduces the paper's random baselines: 22.41% of tokens are global-FAI peaks in Table 2, and a
   chance rate of 36.87% for "an FAI peak coincides with or follows a WAAD peak" is ``1 - (1 - p)^2`` at p = 0.2.
 * ``local_max``: a strict local maximum of the eligible positions' sequence (greater than its left neighbour,
@@ -18,14 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from ..credit.selection import quantile_count
+from ..credit.selection import top_quantile_mask
 
 PEAK_METHODS = ("top_quantile", "local_max")
 
 PEAK_HELP = (
     "How a peak of a per-token trace (WAAD, FAI, entropy) is defined in the rhythm statistics; the paper leaves it "
-    "undefined (PAPER.md §9 A8). 'top_quantile': the ceil(q*n) largest values of the response's n eligible tokens "
+    "undefined (docs/method.md, 'Analysis definitions'). 'top_quantile': the ceil(q*n) largest values of the response's n eligible tokens "
     "(q = --peak-quantile, default 0.2, which reproduces the paper's random baselines: 22.41% of tokens are FAI "
     "peaks). "
     "'local_max': a local maximum (above the left neighbour, not below the right one) that also exceeds the "
@@ -59,9 +63,12 @@ class PeakRule:
         return f"local_max (local maxima above the response's mean + {self.z:g} * std)"
 
 
-def top_count(n: int, quantile: float) -> int:
-    """``ceil(q * n)`` with q read as a fraction (0.2 * 5 = 1 exactly): the count the credit strategies select."""
-    return int(quantile_count(n, quantile))
+def top_quantile_peaks(values, eligible, quantile: float) -> np.ndarray:
+    """TopQ of training on one response, in numpy: bool [n] mask of the ``ceil(q * n)`` largest ``values`` among
+    the n ``eligible`` positions (ties to the earlier position), from ``credit.selection.top_quantile_mask``."""
+    eligible = np.asarray(eligible, dtype=bool).reshape(1, -1)
+    score = np.where(eligible, np.asarray(values, dtype=np.float64).reshape(1, -1), 0.0)
+    return top_quantile_mask(torch.from_numpy(score), torch.from_numpy(eligible), quantile)[0].numpy()
 
 
 def find_peaks(values, eligible=None, *, method: str = "top_quantile", quantile: float = 0.2, z: float = 0.0):
@@ -87,9 +94,7 @@ def find_peaks(values, eligible=None, *, method: str = "top_quantile", quantile:
         return peaks
     v = values[idx]
     if method == "top_quantile":
-        order = np.argsort(-v, kind="stable")  # descending, ties to the earlier position
-        peaks[idx[order[: top_count(idx.size, quantile)]]] = True
-        return peaks
+        return top_quantile_peaks(values, ok, quantile)
     if method == "local_max":
         left = np.concatenate([[-np.inf], v[:-1]])
         right = np.concatenate([v[1:], [-np.inf]])

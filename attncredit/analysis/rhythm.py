@@ -9,7 +9,7 @@ From one :class:`~attncredit.analysis.forward.RhythmForward` of a batch, :func:`
   ``Delta_t = |WAAD_t - WAAD_{t+1}|`` (Eq. 14), anchors = TopQ of FAI (Eq. 16), q = ``top_quantile``;
 * **gamma** of every credit strategy as the trainer computes it (probe layers, training FAI horizon);
 * the Table 2 counts (:mod:`~attncredit.analysis.coupling`) for the analysis layers and, optionally, for
-  layer segments (bottom / middle / top third, PAPER.md Table 10).
+  layer segments (bottom / middle / top third, Table 10 of the paper).
 
 Only response tokens are analysed. A token's FAI exists when at least one response row lies in its receiver
 band, i.e. for offsets ``j <= n - 1 - H_lo`` of an n-token response; FAI peaks and anchors are chosen among those.
@@ -24,6 +24,7 @@ import torch
 
 from ..attention.groups import group_size, group_token_stats
 from ..credit import compute_token_weights, required_statistics
+from ..credit import strategies as credit_strategies
 from .coupling import ResponseCoupling, receiver_heads, response_coupling
 from .forward import RhythmForward
 from .peaks import PeakRule, find_peaks
@@ -68,11 +69,11 @@ class ResponseRhythm:
         return len(self.token_ids)
 
 
-def chunk_delta(waad: np.ndarray) -> np.ndarray:
-    """Eq. 14 on one response: ``|WAAD_t - WAAD_{t+1}|``, 0 for the last token (PAPER.md A4)."""
-    delta = np.zeros_like(waad, dtype=np.float64)
-    delta[:-1] = np.abs(waad[:-1] - waad[1:])
-    return delta
+def chunk_delta(waad) -> np.ndarray:
+    """Eq. 14 on one response, in numpy: ``|WAAD_t - WAAD_{t+1}|``, 0 for the last token; computed by the
+    training code (``attncredit.credit.strategies.chunk_delta``) on one row that is all response."""
+    row = torch.from_numpy(np.asarray(waad, dtype=np.float64).reshape(1, -1))
+    return credit_strategies.chunk_delta(row, torch.ones_like(row, dtype=torch.bool))[0].numpy()
 
 
 def fai_eligible(n: int, h_lo: int) -> np.ndarray:

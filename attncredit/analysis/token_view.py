@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .html import TokenViewSample, as_list, write_token_page
+from .rhythm import chunk_delta
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +39,10 @@ def _array(x, n: int | None = None):
     return a
 
 
-def _selected(score, q: float, eligible=None):
-    from .peaks import find_peaks
+def _selected(score, q: float):
+    from .peaks import top_quantile_peaks
 
-    return find_peaks(score, eligible, method="top_quantile", quantile=q)
+    return top_quantile_peaks(score, np.isfinite(score), q)
 
 
 def _wandb_run():
@@ -108,8 +109,7 @@ def log_token_view(
     preplan = anchors = None
     values = {}
     if waad is not None:
-        delta = np.zeros(n)
-        delta[:-1] = np.abs(waad[:-1] - waad[1:])
+        delta = chunk_delta(waad)
         preplan = _selected(delta, top_quantile)
         values.update(waad=waad.tolist(), delta=delta.tolist())
     if fai is not None:
