@@ -6,7 +6,7 @@
 Each RUN_DIR is a training output_dir holding the metrics.jsonl that AnchorGRPOTrainer writes (or that file).
 Plotted when logged: train reward and per-reward means, eval reward and per-reward means (eval_*), response
 length, truncated fraction, and the attncredit/* statistics. With --ema ALPHA the reward and accuracy curves are
-the paper's EMA of the running peak, EMA_t = ALPHA * max(x_t, EMA_{t-1}) + (1 - ALPHA) * EMA_{t-1} (PAPER.md §7),
+the paper's EMA of the running peak, EMA_t = ALPHA * max(x_t, EMA_{t-1}) + (1 - ALPHA) * EMA_{t-1} (the paper's curves),
 the other metrics a plain EMA, over faint raw values. Writes <out>/<metric>.png and <out>/comparison.md. Bad input ends with "error: <message>", exit code 2.
 """
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from attncredit.errors import ConfigError
-    from attncredit.evaluation.runs import compare_runs
+    from attncredit.analysis.runs import compare_runs
 
     try:
         result = compare_runs(args.runs, args.out, ema=args.ema)

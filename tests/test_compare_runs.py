@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from attncredit.errors import ConfigError
-from attncredit.evaluation.runs import comparison_markdown, ema_of_peak, moving_average, read_run, read_runs
+from attncredit.analysis.runs import comparison_markdown, ema_of_peak, moving_average, read_run, read_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))

@@ -13,7 +13,9 @@ Modules (matplotlib is imported only by ``plots`` and when a token view is drawn
 * ``coupling``: the Table 2 statistics, receiver heads, random baselines and lifts;
 * ``perturbation``: the Table 1 perturbation test (content-word Jaccard);
 * ``plots`` / ``html``: PNG plots and the self-contained token page; ``report``: ``summary.md`` and page text;
-* ``token_view``: :func:`log_token_view`, the training-time token view (HTML + PNG, logged to trackers).
+* ``token_view``: :func:`log_token_view`, the training-time token view (HTML + PNG, logged to trackers);
+* ``runs``: training runs compared from their ``metrics.jsonl`` (the paper's EMA of the running peak, plots, a
+  table; ``scripts/compare_runs.py``).
 """
 
 from .coupling import (

@@ -1,11 +1,11 @@
-"""Evaluation: benchmarks by name, HF/vLLM generation, avg@k / pass@k, and run comparison.
+"""Evaluation: benchmarks by name, HF/vLLM generation, avg@k / pass@k.
 
 * ``metrics``: ``pass_at_k`` (unbiased, Chen et al. 2021), ``avg_at_k``, ``benchmark_metrics``;
 * ``benchmarks``: ``BENCHMARKS`` (name -> dataset split, scorer, the paper's k), ``parse_benchmarks``;
 * ``generate``: ``make_generator(model, backend="auto"|"vllm"|"hf")``, ``SamplingSettings``;
-* ``runner``: ``EvalPlan``, ``run_evaluation``, ``write_results``, ``format_table`` (used by ``scripts/evaluate.py``);
-* ``runs``: read training runs' ``metrics.jsonl``, the paper's EMA-of-running-peak, plots and the comparison
-  table (used by ``scripts/compare_runs.py``).
+* ``runner``: ``EvalPlan``, ``run_evaluation``, ``write_results``, ``format_table`` (used by ``scripts/evaluate.py``).
+
+Comparing training runs' logs is analysis: ``attncredit.analysis.runs`` (``scripts/compare_runs.py``).
 
 Example::
 

@@ -6,7 +6,7 @@ entries (``reward``, ``rewards/<name>/mean``, ``completions/mean_length``, ``att
 the same step are separate entries, and a run resumed from a checkpoint logs the steps after that checkpoint
 again, so ``read_run`` keeps, per step, the last entry of each kind (train / eval / summary).
 
-The paper's curves (PAPER.md §7 "Curves") plot ``EMA_t = a * max(x_t, EMA_{t-1}) + (1 - a) * EMA_{t-1}``, an
+The paper's training curves plot ``EMA_t = a * max(x_t, EMA_{t-1}) + (1 - a) * EMA_{t-1}``, an
 exponential moving average of the running peak; ``ema_of_peak`` computes it (``EMA_0 = x_0``).
 """
 
@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from attncredit.errors import ConfigError
+from ..errors import ConfigError
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_KEYS = ("train_runtime", "train_loss", "total_flos")
