@@ -1,12 +1,18 @@
-"""Trainer callbacks of attncredit."""
+"""Trainer callbacks of attncredit: what is logged. Nothing here changes what flows into the loss."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import time
+from dataclasses import dataclass
 
+import torch
 from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
 
 
 class MetricsJsonlCallback(TrainerCallback):
@@ -26,3 +32,124 @@ class MetricsJsonlCallback(TrainerCallback):
         os.makedirs(args.output_dir, exist_ok=True)
         with open(os.path.join(args.output_dir, "metrics.jsonl"), "a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+@dataclass
+class CreditChunk:
+    """gamma of one forward chunk and what it was computed from, as the trainer hands it to the logger.
+
+    ``completion_ids``, ``completion_mask``, ``gamma``, ``waad``, ``fai`` are [B, C] (``completion_ids`` is None
+    when no forward was read, e.g. random credit; ``waad`` / ``fai`` None without attention statistics);
+    ``groups`` the chunk's ``HeadGroups``; ``clock`` the ``StatsClock`` of the statistics inside the forward;
+    ``seconds`` the host time of head grouping and the strategy; ``rollout`` whether the chunk belongs to TRL's
+    old-log-prob forward of a rollout (whose completions table is still open).
+    """
+
+    completion_ids: torch.Tensor | None
+    completion_mask: torch.Tensor
+    gamma: torch.Tensor
+    waad: torch.Tensor | None
+    fai: torch.Tensor | None
+    groups: object | None
+    clock: object | None
+    seconds: float
+    rollout: bool
+
+
+class CreditLoggingCallback(TrainerCallback):
+    """What attention credit logs, from the :class:`CreditChunk` s the trainer hands to :meth:`on_credit`:
+
+    * ``attncredit/*`` metrics, reduced over the logging period and all ranks on logging steps:
+      ``amplified_frac`` (share of completion tokens with gamma != 1), ``gamma_mean``, ``waad_mean``,
+      ``fai_mean``, ``stats_seconds`` (statistics inside the forward), ``credit_seconds`` (head groups and
+      gamma) and ``time_share`` (both over the wall time since the last log);
+    * head-group changes to ``<output_dir>/attncredit_head_groups.jsonl``;
+    * every ``credit_log_every`` steps, the token view of one completion (``<output_dir>/token_views/``);
+    * an ``amplified`` column in TRL's completions table (amplified tokens as ``[[token]]``), for chunks of
+      TRL's old-log-prob forward, while the table is still open.
+
+    Summaries stay device tensors until a logging step (no host sync on the hot path).
+    """
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self._summaries: list[dict[str, torch.Tensor]] = []
+        self._clocks: list = []
+        self._seconds = 0.0
+        self._since = time.perf_counter()
+        self._latest_groups = None
+        self._logged_groups = None
+        self._token_view_step = -1
+
+    def on_credit(self, chunk: CreditChunk) -> None:
+        mask = chunk.completion_mask.bool()
+        n = mask.sum().clamp(min=1)
+        summary = {"amplified_frac": (chunk.gamma != 1)[mask].float().sum() / n, "gamma_mean": chunk.gamma[mask].sum() / n}
+        if chunk.groups is not None:
+            summary.update(waad_mean=chunk.waad[mask].sum() / n, fai_mean=chunk.fai[mask].sum() / n)
+            self._latest_groups = chunk.groups
+        self._summaries.append(summary)
+        self._seconds += chunk.seconds
+        if chunk.clock is not None:
+            self._clocks.append(chunk.clock)
+        if chunk.completion_ids is None:
+            return
+        if chunk.rollout and self.trainer.log_completions:
+            self.trainer._log_completion_extra("amplified", self._marked(chunk))
+        self._maybe_token_view(chunk)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        """On logging steps and the last step, push this period's means into the trainer's metrics before it logs
+        them (the Trainer calls ``log`` right after this event, with ``control.should_log`` set by then; after the
+        last step its closing ``log`` of the run summary takes them)."""
+        if not (control.should_log or state.global_step >= state.max_steps) or not self._summaries:
+            return
+        metrics = self.trainer._metrics["train"]
+        names = list(self._summaries[0])
+        local = torch.stack([torch.stack([s[k] for k in names]) for s in self._summaries]).mean(0)
+        for name, value in zip(names, self.trainer.accelerator.gather(local[None]).mean(0).tolist()):
+            metrics[f"attncredit/{name}"].append(value)
+        now = time.perf_counter()
+        stats_seconds = sum(clock.seconds() for clock in self._clocks)
+        metrics["attncredit/stats_seconds"].append(stats_seconds)
+        metrics["attncredit/credit_seconds"].append(self._seconds)
+        metrics["attncredit/time_share"].append((stats_seconds + self._seconds) / max(now - self._since, 1e-9))
+        self._summaries, self._clocks, self._seconds, self._since = [], [], 0.0, now
+        self._log_head_groups(args, state)
+
+    def _log_head_groups(self, args, state) -> None:
+        groups, self._latest_groups = self._latest_groups, None
+        if groups is None or not state.is_world_process_zero:
+            return
+        heads = groups.batch_groups(self.trainer.probe_layers)
+        if heads == self._logged_groups:
+            return
+        self._logged_groups = heads
+        record = {"step": state.global_step, **heads}
+        logger.info("attncredit head groups: %s", record)
+        os.makedirs(args.output_dir, exist_ok=True)
+        with open(os.path.join(args.output_dir, "attncredit_head_groups.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _marked(self, chunk: CreditChunk) -> list[str]:
+        """Each completion's text with its amplified tokens (gamma != 1) wrapped as ``[[token]]``."""
+        tokenizer = self.trainer.processing_class
+        texts = []
+        for ids, g, mask in zip(chunk.completion_ids.tolist(), chunk.gamma.tolist(), chunk.completion_mask.bool().tolist()):
+            pieces = [tokenizer.decode([i]) for i, m in zip(ids, mask) if m]
+            texts.append("".join(f"[[{p}]]" if w != 1 else p for p, w in zip(pieces, g)))
+        return texts
+
+    def _maybe_token_view(self, chunk: CreditChunk) -> None:
+        """Every ``credit_log_every`` steps, the token view of the chunk's first completion (main process)."""
+        trainer = self.trainer
+        every, step = trainer.args.credit_log_every, trainer.state.global_step
+        if not every or step % every or step == self._token_view_step or not trainer.accelerator.is_main_process:
+            return
+        self._token_view_step = step
+        from .analysis.token_view import trainer_token_view  # matplotlib side, loaded only when a view is due
+
+        trainer_token_view(
+            trainer, chunk.completion_ids, chunk.waad, chunk.fai, chunk.gamma, chunk.completion_mask,
+            strategy=trainer.args.credit_strategy,
+        )

@@ -126,3 +126,20 @@ def test_nan_attention_statistics_fail_naming_the_step(tiny_qwen2, tmp_path, mon
     monkeypatch.setattr(trainer_module, "group_token_stats", poisoned)
     with pytest.raises(NonFiniteError, match=r"step 0: fai has \d+ NaN/inf value"):
         train(AnchorGRPOTrainer, AnchorGRPOConfig, tiny_qwen2, tmp_path, credit_strategy="global_anchor", max_steps=1)
+
+
+@pytest.mark.slow
+def test_class_docstring_example_runs(tmp_path, monkeypatch):
+    """The runnable example in AnchorGRPOTrainer's docstring trains one step as written (embedded model, CPU)."""
+    import re
+    import textwrap
+
+    example = AnchorGRPOTrainer.__doc__.split("::", 1)[1]
+    code = textwrap.dedent(example.rstrip().rstrip('"'))
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(compile(code, "AnchorGRPOTrainer.__doc__", "exec"), scope)
+    trainer = scope["trainer"]
+    assert trainer.state.global_step == 1
+    assert any("attncredit/gamma_mean" in h for h in trainer.state.log_history)
+    assert re.search(r"runs/example$", trainer.args.output_dir)
