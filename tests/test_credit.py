@@ -68,7 +68,7 @@ def test_local_chunk_selects_top_delta_ties_to_earlier():
     torch.testing.assert_close(got, selected({3, 4}))
     got = compute_token_weights("local_chunk", waad=w, response_mask=mask, top_quantile=0.5)
     torch.testing.assert_close(got, selected({0, 3, 4, 6, 7}))
-    # Bottom-40% (PAPER.md Table 5): 0 (t9), .25 (t8), .5 (t1), .5 (t2).
+    # Bottom-40% (the paper's Table 5): 0 (t9), .25 (t8), .5 (t1), .5 (t2).
     got = compute_token_weights("local_chunk", waad=w, response_mask=mask, selection="bottom")
     torch.testing.assert_close(got, selected({1, 2, 8, 9}))
     got = compute_token_weights("local_chunk", waad=w, response_mask=mask, gamma_amp=2.0)
@@ -224,7 +224,7 @@ def test_none_and_random():
     assert ((draw[0] == 1.5).sum(dim=1) == 4).all() and ((draw[0] == 1.5) <= mask).all()
 
 
-# Sign modes (PAPER.md §6.1, Table 7a) on a TRL-shaped batch: left-padded prompts [B, P], right-padded
+# Sign modes (the paper's Table 7a) on a TRL-shaped batch: left-padded prompts [B, P], right-padded
 # completions [B, C], N = P + C; gamma over N is sliced to the completion part before token_advantages.
 P, C = 6, 10
 
@@ -265,6 +265,19 @@ def test_token_advantages_sign_modes_and_mean_one():
     torch.testing.assert_close(normed[1], -0.5 * g1)
     normed = token_advantages(adv, gamma, completion, sign="negative", normalize="mean_one")
     torch.testing.assert_close(normed[0], plain[0])
+
+
+def test_token_advantages_of_token_level_advantages_apply_sign_per_token():
+    fai, response, completion = trl_batch()
+    gamma = compute_token_weights("global_anchor", fai=fai, response_mask=response)[:, P:]
+    adv = torch.linspace(-1.0, 1.0, 3 * C).reshape(3, C)  # e.g. GAE: a different advantage at every token
+    torch.testing.assert_close(token_advantages(adv, gamma, completion), adv * torch.where(completion, gamma, 1.0))
+    positive = token_advantages(adv, gamma, completion, sign="positive")
+    torch.testing.assert_close(positive, torch.where(completion & (adv >= 0), adv * gamma, adv))
+    negative = token_advantages(adv, gamma, completion, sign="negative")
+    torch.testing.assert_close(negative, torch.where(completion & (adv < 0), adv * gamma, adv))
+    with pytest.raises(ValueError, match=r"need advantages \(B,\) or \(B, C\)"):
+        token_advantages(adv[:, :-1], gamma, completion)
 
 
 def test_errors_are_one_line_and_name_the_allowed_values():
