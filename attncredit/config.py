@@ -1,4 +1,4 @@
-"""``AnchorGRPOConfig``: TRL's ``GRPOConfig`` plus one field per knob of attention credit (PAPER.md §6, §12)."""
+"""``AnchorGRPOConfig``: TRL's ``GRPOConfig`` plus one field per knob of attention credit (docs/method.md)."""
 
 from __future__ import annotations
 
@@ -9,27 +9,77 @@ from trl import GRPOConfig
 
 from .attention.groups import GROUPING_MODES
 from .attention.types import BACKENDS
-from .credit import NORMALIZATIONS, SIGN_MODES, STRATEGIES, list_strategies
+from .credit import NORMALIZATIONS, SIGN_MODES, check_options, list_strategies
 from .errors import ConfigError
 
 
 
 @dataclass
 class AnchorGRPOConfig(GRPOConfig):
-    r"""GRPO with attention-aware credit assignment (arXiv 2510.13554).
+    r"""
+    Configuration class for [`AnchorGRPOTrainer`]: TRL's [`~trl.GRPOConfig`] (every GRPO field keeps its meaning)
+    plus the knobs of attention-aware credit assignment (arXiv 2510.13554; docs/method.md). Every `credit_*`
+    field has the paper's default; where the paper leaves a choice open, the help text names the reading taken.
 
-    Every ``credit_*`` field below has its paper default. The per-token advantage handed to TRL's loss is
-    ``A_t * gamma_t`` (Eq. 13), with ``gamma_t >= 1`` chosen by ``credit_strategy`` from the policy's own
-    attention on the rollout: WAAD (Eq. 9) of locally focused heads and FAI (Eq. 10) of globally focused
-    heads, read in ``credit_num_probe_layers`` layers of the middle third of the network.
+    The per-token advantage handed to TRL's loss is `A_t * gamma_t` (Eq. 13), with `gamma_t >= 1` chosen by
+    `credit_strategy` from the policy's own attention on the rollout: WAAD (Eq. 9) of locally focused heads and
+    FAI (Eq. 10) of globally focused heads, read in `credit_num_probe_layers` layers of the middle third.
+
+    Parameters:
+        > Parameters that choose the credit
+
+        credit_strategy (`str`, *optional*, defaults to `"coupled"`):
+            `"coupled"` (Eq. 18-19, the paper's best), `"local_chunk"` (Eq. 14-15), `"global_anchor"`
+            (Eq. 16-17), the controls `"random"` and `"entropy"`, `"none"` (plain GRPO), or a strategy added with
+            `attncredit.credit.register_strategy`.
+        credit_top_quantile (`float`, *optional*, defaults to `0.4`):
+            Share q of each response's tokens a strategy selects: `ceil(q * n)` of n (Eq. 14, 16).
+        credit_gamma_amp (`float`, *optional*, defaults to `1.5`):
+            gamma of a selected token (Eq. 15, 17, 19); >= 1.
+        credit_alpha (`float`, *optional*, defaults to `0.5`):
+            Coupled: share of a dominated anchor's bonus moved to its preplan token (Eq. 19); a reading.
+        credit_k (`int`, *optional*, defaults to `3`):
+            Coupled: look-back for the anchor's WAAD jump (Eq. 18); the paper offers 1, 2 or 3.
+        credit_options (`dict` or `str`, *optional*):
+            The strategy's own options (YAML mapping or JSON), e.g. `{"selection": "bottom"}` or coupled's
+            `tau_waad`, `tau_delta`, `coupled_overlap`.
+
+        > Parameters of the attention statistics
+
+        credit_window (`int`, *optional*, defaults to `10`):
+            WAAD clipping window W (Eq. 9).
+        credit_fai_horizon (`list[int]`, *optional*, defaults to `[10, 100]`):
+            FAI receiver band H_lo, H_hi (Eq. 10).
+        credit_head_quantile (`float`, *optional*, defaults to `0.3`):
+            Share of probe heads in the local and in the global group (Eq. 7-8).
+        credit_head_grouping (`str`, *optional*, defaults to `"sequence"`):
+            Rank heads per `"sequence"` or per `"batch"`; a reading.
+        credit_num_probe_layers (`int`, *optional*, defaults to `5`):
+            Evenly spaced probe layers in the middle third (Section 5.1).
+        credit_probe_layers (`list[int]`, *optional*):
+            Explicit 0-indexed probe layers, overriding `credit_num_probe_layers`.
+        credit_stats_backend (`str`, *optional*, defaults to `"auto"`):
+            `"auto"` (Triton on CUDA, chunked torch elsewhere), `"torch"`, `"triton"` or the `"dense"` reference.
+
+        > Parameters that shape the advantages
+
+        credit_advantage_sign (`str`, *optional*, defaults to `"both"`):
+            Which advantages get gamma: `"both"` (paper v2), `"positive"` (v1) or `"negative"` (Table 7a).
+        credit_normalize (`str`, *optional*, defaults to `"none"`):
+            `"mean_one"` rescales each response's gamma to mean 1 (not in the paper).
+
+        > Parameters that control logging
+
+        credit_log_every (`int`, *optional*, defaults to `50`):
+            Every N steps, a token view of one completion (WAAD, FAI, gamma) under `<output_dir>/token_views/`.
     """
 
     credit_strategy: str = field(
         default="coupled",
         metadata={
-            "help": "Token-credit strategy (PAPER.md §6): 'coupled' (Eq. 18-19, the paper's best), 'local_chunk' "
+            "help": "Token-credit strategy (docs/method.md, Credit strategies): 'coupled' (Eq. 18-19, the paper's best), 'local_chunk' "
             "(preplan tokens, top Delta WAAD, Eq. 14-15), 'global_anchor' (anchor tokens, top FAI, Eq. 16-17), "
-            "the controls 'random' and 'entropy' (§6.5), or 'none' (plain GRPO). Strategies registered with "
+            "the paper's controls 'random' and 'entropy', or 'none' (plain GRPO). Strategies registered with "
             "attncredit.credit.register_strategy are accepted too."
         },
     )
@@ -57,14 +107,14 @@ class AnchorGRPOConfig(GRPOConfig):
         default=0.5,
         metadata={
             "help": "Coupled credit: share alpha in [0, 1] of a locally dominated anchor's bonus moved back to its "
-            "preplan (intro) token (Eq. 19). Not given by the paper; best reading 0.5 (PAPER.md §9 A3)."
+            "preplan (intro) token (Eq. 19). Not given by the paper; attncredit's reading 0.5 (docs/method.md, Readings)."
         },
     )
     credit_k: int = field(
         default=3,
         metadata={
             "help": "Coupled credit: how many tokens before an anchor are searched for its WAAD jump (Eq. 18). "
-            "Paper: k in {1, 2, 3}; default 3 (PAPER.md §9 A3)."
+            "Paper: k in {1, 2, 3}; default 3 (docs/method.md, Readings)."
         },
     )
     credit_head_quantile: float = field(
@@ -80,16 +130,16 @@ class AnchorGRPOConfig(GRPOConfig):
         metadata={
             "help": "Where the local/global head groups are ranked: 'sequence' (each rollout ranks heads by its own d) "
             "or 'batch' (one ranking from the mean d of the rollouts in the forward). The paper does not say "
-            "(PAPER.md §9 A1); best reading: 'sequence'."
+            "(docs/method.md, Readings); attncredit's reading: 'sequence'."
         },
     )
     credit_num_probe_layers: int = field(
         default=5,
         metadata={
             "help": "Number of evenly spaced probe layers in [floor(L/3), floor(2L/3)] whose attention is read "
-            "(PAPER.md §1; Table 9). Paper: 5. 0-indexed, layer i = round-half-up(lo + i (hi - lo) / (count - 1)) "
+            "(Section 5.1, Table 9; docs/method.md, Probe layers). Paper: 5. 0-indexed, layer i = round-half-up(lo + i (hi - lo) / (count - 1)) "
             "with lo = floor(L/3), hi = floor(2L/3), duplicates dropped: L=36 gives 12 15 18 21 24, L=28 gives "
-            "9 11 14 16 18 (the paper gives no rounding rule, §9 A7)."
+            "9 11 14 16 18 (the paper gives no rounding rule)."
         },
     )
     credit_probe_layers: list[int] | None = field(
@@ -100,7 +150,7 @@ class AnchorGRPOConfig(GRPOConfig):
         default="both",
         metadata={
             "help": "Which rollouts get gamma: 'both' (paper v2 and Table 7a best), 'positive' (advantage >= 0; paper "
-            "v1) or 'negative' (advantage < 0). PAPER.md §9 A2."
+            "v1) or 'negative' (advantage < 0). docs/method.md, Credit strategies."
         },
     )
     credit_normalize: str = field(
@@ -116,7 +166,7 @@ class AnchorGRPOConfig(GRPOConfig):
             "help": "Extra options of the credit strategy, as a mapping (YAML) or JSON string, e.g. "
             "'{\"selection\": \"bottom\"}' for the Bottom-40% ablation of Table 5, or for 'coupled' "
             "'{\"tau_waad\": \"median\", \"tau_delta\": \"top_quantile\", \"coupled_overlap\": \"sum\"}' "
-            "(the defaults: the readings of PAPER.md §9 A3; 'coupled_overlap: cap' clips a token in two Eq. 19 roles "
+            "(the defaults: the readings of docs/method.md; 'coupled_overlap: cap' clips a token in two Eq. 19 roles "
             "at gamma_amp). Unknown options are rejected."
         },
     )
@@ -182,10 +232,7 @@ class AnchorGRPOConfig(GRPOConfig):
             except json.JSONDecodeError:
                 fail("credit_options", self.credit_options, "a JSON mapping of option: value")
         self.credit_options = dict(self.credit_options or {})
-        spec = STRATEGIES[self.credit_strategy]
-        unknown = sorted(set(self.credit_options) - set(spec.options))
-        if unknown:
-            fail("credit_options", self.credit_options, f"options of {self.credit_strategy!r}: {', '.join(spec.options) or 'none'}")
+        check_options(self.credit_strategy, self.credit_options)
         if isinstance(self.credit_log_every, bool) or not isinstance(self.credit_log_every, int) or self.credit_log_every < 0:
             fail("credit_log_every", self.credit_log_every, "an integer >= 0 (0 turns token views off)")
         if self.credit_stats_backend not in BACKENDS:

@@ -1,4 +1,4 @@
-"""Credit assignment: per-token advantage weights gamma from attention statistics (PAPER.md §6).
+"""Credit assignment: per-token advantage weights gamma from attention statistics (docs/method.md).
 
 ``compute_token_weights(strategy, ...)`` turns group-averaged WAAD / FAI (or entropy) into gamma [B, N];
 ``token_advantages`` multiplies the sequence advantages by it, with a sign mode and an optional
@@ -7,7 +7,7 @@ normalisation. Strategies live in a registry: ``list_strategies()``, ``register_
 
 from . import strategies  # noqa: F401  (registers the built-in strategies)
 from .advantages import NORMALIZATIONS, SIGN_MODES, token_advantages
-from .registry import STRATEGIES, CreditBatch, list_strategies, register_strategy, required_statistics
+from .registry import STRATEGIES, CreditBatch, check_options, list_strategies, register_strategy, required_statistics
 from .selection import quantile_count, top_quantile_mask
 from .weights import NonFiniteStatisticError, compute_token_weights
 
@@ -17,6 +17,7 @@ __all__ = [
     "SIGN_MODES",
     "STRATEGIES",
     "CreditBatch",
+    "check_options",
     "compute_token_weights",
     "list_strategies",
     "quantile_count",

@@ -1,7 +1,7 @@
 """Registry of credit strategies, chosen by name (in the style of verl's ``register_adv_est``).
 
 A strategy is one function ``fn(batch: CreditBatch, *, option=default, ...) -> Tensor`` that returns
-gamma [B, N] (PAPER.md Eq. 15, 17, 19). Its keyword-only parameters are its options: their names are
+gamma [B, N] (Eq. 15, 17, 19; docs/method.md). Its keyword-only parameters are its options: their names are
 the only extra keywords ``compute_token_weights`` accepts for it, and their defaults apply when the
 caller leaves them out. ``compute_token_weights`` validates the inputs before the call and afterwards
 sets gamma to exactly 1 outside the response and casts it to float32, so a strategy only has to get
@@ -84,6 +84,17 @@ def register_strategy(name: str, *, requires: tuple[str, ...] = ()):
         return fn
 
     return decorator
+
+
+def check_options(strategy: str, options: dict) -> None:
+    """Raise a one-line ConfigError unless every key of ``options`` is an option of ``strategy`` (the keyword-only
+    parameters of its function); their values are checked by the strategy itself."""
+    required_statistics(strategy)  # raises the unknown-strategy error
+    spec = STRATEGIES[strategy]
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        allowed = ", ".join(spec.options) or "none"
+        raise ConfigError(f"unknown option {', '.join(unknown)} for credit strategy {strategy!r}; allowed: {allowed}")
 
 
 def list_strategies() -> list[str]:

@@ -8,7 +8,7 @@ import torch
 
 from ..attention.masks import first_split_row
 from ..errors import ConfigError
-from .registry import STATISTICS, STRATEGIES, CreditBatch, required_statistics
+from .registry import STATISTICS, STRATEGIES, CreditBatch, check_options
 
 
 def _check_number(name: str, value, low: float, high: float = float("inf")) -> float:
@@ -70,7 +70,7 @@ def compute_token_weights(
     generator: torch.Generator | None = None,
     **options,
 ) -> torch.Tensor:
-    """Per-token advantage weights gamma [B, N] float32 of a credit strategy (PAPER.md §6, Eq. 13-19).
+    """Per-token advantage weights gamma [B, N] float32 of a credit strategy (Eq. 13-19; docs/method.md).
 
     Args:
         strategy: a name from ``list_strategies()``: ``none``, ``random``, ``entropy``, ``local_chunk``,
@@ -99,12 +99,8 @@ def compute_token_weights(
         ConfigError (a ValueError): unknown strategy or option, out-of-range argument or option value.
         ValueError: missing required statistic, bad shape or device, NaN/inf on a response token.
     """
-    required_statistics(strategy)  # raises on an unknown name
+    check_options(strategy, options)  # raises on an unknown strategy or option name
     spec = STRATEGIES[strategy]
-    unknown = sorted(set(options) - set(spec.options))
-    if unknown:
-        allowed = ", ".join(spec.options) or "none"
-        raise ConfigError(f"unknown option {', '.join(unknown)} for credit strategy {strategy!r}; allowed: {allowed}")
     top_quantile = _check_number("top_quantile", top_quantile, 0.0, 1.0)
     gamma_amp = _check_number("gamma_amp", gamma_amp, 1.0)
     alpha = _check_number("alpha", alpha, 0.0, 1.0)
