@@ -50,7 +50,7 @@ def ref_delta(w):
 
 
 def ref_coupled(w, f, q, amp, alpha, k, overlap):
-    """Eq. 16-19 with the readings of PAPER.md A3, for one response."""
+    """Eq. 16-19 with the readings of docs/method.md, for one response."""
     anchors, delta = ref_top(f, q), ref_delta(w)
     preplans = ref_top(delta, q)
     tau_delta = min((delta[u] for u in preplans), default=math.inf)

@@ -1,4 +1,4 @@
-"""Per-response ranking primitives shared by the credit strategies (PAPER.md §6, A12).
+"""Per-response ranking primitives shared by the credit strategies (docs/method.md, Credit strategies).
 
 Every statistic is a [B, N] tensor over prompt + response positions; ``response`` is a bool [B, N] mask
 whose True entries are contiguous in each row. All selection happens within one response (row) at a time,

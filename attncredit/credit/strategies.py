@@ -1,11 +1,11 @@
-"""The built-in credit strategies (PAPER.md §6.2-6.5): ``none``, ``random``, ``entropy``, ``local_chunk``,
+"""The built-in credit strategies (docs/method.md, Credit strategies): ``none``, ``random``, ``entropy``, ``local_chunk``,
 ``global_anchor`` and ``coupled``.
 
 Each returns gamma [B, N] >= 1 for the response tokens; ``compute_token_weights`` sets it to exactly 1
 elsewhere. "TopQ" is per response: the ``ceil(q * n)`` of its n tokens with the largest score, ties to the
 earlier position (``selection.top_quantile_mask``). A selected token gets ``gamma_amp``, i.e.
 ``1 + (gamma_amp - 1)``, every other token 1 (Eq. 15, 17). ``selection="bottom"`` selects the
-``ceil(q * n)`` smallest scores instead: the Bottom-40% ablation of PAPER.md Table 5.
+``ceil(q * n)`` smallest scores instead: the Bottom-40% ablation of the paper's Table 5.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _ranked(score: torch.Tensor, batch: CreditBatch, selection: str) -> torch.Te
 
 def chunk_delta(waad: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
     """Eq. 14: ``Delta_t = |WAAD_t - WAAD_{t+1}|`` for t and t+1 both in the response; 0 for the last
-    response token (no successor, PAPER.md A4) and outside the response."""
+    response token (no successor; docs/method.md) and outside the response."""
     both = torch.zeros_like(response)
     both[:, :-1] = response[:, :-1] & response[:, 1:]
     diff = torch.zeros_like(waad)
@@ -60,7 +60,7 @@ def none(batch: CreditBatch) -> torch.Tensor:
 
 @register_strategy("random")
 def random(batch: CreditBatch) -> torch.Tensor:
-    """Random credit (§6.5): a uniformly random ``ceil(q * n)``-subset of each response gets ``gamma_amp``.
+    """Random credit: a uniformly random ``ceil(q * n)``-subset of each response gets ``gamma_amp``.
 
     The scores are drawn with ``batch.generator`` on the generator's device (the default CPU generator
     when None), so a seeded CPU generator gives the same tokens on every device.
@@ -72,20 +72,20 @@ def random(batch: CreditBatch) -> torch.Tensor:
 
 @register_strategy("entropy", requires=("entropy",))
 def entropy(batch: CreditBatch, *, selection: str = "top") -> torch.Tensor:
-    """High-entropy credit (§6.5): ``gamma_t = 1 + (gamma_amp - 1) 1{t in TopQ(H_t, q)}``."""
+    """High-entropy credit: ``gamma_t = 1 + (gamma_amp - 1) 1{t in TopQ(H_t, q)}``."""
     return _ranked(batch.entropy, batch, selection)
 
 
 @register_strategy("local_chunk", requires=("waad",))
 def local_chunk(batch: CreditBatch, *, selection: str = "top") -> torch.Tensor:
-    """Local-chunk credit (§6.2): ``T_loc = TopQ(Delta_t, q)`` with ``Delta_t = |WAAD_t - WAAD_{t+1}|``
+    """Local-chunk credit: ``T_loc = TopQ(Delta_t, q)`` with ``Delta_t = |WAAD_t - WAAD_{t+1}|``
     (Eq. 14), ``gamma_t = 1 + (gamma_amp - 1) 1{t in T_loc}`` (Eq. 15)."""
     return _ranked(chunk_delta(batch.waad, batch.response), batch, selection)
 
 
 @register_strategy("global_anchor", requires=("fai",))
 def global_anchor(batch: CreditBatch, *, selection: str = "top") -> torch.Tensor:
-    """Global-anchor credit (§6.3): ``T_glob = TopQ(FAI_t, q)`` (Eq. 16),
+    """Global-anchor credit: ``T_glob = TopQ(FAI_t, q)`` (Eq. 16),
     ``gamma_t = 1 + (gamma_amp - 1) 1{t in T_glob}`` (Eq. 17).
 
     Tokens with no receiver rows (the last H_lo response tokens) have FAI = 0, the lowest possible value,
@@ -103,7 +103,7 @@ def coupled(
     tau_delta="top_quantile",
     coupled_overlap: str = "sum",
 ) -> torch.Tensor:
-    """Coupled rhythm credit (§6.4, Eq. 18-19, with the readings of PAPER.md A3).
+    """Coupled rhythm credit (Eq. 18-19, with the readings of docs/method.md).
 
     * anchors ``T_glob = TopQ(FAI, q)`` (Eq. 16; BottomQ for ``selection="bottom"``);
     * ``Delta`` as in Eq. 14; the predecessors of s are ``P(s) = {s-k, ..., s-1}`` within the response;

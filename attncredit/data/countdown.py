@@ -1,4 +1,4 @@
-"""Countdown puzzles in the TinyZero style (PAPER.md §7): reach ``target`` with + - * / using each number once.
+"""Countdown puzzles in the TinyZero style (the paper's Countdown task): reach ``target`` with + - * / using each number once.
 
 Every puzzle is solvable by construction: the generator draws the numbers (default 4 numbers in 1..99), folds
 them into one random expression tree (random pairs, random operators) with exact ``Fraction`` arithmetic, and
