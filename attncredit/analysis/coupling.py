@@ -1,9 +1,10 @@
-"""The three coupling statistics of PAPER.md Table 2 (§5, App. A.1), with their random baselines and lifts.
+"""The three coupling statistics of Table 2 of the paper (its App. A.1), with their random baselines and lifts.
+Definitions and the readings taken: "Analysis definitions" in ``docs/method.md``.
 
 Per response, with peaks from a :class:`~attncredit.analysis.peaks.PeakRule`:
 
 (i) **WAAD-peak entropy.** Observed: mean predictive entropy at WAAD peaks. Random: mean entropy over all response
-    tokens. (Entropy of token t is the entropy of the distribution that sampled it, ``p(. | q, o_<t)``, PAPER.md §5.)
+    tokens. (Entropy of token t is the entropy of the distribution that sampled it, ``p(. | q, o_<t)``.)
 (ii) **Receiver / global FAI co-occurrence.** Receiver heads (Thought Anchors, Bogdan et al. 2025) are the heads
     whose per-token FAI (the mean attention a token receives from later response rows: a column mean) has the
     highest excess kurtosis over the response's tokens, i.e. heads that pour attention into a few tokens. Observed:

@@ -8,7 +8,7 @@ The forward runs the model's decoder once with :class:`RhythmRecorder` (an
 * ``credit_stats[layer]``: the same for the credit layers with the *training* FAI horizon (the gamma the trainer
   would compute), computed from the same query/key tensors when the two horizons differ;
 * ``entropy`` [B, N]: the policy's predictive entropy of the distribution that produced each response token,
-  ``H(p(. | q, o_<t))`` (PAPER.md §5), from the logits of the previous row (NaN outside the response);
+  ``H(p(. | q, o_<t))`` (Table 2 of the paper), from the logits of the previous row (NaN outside the response);
   ``next_entropy`` [B, N]: the entropy of the distribution each response row predicts (its successor);
   ``candidates`` [B, N, m]: the m most likely tokens of ``p(. | q, o_<t)`` (for the perturbation test).
   The LM head runs over chunks of rows, so no [B, N, vocab] tensor exists;

@@ -1,4 +1,5 @@
-"""The perturbation test of PAPER.md Table 1 (Eq. 11): are high-FAI tokens the ones the rest depends on?
+"""The perturbation test of Table 1 of the paper (Eq. 11): are high-FAI tokens the ones the rest depends on?
+(Definitions: "Analysis definitions" in ``docs/method.md``.)
 
 For one response o and a position i*, each of the ``alternatives`` most likely next tokens v != o_{i*} of
 ``p(. | q, o_<i*)`` (the distribution that sampled o_{i*}) is forced at i* and the text is continued greedily

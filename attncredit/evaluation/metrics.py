@@ -2,7 +2,7 @@
 
 For a problem with ``n`` sampled answers of which ``c`` are correct:
 
-* ``avg@n`` = c / n, the mean accuracy over the samples (the paper's AIME metric, avg@16, PAPER.md §7);
+* ``avg@n`` = c / n, the mean accuracy over the samples (the paper's AIME metric, avg@16);
 * ``pass@k`` = 1 - C(n - c, k) / C(n, k), the probability that at least one of ``k`` answers drawn without
   replacement from the ``n`` is correct (Chen et al. 2021, "Evaluating Large Language Models Trained on Code",
   Eq. 1). ``pass@1`` equals ``avg@n``; with ``n = 1`` both are the plain accuracy (the paper's pass@1).
