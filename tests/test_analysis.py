@@ -29,6 +29,7 @@ from attncredit.analysis import (
 )
 from attncredit.analysis.forward import BandWindow, rhythm_forward
 from attncredit.analysis.perturbation import fai_positions, perturb_response, summarize
+from attncredit.analysis.responses import pack_batch
 from attncredit.analysis.rhythm import chunk_delta, fai_eligible
 from attncredit.attention import enable_recording, record_attention
 from attncredit.evaluation.generate import make_generator
@@ -241,6 +242,15 @@ def test_rhythm_forward_matches_eager_attention_and_logits(tiny_qwen2):
         torch.testing.assert_close(fwd.next_entropy[i, pos], ent[i, pos], atol=1e-4, rtol=1e-4)
         assert torch.equal(fwd.candidates[i, pos, 0], out.logits[i, pos - 1].argmax(-1))
         assert torch.isnan(fwd.entropy[i, ~response[i]]).all()
+
+
+def test_pack_batch_left_pads_prompts_and_right_pads_responses():
+    ids, attention, response = pack_batch([[1, 2], [3, 4, 5]], [[6], [7, 8]], pad_id=0)
+    assert ids.tolist() == [[0, 1, 2, 6, 0], [3, 4, 5, 7, 8]]
+    assert attention.tolist() == [[False, True, True, True, False], [True] * 5]
+    assert response.tolist() == [[False, False, False, True, False], [False, False, False, True, True]]
+    with pytest.raises(ValueError, match="2 prompts for 1 responses"):
+        pack_batch([[1], [2]], [[3]], pad_id=0)
 
 
 def test_perturb_response_runs_on_a_tiny_model(tiny_qwen2):

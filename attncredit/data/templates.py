@@ -24,8 +24,8 @@ with ``prefill_prompt_ids`` (TRL 1.16 itself would close the prefill). The compl
 analysis call it): TRL's tokenization for prompts without a prefill, ``prefill_prompt_ids`` for those with one, so
 every part of the library feeds the model the ids training generated from.
 
-The paper does not give its RL prompts (see "Readings of the paper's ambiguities" in ``docs/method.md``); these are
-the readings of TinyZero (Countdown) and of the common math-RL recipes. Both rewards ``math_accuracy`` and ``countdown`` read either style (an ``<answer>``
+The paper does not give its RL prompts; these are the readings of TinyZero (Countdown) and of the common math-RL
+recipes. Both rewards ``math_accuracy`` and ``countdown`` read either style (an ``<answer>``
 tag first, else the last ``\\boxed{}``), so a template change never silently zeroes the accuracy reward.
 
 Example::
