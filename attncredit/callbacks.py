@@ -63,7 +63,8 @@ class CreditLoggingCallback(TrainerCallback):
       ``amplified_frac`` (share of completion tokens with gamma != 1), ``gamma_mean``, ``waad_mean``,
       ``fai_mean``, ``stats_seconds`` (statistics inside the forward), ``credit_seconds`` (head groups and
       gamma) and ``time_share`` (both over the wall time since the last log);
-    * head-group changes to ``<output_dir>/attncredit_head_groups.jsonl``;
+    * head-group changes to ``<output_dir>/attncredit_head_groups.jsonl``, with each probe layer's attention type
+      (``full_attention``, ``sliding_attention``);
     * every ``credit_log_every`` steps, the token view of one completion (``<output_dir>/token_views/``);
     * an ``amplified`` column in TRL's completions table (amplified tokens as ``[[token]]``), for chunks of
       TRL's old-log-prob forward, while the table is still open.
@@ -125,7 +126,7 @@ class CreditLoggingCallback(TrainerCallback):
         if heads == self._logged_groups:
             return
         self._logged_groups = heads
-        record = {"step": state.global_step, **heads}
+        record = {"step": state.global_step, **heads, "layer_types": self.trainer.probe_layer_types}
         logger.info("attncredit head groups: %s", record)
         os.makedirs(args.output_dir, exist_ok=True)
         with open(os.path.join(args.output_dir, "attncredit_head_groups.jsonl"), "a") as f:

@@ -55,9 +55,12 @@ class AnchorGRPOConfig(GRPOConfig):
         credit_head_grouping (`str`, *optional*, defaults to `"sequence"`):
             Rank heads per `"sequence"` or per `"batch"`; a reading.
         credit_num_probe_layers (`int`, *optional*, defaults to `5`):
-            Evenly spaced probe layers in the middle third (Section 5.1).
+            Evenly spaced probe layers in the middle third of the attention stack (Section 5.1; hybrid models skip
+            their Mamba/MoE/MLP blocks).
         credit_probe_layers (`list[int]`, *optional*):
-            Explicit 0-indexed probe layers, overriding `credit_num_probe_layers`.
+            Explicit 0-indexed probe layers (attention layers), overriding `credit_num_probe_layers`.
+        credit_probe_global_only (`bool`, *optional*, defaults to `False`):
+            Probe only global (full-attention) layers, skipping sliding-window layers.
         credit_stats_backend (`str`, *optional*, defaults to `"auto"`):
             `"auto"` (Triton on CUDA, chunked torch elsewhere), `"torch"`, `"triton"` or the `"dense"` reference.
 
@@ -136,15 +139,30 @@ class AnchorGRPOConfig(GRPOConfig):
     credit_num_probe_layers: int = field(
         default=5,
         metadata={
-            "help": "Number of evenly spaced probe layers in [floor(L/3), floor(2L/3)] whose attention is read "
-            "(Section 5.1, Table 9; docs/method.md, Probe layers). Paper: 5. 0-indexed, layer i = round-half-up(lo + i (hi - lo) / (count - 1)) "
-            "with lo = floor(L/3), hi = floor(2L/3), duplicates dropped: L=36 gives 12 15 18 21 24, L=28 gives "
-            "9 11 14 16 18 (the paper gives no rounding rule)."
+            "help": "Number of evenly spaced probe layers in the middle third of the attention stack whose attention "
+            "is read (Section 5.1, Table 9; paper: 5). The paper's 'layers floor(L/3) to floor(2L/3)' is read over the model's "
+            "softmax-attention layers (all layers of a plain transformer; hybrid models such as Nemotron-H skip their "
+            "Mamba/MoE/MLP blocks): with the A attention layers listed in order, positions lo = floor(A/3) to "
+            "hi = floor(2A/3), position i = round-half-up(lo + i (hi - lo) / (count - 1)), duplicates dropped, mapped "
+            "back to 0-indexed layer ids. L=36 gives 12 15 18 21 24, L=28 gives 9 11 14 16 18 (docs/method.md, "
+            "'Probe layers')."
         },
     )
     credit_probe_layers: list[int] | None = field(
         default=None,
-        metadata={"help": "Explicit 0-indexed probe layers; overrides credit_num_probe_layers when set."},
+        metadata={
+            "help": "Explicit 0-indexed probe layers (model layer ids; each must be a softmax-attention layer); "
+            "overrides credit_num_probe_layers when set."
+        },
+    )
+    credit_probe_global_only: bool = field(
+        default=False,
+        metadata={
+            "help": "Choose the probe layers among the global (full-attention) layers only, skipping sliding-window "
+            "layers (Gemma 2/3, GPT-OSS, ...): the middle third of the global-attention stack. Default False: "
+            "sliding-window layers are probed too, with their window applied exactly (keys outside it get no "
+            "probability)."
+        },
     )
     credit_advantage_sign: str = field(
         default="both",
@@ -218,6 +236,8 @@ class AnchorGRPOConfig(GRPOConfig):
             fail("credit_head_grouping", self.credit_head_grouping, ", ".join(GROUPING_MODES))
         if not isinstance(self.credit_num_probe_layers, int) or self.credit_num_probe_layers < 1:
             fail("credit_num_probe_layers", self.credit_num_probe_layers, "an integer >= 1")
+        if not isinstance(self.credit_probe_global_only, bool):
+            fail("credit_probe_global_only", self.credit_probe_global_only, "True or False")
         if self.credit_probe_layers is not None and (
             not self.credit_probe_layers or any(not isinstance(x, int) or x < 0 for x in self.credit_probe_layers)
         ):

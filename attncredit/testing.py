@@ -1,9 +1,11 @@
 """Tiny random models for tests and quick demos, built offline.
 
 ``save_tiny_model(folder, arch=...)`` writes a randomly initialised causal LM of a real architecture
-(Qwen2, Qwen3, Llama or Mistral) and a byte-level BPE tokenizer with a ChatML chat template, so every
-code path that takes a model name (TRL, vLLM, the scripts) can run on it without the hub. ``head_dim``
-defaults to 64, the smallest head size vLLM's CPU attention backend accepts.
+(Qwen2, Qwen3, Llama or Mistral; and for the attention-variant coverage, :data:`VARIANT_ARCHS`: Gemma 2 with
+logit softcapping and sliding windows, Gemma 3, GPT-OSS with sinks, Nemotron-H with Mamba/attention/MoE layers,
+Mistral with a short sliding window) and a byte-level BPE tokenizer with a ChatML chat template, so every code
+path that takes a model name (TRL, vLLM, the scripts) can run on it without the hub. ``head_dim`` defaults to
+64, the smallest head size vLLM's CPU attention backend accepts.
 """
 
 from __future__ import annotations
@@ -28,6 +30,23 @@ _CORPUS = [
     "You are a helpful assistant. Please reason step by step, and put your final answer within \\boxed{}.",
 ]
 ARCHS = ("qwen2", "qwen3", "llama", "mistral")
+# name: (transformers model type, config fields) of tiny models whose attention is not plain causal softmax
+VARIANT_ARCHS = {
+    # softcap 2 and query_pre_attn_scalar 8 (not head_dim): both change the probabilities; sliding window 8 on
+    # every other layer; initializer_range 0.2 gives scores of order 1, where the cap bites
+    "gemma2": ("gemma2", dict(sliding_window=8, attn_logit_softcapping=2.0, final_logit_softcapping=30.0,
+                              query_pre_attn_scalar=8, initializer_range=0.2)),
+    "gemma3": ("gemma3_text", dict(sliding_window=8, query_pre_attn_scalar=8, initializer_range=0.2)),
+    # per-head sinks (initialised like the other weights, std 0.02), sliding window 8
+    "gpt_oss": ("gpt_oss", dict(sliding_window=8, num_local_experts=4, num_experts_per_tok=2)),
+    # hybrid: Mamba-2, attention, MoE and MLP blocks; attention at layers 1, 3 and 5
+    "nemotron_h": ("nemotron_h", dict(
+        layers_block_type=["linear_attention", "full_attention", "moe", "full_attention", "mlp", "full_attention"],
+        ssm_state_size=16, mamba_num_heads=8, mamba_head_dim=16, n_groups=1, chunk_size=16,
+        n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=64, moe_shared_expert_intermediate_size=64,
+    )),
+    "mistral_sliding": ("mistral", dict(sliding_window=8)),
+}
 
 
 def build_tiny_tokenizer(vocab_size: int = 512):
@@ -73,10 +92,11 @@ def build_tiny_model(
     """Randomly initialised causal LM of a real architecture, in float32, on CPU."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    if arch not in ARCHS:
-        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    if arch not in ARCHS and arch not in VARIANT_ARCHS:
+        raise ValueError(f"arch must be one of {ARCHS + tuple(VARIANT_ARCHS)}, got {arch!r}")
+    model_type, extra = VARIANT_ARCHS.get(arch, (arch, {}))
     config = AutoConfig.for_model(
-        arch,
+        model_type,
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
@@ -89,6 +109,7 @@ def build_tiny_model(
         eos_token_id=eos_token_id,
         pad_token_id=pad_token_id,
         bos_token_id=None,
+        **extra,
     )
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)

@@ -33,8 +33,7 @@ from torch import nn
 from trl import GRPOTrainer
 
 from .attention.groups import group_token_stats
-from .attention.probes import probe_layers
-from .attention.recording import enable_recording, record_attention
+from .attention.recording import attention_layer_types, enable_recording, model_probe_layers, record_attention
 from .callbacks import CreditChunk, CreditLoggingCallback, MetricsJsonlCallback
 from .config import AnchorGRPOConfig
 from .credit import NonFiniteStatisticError, compute_token_weights, required_statistics, token_advantages
@@ -100,14 +99,18 @@ class AnchorGRPOTrainer(GRPOTrainer):
         self._needs_attention = bool(needs & {"waad", "fai"})
         self._needs_entropy = "entropy" in needs
         self.probe_layers: list[int] = []
+        self.probe_layer_types: dict[str, str] = {}  # probe layer -> its attention type, for the head-group log
         if self._needs_attention:
             base = self.accelerator.unwrap_model(self.model)
             # The check forward needs whole parameters: under ZeRO-3 / FSDP they are sharded until training starts,
             # so there the first recorded forward does the check instead.
             enable_recording(base, verify=not (self.is_deepspeed_enabled or self.is_fsdp_enabled))
-            num_layers = base.config.get_text_config().num_hidden_layers
-            self.probe_layers = probe_layers(num_layers, args.credit_num_probe_layers, args.credit_probe_layers)
-            logger.info("attncredit: %s credit on probe layers %s", args.credit_strategy, self.probe_layers)
+            self.probe_layers = model_probe_layers(
+                base, args.credit_num_probe_layers, args.credit_probe_layers, global_only=args.credit_probe_global_only
+            )
+            types = attention_layer_types(base)
+            self.probe_layer_types = {str(layer): types[layer] for layer in self.probe_layers}
+            logger.info("attncredit: %s credit on probe layers %s", args.credit_strategy, self.probe_layer_types)
         self._credit_forward: CreditForward | None = None  # the next policy forward reads the statistics
         self._credit_calls = (-1, 0)  # (global step, index of the latest credit call in it): seeds random credit
         self.credit_logger = CreditLoggingCallback(self)

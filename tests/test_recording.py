@@ -287,11 +287,14 @@ def test_misuse_gives_clear_errors(tiny_model_dirs):
         model(input_ids, attention_mask=attention_mask)
     assert all(recording._RECORDER_ATTR not in m.__dict__ for m in model.modules())
 
-    mistral = enable_recording(_load(tiny_model_dirs["mistral"]))
-    mistral.config.sliding_window = 16
-    with pytest.raises(ValueError, match="sliding window of 16"):
-        with torch.no_grad(), record_attention(mistral, LAYERS, attention_mask, response_mask, backend="dense"):
-            mistral(input_ids, attention_mask=attention_mask)
+    everywhere = torch.ones(3, 1, 40, 40, dtype=torch.bool)  # a custom 4-D mask: response rows see later tokens
+    with pytest.raises(ValueError, match=r"layer 1 of Qwen2ForCausalLM: its attention mask lets response tokens see"):
+        with torch.no_grad(), record_attention(model, LAYERS, torch.ones_like(attention_mask), response_mask):
+            model(input_ids, attention_mask=everywhere)
+    causal = torch.ones(40, 40, dtype=torch.bool).tril()[None, None].expand(3, 1, 40, 40)
+    with torch.no_grad(), record_attention(model, LAYERS, torch.ones_like(attention_mask), response_mask) as rec:
+        model(input_ids, attention_mask=causal)  # the same pattern as the statistics: accepted, checked once
+    assert sorted(rec.stats) == LAYERS and len(rec._checked_masks) == 1
 
 
 def test_from_pretrained_with_registered_name(tiny_qwen2):

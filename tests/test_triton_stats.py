@@ -43,14 +43,14 @@ def _inputs(b, hq, hkv, n, d, dtype, *, pad, resp_from=1 / 3, resp_gaps=False, s
     return q.to(DEVICE), k.to(DEVICE), attn.to(DEVICE), resp.to(DEVICE)
 
 
-def _check(q, k, attn, resp, window, horizon, *, tol, hd_rtol, rel_range=None, config=None, row_lse=None):
+def _check(q, k, attn, resp, window, horizon, *, tol, hd_rtol, rel_range=None, config=None, row_lse=None, **variant):
     """Max abs error <= tol (+ hd_rtol |ref| for head_distance), or 16 float32 epsilons of |ref| where that is larger
     (a WAAD near W = 40 has ulps of 4e-6: the float32 reference's own summation error exceeds 1e-5 there); with
     ``rel_range``, waad and fai may instead be off by rel_range times their range (W for waad, max |ref| for fai):
     the 16-bit-input criterion."""
     scaling = q.shape[-1] ** -0.5
-    ref = stats_mod.dense_attention_stats(q, k, attn, resp, scaling, window, horizon)
-    out = triton_attention_stats(q, k, attn, resp, scaling, window, horizon, row_lse=row_lse, config=config)
+    ref = stats_mod.dense_attention_stats(q, k, attn, resp, scaling, window, horizon, **variant)
+    out = triton_attention_stats(q, k, attn, resp, scaling, window, horizon, row_lse=row_lse, config=config, **variant)
     for f in FIELDS:
         got, want = getattr(out, f), getattr(ref, f)
         assert got.dtype == torch.float32 and got.shape == want.shape, f
@@ -147,3 +147,33 @@ def test_public_api_dispatch_and_strided_inputs():
                                     backend="dense")
     for f in FIELDS:
         torch.testing.assert_close(getattr(out, f), getattr(ref, f), atol=1e-5, rtol=4e-7)
+
+
+VARIANT_CASES = [  # (B, Hq, Hkv, N, D, pad, window, horizon, softcap, sinks?, sliding_window)
+    (2, 4, 2, 37, 16, "mixed", 3, (1, 5), None, False, 5),  # window edge inside one 16-key block
+    (2, 4, 2, 64, 16, "mixed", 10, (2, 30), 5.0, True, None),
+    (2, 2, 1, 97, 16, "mixed", 10, (10, 100), 20.0, True, 33),  # odd length, edge across blocks, far blocks
+    (1, 2, 1, 40, 16, "right", 1, (0, 0), 3.0, False, 1),
+]
+
+
+@pytest.mark.parametrize("b,hq,hkv,n,d,pad,window,horizon,softcap,sinks,sliding_window", VARIANT_CASES)
+def test_variants_match_dense(b, hq, hkv, n, d, pad, window, horizon, softcap, sinks, sliding_window):
+    """Softcapping, sinks and sliding windows (docs/method.md, "Attention statistics") against the dense reference."""
+    q, k, attn, resp = _inputs(b, hq, hkv, n, d, torch.float32, pad=pad, scale=1.5)
+    sink_logits = (torch.randn(hq, generator=torch.Generator().manual_seed(1)) * 2).to(DEVICE) if sinks else None
+    variant = dict(softcap=softcap, sinks=sink_logits, sliding_window=sliding_window)
+    _check(q, k, attn, resp, window, horizon, config=dict(block_m=16, block_n=16), **variant, **FP32)
+
+
+def test_given_row_lse_with_sink_softcap_and_window():
+    q, k, attn, resp = _inputs(2, 2, 1, 50, 16, torch.float32, pad="mixed", scale=1.5)
+    scaling, cap, sw = q.shape[-1] ** -0.5, 6.0, 9
+    sinks = torch.tensor([0.5, -1.0], device=DEVICE)
+    n = q.shape[2]
+    s = cap * torch.tanh(torch.matmul(q.float(), k.float().repeat_interleave(2, 1).transpose(-1, -2)) * scaling / cap)
+    idx = torch.arange(n, device=DEVICE)
+    allowed = ((idx[:, None] >= idx[None, :]) & (idx[:, None] - idx[None, :] < sw))[None] & attn[:, None, :]
+    lse = torch.logsumexp(s.masked_fill(~allowed[:, None], float("-inf")), -1)  # without the sink
+    _check(q, k, attn, resp, 4, (1, 20), row_lse=lse, softcap=cap, sinks=sinks, sliding_window=sw,
+           config=dict(block_m=16, block_n=16), tol=1e-5, hd_rtol=1e-6)

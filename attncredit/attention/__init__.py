@@ -4,8 +4,11 @@ from .groups import HeadGroups, group_token_stats, select_head_groups
 from .probes import probe_layers
 from .recording import (
     ATTN_IMPLEMENTATION,
+    EAGER_IMPLEMENTATION,
     RecordingUnsupportedError,
+    attention_layer_types,
     enable_recording,
+    model_probe_layers,
     record_attention,
     register_attention_function,
 )
@@ -15,11 +18,14 @@ from .types import AttentionStats
 __all__ = [
     "ATTN_IMPLEMENTATION",
     "AttentionStats",
+    "EAGER_IMPLEMENTATION",
     "HeadGroups",
     "RecordingUnsupportedError",
+    "attention_layer_types",
     "attention_stats",
     "enable_recording",
     "group_token_stats",
+    "model_probe_layers",
     "probe_layers",
     "record_attention",
     "register_attention_function",

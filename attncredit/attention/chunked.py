@@ -24,6 +24,12 @@ Math. For one query head, scores ``S[t,s] = scaling * q_t . k_s`` over keys ``s 
 
   The receiver counts come from a prefix sum of the response mask.
 
+Attention variants (the layer's own score rule). Softcapping replaces every score by ``c tanh(S / c)`` before
+anything else; a sliding window of ``w`` keys masks the pairs with ``t - s >= w`` (rows start their key stream at
+``t0 - w + 1``, and a block that reaches past a row's window is weighted elementwise, with the mask); a sink logit
+``z_h`` starts each row's online softmax with ``m = z_h`` and ``l = 1``, i.e. one more term of the normaliser at
+distance 0 that no sum other than ``l`` sees, so ``A[t, s] = e[t, s] / l_t`` gives the sink its share and no key.
+
 Each sequence is cropped to [first real token, last response token]: padding (which may hold anything,
 even NaN) never enters a score, distances are index differences inside the crop (real tokens are
 contiguous), keys after the last response row receive nothing, and only rows from the first response
@@ -51,9 +57,11 @@ _ACCELERATOR_TILE = (1024, 1 << 24)
 
 
 def chunked_attention_stats(
-    query, key, attention_mask, response_mask, scaling, window, fai_horizon, *, block: int | None = None
+    query, key, attention_mask, response_mask, scaling, window, fai_horizon, *, softcap=None, sinks=None,
+    sliding_window=None, block: int | None = None,
 ) -> AttentionStats:
     """Same contract as ``stats.dense_attention_stats`` (inputs already validated); ``block`` sets the tile edge."""
+    variant = _Variant(softcap, sinks, sliding_window)
     b, hq, n, _ = query.shape
     default_block, tile_elements = _TILES.get(query.device.type, _ACCELERATOR_TILE)
     block = block or default_block
@@ -69,7 +77,7 @@ def chunked_attention_stats(
         part = slice(start, stop)
         waad[i, :, part], fai[i, :, part], head_distance[i] = _sequence_stats(
             query[i, :, part], key[i, :, part], response_mask[i, part], first - start,
-            scaling, window, fai_horizon, block, kv_per_chunk,
+            scaling, window, fai_horizon, block, kv_per_chunk, variant,
         )
     return AttentionStats(waad=waad, fai=fai, head_distance=head_distance)
 
@@ -86,7 +94,27 @@ def _spans(attention_mask, response_mask):
     return [tuple(row) if row[2] > 0 else None for row in torch.stack([start, first, stop], -1).tolist()]
 
 
-def _sequence_stats(query, key, response, first, scaling, window, fai_horizon, block, kv_per_chunk):
+class _Variant:
+    """The layer's score rule: optional softcap, per-head sink logits [Hq] and sliding window (see module doc)."""
+
+    def __init__(self, softcap, sinks, sliding_window):
+        self.softcap, self.sinks, self.sliding_window = softcap, sinks, sliding_window
+
+    def scores(self, scores):
+        """Softcap raw scaled scores in place: ``softcap tanh(S / softcap)``."""
+        if self.softcap is not None:
+            scores.div_(self.softcap).tanh_().mul_(self.softcap)
+        return scores
+
+    def outside(self, dist):
+        """Bool tile of the pairs the layer does not attend to: ``t < s`` or ``t - s >= sliding_window``."""
+        out = dist < 0
+        if self.sliding_window is not None:
+            out |= dist >= self.sliding_window
+        return out
+
+
+def _sequence_stats(query, key, response, first, scaling, window, fai_horizon, block, kv_per_chunk, variant):
     """WAAD [Hq, L], FAI [Hq, L], head distance [Hq] of one cropped sequence, ``kv_per_chunk`` GQA groups at a time."""
     hq, length, _ = query.shape
     hkv = key.shape[0]
@@ -100,11 +128,12 @@ def _sequence_stats(query, key, response, first, scaling, window, fai_horizon, b
         heads = slice(h0 * group, min(h0 + kv_per_chunk, hkv) * group)
         q = query[heads].unflatten(0, (-1, group))  # [kv heads, group, L, D]
         k = key[h0 : h0 + kv_per_chunk]  # [kv heads, L, D]
-        lse, row_distance, row_waad = _row_pass(q, k, first, scaling, window, block)
+        sinks = None if variant.sinks is None else variant.sinks[heads].view(-1, group, 1)
+        lse, row_distance, row_waad = _row_pass(q, k, first, scaling, window, block, variant, sinks)
         waad[heads, first:] = (row_waad * rows).flatten(0, 1)
         head_distance[heads] = (row_distance * rows).sum(-1).flatten() / rows.sum()
         lse = lse.masked_fill(rows == 0, float("inf"))  # rows that do not count get A = exp(S - inf) = 0
-        column_sums = _band_column_sums(q, k, lse, first, scaling, fai_horizon, block)
+        column_sums = _band_column_sums(q, k, lse, first, scaling, fai_horizon, block, variant)
         fai[heads] = (column_sums / counts.clamp(min=1)).flatten(0, 1)
     return waad, fai, head_distance
 
@@ -118,28 +147,34 @@ def _receiver_counts(response, fai_horizon):
     return (below[(s + hi + 1).clamp(max=length)] - below[(s + lo).clamp(max=length)]).float()
 
 
-def _row_pass(q, k, first, scaling, window, block):
+def _row_pass(q, k, first, scaling, window, block, variant, sinks):
     """lse, row distance d_t and WAAD_t of rows first..L-1 (each [kv heads, group, L - first])."""
     starts = range(first, q.shape[2], block)
-    blocks = [_row_block(q[:, :, t0 : t0 + block], k, t0, scaling, window, block) for t0 in starts]
+    blocks = [_row_block(q[:, :, t0 : t0 + block], k, t0, scaling, window, block, variant, sinks) for t0 in starts]
     return [torch.cat(parts, -1) for parts in zip(*blocks)]
 
 
-def _row_block(q, k, t0, scaling, window, block):
-    """Pass 1 for query rows t0.. against keys 0..t, streaming key blocks with the online softmax."""
+def _row_block(q, k, t0, scaling, window, block, variant, sinks):
+    """Pass 1 for query rows t0.. against keys max(0, t - sliding_window + 1)..t, streaming key blocks with the
+    online softmax; the sink (if any) starts each row as a key of weight exp(sink) at distance 0."""
     q = q.float() * scaling
     rows = q.shape[2]
     t = torch.arange(t0, t0 + rows, device=q.device, dtype=torch.float32)
-    m = torch.full(q.shape[:-1], float("-inf"), device=q.device)
+    # finite start: a row whose keys in a block are all outside its window keeps m and gets e = 0, not NaN
+    m = torch.full(q.shape[:-1], -1e30, device=q.device)
     total, dist_sum, waad_sum = torch.zeros_like(m), torch.zeros_like(m), torch.zeros_like(m)
-    for s0 in range(0, t0 + rows, block):
-        scores = q @ k[:, None, s0 : s0 + block].float().transpose(-1, -2)  # [kv heads, group, rows, keys]
+    if sinks is not None:
+        m, total = m.maximum(sinks), total + 1.0  # exp(sink - m) with m = sink
+    s_start = 0 if variant.sliding_window is None else max(0, t0 - variant.sliding_window + 1)
+    for s0 in range(s_start, t0 + rows, block):
+        scores = variant.scores(q @ k[:, None, s0 : s0 + block].float().transpose(-1, -2))  # [kv, group, rows, keys]
         last = s0 + scores.shape[-1] - 1
-        far = t0 - last >= window
+        beyond_window = variant.sliding_window is not None and t0 + rows - 1 - s0 >= variant.sliding_window
+        far = t0 - last >= window and not beyond_window
         if not far:
             dist = _distances(t0, s0, scores.shape[-2:], q.device)
-            scores.masked_fill_(dist < 0, float("-inf"))
-        m_new = torch.maximum(m, scores.amax(-1))  # finite: key 0 is in the first block and s = 0 <= t
+            scores.masked_fill_(variant.outside(dist), float("-inf"))
+        m_new = torch.maximum(m, scores.amax(-1))
         shrink = torch.exp(m - m_new)
         e = scores.sub_(m_new[..., None]).exp_()
         total, dist_sum, waad_sum, m = total * shrink, dist_sum * shrink, waad_sum * shrink, m_new
@@ -155,7 +190,7 @@ def _row_block(q, k, t0, scaling, window, block):
     return m + total.log(), dist_sum / total, waad_sum / total
 
 
-def _band_column_sums(q, k, lse, first, scaling, fai_horizon, block):
+def _band_column_sums(q, k, lse, first, scaling, fai_horizon, block, variant):
     """Pass 2: per key s, sum of A[t,s] = exp(S - lse_t) over rows t >= first with H_lo <= t - s <= H_hi."""
     lo, hi = fai_horizon
     length = q.shape[2]
@@ -166,9 +201,9 @@ def _band_column_sums(q, k, lse, first, scaling, fai_horizon, block):
         row_lse = lse[..., t0 - first : t1 - first, None]
         for s0 in range(max(0, t0 - hi), t1 - lo, block):
             s1 = min(s0 + block, t1 - lo)
-            scores = qf @ k[:, None, s0:s1].float().transpose(-1, -2)
+            scores = variant.scores(qf @ k[:, None, s0:s1].float().transpose(-1, -2))
             dist = _distances(t0, s0, scores.shape[-2:], q.device)
-            scores.masked_fill_((dist < lo) | (dist > hi), float("-inf"))
+            scores.masked_fill_((dist < lo) | (dist > hi) | variant.outside(dist), float("-inf"))
             sums[..., s0:s1] += scores.sub_(row_lse).exp_().sum(-2)
     return sums
 

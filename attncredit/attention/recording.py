@@ -1,12 +1,16 @@
 """Record attention statistics inside a real transformers forward (docs/method.md, "Attention statistics").
 
-attncredit registers one attention function, ``attncredit_sdpa``, in transformers' ``AttentionInterface`` (and
-transformers' own ``sdpa_mask`` under the same name in ``AttentionMaskInterface``, so padding masks are still built).
-It returns exactly what transformers' ``sdpa_attention_forward`` returns: logits are bit-identical to stock
-``sdpa``. While a :func:`record_attention` context is active, the attention modules of the probe layers carry a
-recorder; for them (and only them) the function also computes the statistics of Eq. 7, 9, 10 (the kernel chosen
-by :mod:`attncredit.attention.stats`) from the post-RoPE query [B, Hq, N, D] and the pre-GQA-repeat key
-[B, Hkv, N, D] it receives, under ``no_grad`` on detached tensors. Every other layer, and every layer outside a
+attncredit registers two attention functions in transformers' ``AttentionInterface`` (each with transformers' own
+mask builder under the same name in ``AttentionMaskInterface``, so padding and sliding-window masks are still
+built): ``attncredit_sdpa`` returns exactly what transformers' ``sdpa_attention_forward`` returns, and
+``attncredit_eager`` exactly what the model's own ``eager_attention_forward`` returns (the route for models whose
+attention SDPA cannot run: Gemma 2's logit softcapping, GPT-OSS's sinks). :func:`enable_recording` picks the route
+of the model's own attention, so logits are bit-identical to the model without recording. While a
+:func:`record_attention` context is active, the attention modules of the probe layers carry a recorder; for them
+(and only them) the function also computes the statistics of Eq. 7, 9, 10 (the kernel chosen by
+:mod:`attncredit.attention.stats`) from the post-RoPE query [B, Hq, N, D] and the pre-GQA-repeat key
+[B, Hkv, N, D] it receives, with the layer's own score rule (its ``scaling``, ``softcap``, sinks ``s_aux`` and
+``sliding_window``), under ``no_grad`` on detached tensors. Every other layer, and every layer outside a
 context, costs one dict lookup.
 
 Usage::
@@ -19,10 +23,14 @@ Usage::
 Semantics:
 
 * **record once**: each probe layer is recorded by the first forward inside the context; later calls (a second
-  forward, or the recomputation of a gradient-checkpointed layer during backward) pass straight through to SDPA.
+  forward, or the recomputation of a gradient-checkpointed layer during backward) pass straight through.
 * **no wrong numbers**: :func:`enable_recording` refuses models whose attention bypasses the interface (checked
-  from the class and by a probe forward); leaving a context whose forward did not reach every probe layer raises.
-  Probe layers with a sliding window shorter than the sequence, a KV-cache prefix, or softcapping/sinks raise.
+  from the class and by a probe forward); leaving a context whose forward did not reach every probe layer raises;
+  a probe layer with a KV-cache prefix, a position bias, a layer type other than full or sliding attention, or a
+  mask that lets response tokens see other keys than the statistics assume (packed sequences, chunked or
+  bidirectional attention on the completion; checked once per mask) raises.
+* **probe layers** are attention layers: :func:`model_probe_layers` takes the middle third of the attention
+  stack (hybrid Mamba/attention models skip their other blocks), optionally of the global layers only.
 * the masks are the caller's [B, N] ``attention_mask`` (1 = real token, left and/or right padding) and
   ``response_mask`` (1 = completion token), checked once when the context is created by
   :func:`attncredit.attention.stats.check_masks`: real tokens contiguous, responses inside them. Packed sequences
@@ -31,22 +39,27 @@ Semantics:
 
 from __future__ import annotations
 
+import functools
+import sys
 import time
 
 import torch
 from torch import nn
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 
 from ..errors import ConfigError
 from . import stats as _stats
 from .probes import probe_layers
 from .types import AttentionStats
 
-ATTN_IMPLEMENTATION = "attncredit_sdpa"
+ATTN_IMPLEMENTATION = "attncredit_sdpa"  # records, then runs transformers' SDPA attention
+EAGER_IMPLEMENTATION = "attncredit_eager"  # records, then runs the model's own eager attention function
+_INNER = {ATTN_IMPLEMENTATION: "sdpa", EAGER_IMPLEMENTATION: "eager"}
 _RECORDER_ATTR = "_attncredit_recorder"  # set in an attention module's __dict__ while it is recorded
-_UNSUPPORTED_KWARGS = ("softcap", "s_aux", "position_bias")  # modifiers attention_stats does not model
+_LAYERS_ATTR = "_attncredit_attention_layers"  # {layer: layer type} of the attention layers, set by enable_recording
+RECORDABLE_LAYER_TYPES = ("full_attention", "sliding_attention")  # transformers' names; others are refused
 
 
 class RecordingUnsupportedError(ConfigError):
@@ -64,17 +77,47 @@ def attncredit_sdpa_attention_forward(
     """transformers' ``sdpa_attention_forward``, plus statistics for the module's layer while it is recorded."""
     recorder = module.__dict__.get(_RECORDER_ATTR)
     if recorder is not None:
-        recorder(module, query, key, kwargs)
+        recorder(module, query, key, dict(kwargs, attention_mask=attention_mask))
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 
+def attncredit_eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    **kwargs,
+):
+    """The model's own ``eager_attention_forward`` (softcapping, sinks, ...), plus statistics while recorded."""
+    recorder = module.__dict__.get(_RECORDER_ATTR)
+    if recorder is not None:
+        recorder(module, query, key, dict(kwargs, attention_mask=attention_mask))
+    return _eager_function(type(module))(module, query, key, value, attention_mask, **kwargs)
+
+
+@functools.cache
+def _eager_function(attention_class: type):
+    """``eager_attention_forward`` of the modeling file that defines ``attention_class``: the function transformers
+    itself calls for ``attn_implementation="eager"``."""
+    function = getattr(sys.modules.get(attention_class.__module__), "eager_attention_forward", None)
+    if function is None:
+        raise RecordingUnsupportedError(
+            f"{attention_class.__name__} has no eager_attention_forward in {attention_class.__module__}, so attncredit "
+            "cannot run its own attention path while recording"
+        )
+    return function
+
+
 def register_attention_function() -> str:
-    """Register ``attncredit_sdpa`` with transformers (idempotent); returns the name.
+    """Register ``attncredit_sdpa`` and ``attncredit_eager`` with transformers (idempotent); returns the SDPA name.
 
     After this, ``from_pretrained(..., attn_implementation="attncredit_sdpa")`` works too.
     """
     AttentionInterface.register(ATTN_IMPLEMENTATION, attncredit_sdpa_attention_forward)
     AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)
+    AttentionInterface.register(EAGER_IMPLEMENTATION, attncredit_eager_attention_forward)
+    AttentionMaskInterface.register(EAGER_IMPLEMENTATION, eager_mask)
     return ATTN_IMPLEMENTATION
 
 
@@ -104,32 +147,53 @@ def _layer_modules(model: nn.Module, layers) -> list[nn.Module]:
     return [m for m in model.modules() if m.__dict__.get("layer_idx") in layers]
 
 
+def _text_config(base: PreTrainedModel):
+    return base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
+
+
 def _num_layers(base: PreTrainedModel) -> int:
-    config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
-    return int(config.num_hidden_layers)
+    return int(_text_config(base).num_hidden_layers)
 
 
 class _LayerDiscovery:
-    """Recorder used by the probe forward of :func:`enable_recording`: notes which layers reach the function."""
+    """Recorder used by the probe forward of :func:`enable_recording`: the layers that reach the function, and the
+    score modifiers each passes (sliding window, softcap, sinks)."""
 
     def __init__(self):
-        self.layers: set[int] = set()
+        self.layers: dict[int, dict] = {}
 
     def __call__(self, module, query, key, kwargs):
-        self.layers.add(module.layer_idx)
+        self.layers[module.layer_idx] = {
+            "sliding_window": kwargs.get("sliding_window"),
+            "softcap": kwargs.get("softcap"),
+            "sinks": kwargs.get("s_aux") is not None,
+        }
+
+
+def _layer_type(config_type, sliding_window) -> str:
+    """transformers' layer type of an attention layer: the config's ``layer_types`` entry, else from its window."""
+    if config_type is not None:
+        return config_type
+    return "full_attention" if sliding_window is None else "sliding_attention"
 
 
 def enable_recording(model: nn.Module, *, verify: bool = True) -> nn.Module:
-    """Switch ``model`` to the ``attncredit_sdpa`` attention function (same numbers as ``sdpa``); returns ``model``.
+    """Switch ``model`` to an attncredit attention function that records; the model computes what it computed.
 
-    Works on a transformers model or anything wrapping one (PEFT, DDP). Call it once, before training/recording;
-    it replaces the model's current attention implementation (e.g. ``flash_attention_2``) with SDPA.
+    Works on a transformers model or anything wrapping one (PEFT, DDP). Call it once, before training/recording.
+    The route follows the model's own attention: ``attncredit_eager`` (the model's own ``eager_attention_forward``,
+    bit for bit) when the model runs eager attention, cannot run SDPA (``_supports_sdpa = False``: Gemma 2, GPT-OSS)
+    or passes a score modifier SDPA does not have (attention-logit softcapping, sinks); ``attncredit_sdpa``
+    (transformers' SDPA, bit for bit) otherwise. A flash/flex implementation is replaced by that route (the
+    statistics need the [B, H, N, D] query and key of one forward over the whole sequence).
 
     Args:
         model: the policy.
-        verify: run a 2-token probe forward to check that every attention layer actually calls the function. Call
-            it on every rank at once under sharded training (FSDP/ZeRO-3 gather parameters), or pass ``False``;
-            :func:`record_attention` still refuses to return incomplete statistics.
+        verify: run a 2-token probe forward to check that every attention layer actually calls the function and to
+            read each layer's sliding window, softcap and sinks. Call it on every rank at once under sharded training
+            (FSDP/ZeRO-3 gather parameters), or pass ``False`` (the config's ``layer_types``, ``sliding_window`` and
+            ``attn_logit_softcapping`` are used instead); :func:`record_attention` still refuses to return
+            incomplete statistics.
 
     Raises:
         RecordingUnsupportedError: (a ``ConfigError``) the model's attention does not go through transformers'
@@ -143,33 +207,61 @@ def enable_recording(model: nn.Module, *, verify: bool = True) -> nn.Module:
         raise RecordingUnsupportedError(
             f"{name} computes attention in its own modeling code, not through transformers' AttentionInterface, so "
             "attncredit cannot record its attention; use a model family that supports attention-implementation "
-            "switching (e.g. Qwen2, Qwen3, Llama, Mistral)"
+            "switching (e.g. Qwen2, Qwen3, Llama, Mistral, Gemma 2/3, GPT-OSS)"
         )
     previous = base.config._attn_implementation
-    try:
-        base.set_attn_implementation(ATTN_IMPLEMENTATION)
-    except (ValueError, ImportError, KeyError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RecordingUnsupportedError(f"{name} cannot use the {ATTN_IMPLEMENTATION} attention: {reason}") from err
-    if base.config._attn_implementation != ATTN_IMPLEMENTATION:
-        raise RecordingUnsupportedError(
-            f"{name} did not switch to the {ATTN_IMPLEMENTATION} attention implementation "
-            f"(it still uses {base.config._attn_implementation!r}), so attncredit cannot record its attention"
-        )
+    inner = _INNER.get(previous, previous)
+    config = _text_config(base)
+    config_types = list(getattr(config, "layer_types", None) or [])
     if verify:
-        reached = _probe_forward(base)
-        if not reached:
+        _switch(base, EAGER_IMPLEMENTATION)  # the model's own path: runs every model, whatever its modifiers
+        discovery = _probe_forward(base)
+        if not discovery:
             base.set_attn_implementation(previous)
             raise RecordingUnsupportedError(
                 f"{name}: a probe forward never called transformers' AttentionInterface, so its attention bypasses "
                 "it and attncredit cannot record it"
             )
-        base.__dict__["_attncredit_attention_layers"] = frozenset(reached)
+        modifiers = any(info["softcap"] is not None or info["sinks"] for info in discovery.values())
+        windows = {layer: info["sliding_window"] for layer, info in discovery.items()}
+    else:
+        modifiers = getattr(config, "attn_logit_softcapping", None) is not None or any(
+            param_name.endswith(".sinks") for param_name, _ in base.named_parameters()
+        )
+        kinds = config_types or ["full_attention"] * _num_layers(base)
+        window = getattr(config, "sliding_window", None)
+        windows = {
+            layer: (window if kind == "sliding_attention" or (not config_types and window) else None)
+            for layer, kind in enumerate(kinds)
+            if "attention" in kind and kind != "linear_attention"
+        }
+    use_eager = inner == "eager" or modifiers or not getattr(base, "_supports_sdpa", False)
+    _switch(base, EAGER_IMPLEMENTATION if use_eager else ATTN_IMPLEMENTATION)
+    base.__dict__[_LAYERS_ATTR] = {
+        layer: _layer_type(config_types[layer] if layer < len(config_types) else None, window)
+        for layer, window in sorted(windows.items())
+    }
     return model
 
 
-def _probe_forward(base: PreTrainedModel) -> set[int]:
-    """Layer ids whose attention reached the function in a 2-token no-grad forward (RNG state preserved)."""
+def _switch(base: PreTrainedModel, implementation: str) -> None:
+    """``base.set_attn_implementation(implementation)``, as a one-line RecordingUnsupportedError if it fails."""
+    name = type(base).__name__
+    try:
+        base.set_attn_implementation(implementation)
+    except (ValueError, ImportError, KeyError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RecordingUnsupportedError(f"{name} cannot use the {implementation} attention: {reason}") from err
+    if base.config._attn_implementation != implementation:
+        raise RecordingUnsupportedError(
+            f"{name} did not switch to the {implementation} attention implementation "
+            f"(it still uses {base.config._attn_implementation!r}), so attncredit cannot record its attention"
+        )
+
+
+def _probe_forward(base: PreTrainedModel) -> dict[int, dict]:
+    """Per layer whose attention reached the function in a 2-token no-grad forward, its score modifiers (RNG state
+    preserved)."""
     discovery = _LayerDiscovery()
     modules = [m for m in base.modules() if isinstance(m.__dict__.get("layer_idx"), int)]
     device = next(base.parameters()).device
@@ -184,6 +276,48 @@ def _probe_forward(base: PreTrainedModel) -> set[int]:
         for m in modules:
             m.__dict__.pop(_RECORDER_ATTR, None)
     return discovery.layers
+
+
+def attention_layer_types(model: nn.Module) -> dict[int, str]:
+    """``{layer: type}`` of the softmax-attention layers of a model prepared with :func:`enable_recording`.
+
+    Types are transformers' names (``full_attention``, ``sliding_attention``, ...); Mamba, linear-attention and MLP
+    layers of hybrid models (Nemotron-H, Qwen3-Next) are not listed.
+    """
+    base = _transformers_model(model)
+    layers = base.__dict__.get(_LAYERS_ATTR)
+    if layers is None:
+        raise ConfigError(f"call attncredit.attention.enable_recording on {type(base).__name__} first")
+    return dict(layers)
+
+
+def model_probe_layers(model: nn.Module, count: int = 5, explicit=None, *, global_only: bool = False) -> list[int]:
+    """Probe layers of a model prepared with :func:`enable_recording`, chosen among its attention layers.
+
+    Default: :func:`~attncredit.attention.probes.probe_layers` applied to the attention stack, i.e. ``count`` evenly
+    spaced layers in the middle third of the list of attention layers (of the global, full-attention layers only
+    with ``global_only``), mapped back to model layer ids. For a plain transformer this is ``probe_layers(L, count)``.
+    ``explicit`` (model layer ids) is used as given, after checking that every id is such a layer.
+
+    Raises:
+        ConfigError: an explicit layer that is not a (global) attention layer, or no candidate layer at all.
+    """
+    types = attention_layer_types(model)
+    name = type(_transformers_model(model)).__name__
+    wanted = ("full_attention",) if global_only else RECORDABLE_LAYER_TYPES
+    candidates = [layer for layer, kind in sorted(types.items()) if kind in wanted]
+    what = "global (full_attention)" if global_only else "softmax attention"
+    if explicit is not None:
+        layers = probe_layers(_num_layers(_transformers_model(model)), explicit=explicit)
+        bad = sorted(set(layers) - set(candidates))
+        if bad:
+            raise ConfigError(
+                f"probe layers {bad} of {name} are not {what} layers; those are {candidates} (layer types {types})"
+            )
+        return layers
+    if not candidates:
+        raise ConfigError(f"{name} has no {what} layers to probe (layer types {types})")
+    return [candidates[i] for i in probe_layers(len(candidates), count)]
 
 
 class StatsClock:
@@ -261,18 +395,20 @@ class AttentionRecorder:
     ):
         base = _transformers_model(model)
         self.model_name = type(base).__name__
-        if base.config._attn_implementation != ATTN_IMPLEMENTATION:
+        if base.config._attn_implementation not in _INNER:
             raise ConfigError(
                 f"{self.model_name} uses the {base.config._attn_implementation!r} attention implementation; call "
                 f"attncredit.attention.enable_recording(model) once before record_attention"
             )
         self.layers: list[int] = probe_layers(_num_layers(base), explicit=layers)
-        attention_layers = base.__dict__.get("_attncredit_attention_layers")
-        if attention_layers is not None and not set(self.layers) <= attention_layers:
-            raise ConfigError(
-                f"probe layers {sorted(set(self.layers) - attention_layers)} of {self.model_name} do not use softmax "
-                f"attention; attention layers are {sorted(attention_layers)}"
-            )
+        types = base.__dict__.get(_LAYERS_ATTR)
+        if types is not None:
+            recordable = sorted(layer for layer, kind in types.items() if kind in RECORDABLE_LAYER_TYPES)
+            if not set(self.layers) <= set(recordable):
+                raise ConfigError(
+                    f"probe layers {sorted(set(self.layers) - set(recordable))} of {self.model_name} are not softmax "
+                    f"attention layers of a recordable type {RECORDABLE_LAYER_TYPES}; those are {recordable}"
+                )
         self.window, self.fai_horizon = _stats.check_options(window, fai_horizon, backend)
         self.backend = backend
         if attention_mask.dim() != 2:
@@ -286,6 +422,7 @@ class AttentionRecorder:
         self._probe_set = frozenset(self.layers)
         self._modules: list[nn.Module] = []
         self._stats_fn = None
+        self._checked_masks: dict = {}  # layer masks already compared with the statistics' pattern, by identity
         self.clock = StatsClock()  # time spent in the statistics of the recorded layers
 
     # -- context protocol -------------------------------------------------------------------------------------
@@ -310,7 +447,7 @@ class AttentionRecorder:
             missing = [layer for layer in self.layers if layer not in self.stats]
             raise RuntimeError(
                 f"record_attention: the forward of {self.model_name} never reached probe layers {missing} through the "
-                f"{ATTN_IMPLEMENTATION} attention function (no forward inside the context, a different attention "
+                f"attncredit attention functions {tuple(_INNER)} (no forward inside the context, a different attention "
                 "implementation, or layers that bypass transformers' AttentionInterface)"
             )
         return False
@@ -332,29 +469,66 @@ class AttentionRecorder:
                 f"layer {layer}: the forward has batch {b} and length {n} but the masks given to record_attention are "
                 f"{tuple(attention_mask.shape)}"
             )
-        sliding_window = kwargs.get("sliding_window")
-        if sliding_window is not None and n > sliding_window:
+        if kwargs.get("position_bias") is not None:
             raise ValueError(
-                f"layer {layer} of {self.model_name} uses a sliding window of {sliding_window} tokens, shorter than the "
-                f"sequence ({n}); attention statistics assume full causal attention: pick full-attention probe layers"
+                f"layer {layer} of {self.model_name} adds a position bias to its scores, which attention statistics "
+                "do not model"
             )
-        for name in _UNSUPPORTED_KWARGS:
-            if kwargs.get(name) is not None:
-                raise ValueError(f"layer {layer} of {self.model_name} uses {name}, which attention statistics do not model")
+        variant = _stats.check_variant(
+            kwargs.get("softcap"), kwargs.get("s_aux"), kwargs.get("sliding_window"), query.shape[1], query.device
+        )
         if attention_mask.device != query.device:
             attention_mask = attention_mask.to(query.device, non_blocking=True)
             response_mask = response_mask.to(query.device, non_blocking=True)
             self._masks = (attention_mask, response_mask)
         if self._stats_fn is None:
             self._stats_fn = _stats.backend_function(self.backend, query.device)
+        self._check_layer_mask(layer, kwargs.get("attention_mask"), attention_mask, response_mask, variant)
         scaling = kwargs.get("scaling")
         scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
         started = self.clock.start(query.device)
         with torch.no_grad():
             self.stats[layer] = self._stats_fn(
-                query.detach(), key.detach(), attention_mask, response_mask, scaling, self.window, self.fai_horizon
+                query.detach(), key.detach(), attention_mask, response_mask, scaling, self.window, self.fai_horizon,
+                **variant,
             )
         self.clock.stop(started)
+
+    def _check_layer_mask(self, layer, mask, attention_mask, response_mask, variant) -> None:
+        """Check that the mask the layer applies lets each response row t see exactly the keys the statistics give
+        probability: real keys ``s <= t`` with ``t - s < sliding_window``. Once per distinct mask tensor (layers of
+        one type share it); rows outside the response (prompt, image tokens, padding) may attend as the model likes.
+        A 4-D bool mask (SDPA) allows True, a float mask (eager) allows 0; None is SDPA's causal path."""
+        sliding_window = variant.get("sliding_window")
+        key = None if mask is None else (mask.data_ptr(), tuple(mask.shape), sliding_window)
+        if key in self._checked_masks:
+            return
+        b, n = attention_mask.shape
+        if mask is None:
+            ok = (sliding_window is None or n <= sliding_window) and bool(attention_mask.all())
+        elif mask.dim() != 4 or mask.shape[-2:] != (n, n) or mask.shape[0] not in (1, b) or mask.shape[1] != 1:
+            ok = False
+        else:
+            idx = torch.arange(n, device=mask.device)
+            dist = idx[:, None] - idx[None, :]
+            ok = True
+            for i in range(b):  # [N, N] at a time
+                allowed = mask[min(i, mask.shape[0] - 1), 0]
+                allowed = allowed if allowed.dtype == torch.bool else allowed == 0
+                expected = (dist >= 0) & attention_mask[i].to(mask.device)[None, :]
+                if sliding_window is not None:
+                    expected &= dist < sliding_window
+                rows = response_mask[i].to(mask.device)
+                if bool((allowed[rows] != expected[rows]).any()):
+                    ok = False
+                    break
+        if not ok:
+            raise ValueError(
+                f"layer {layer} of {self.model_name}: its attention mask lets response tokens see other keys than "
+                f"real keys s <= t{'' if sliding_window is None else f' with t - s < {sliding_window}'} (packed "
+                "sequences, chunked or bidirectional attention on the completion), which attention statistics do not model"
+            )
+        self._checked_masks[key] = True
 
 
 record_attention = AttentionRecorder  # the public name of the context manager (used like ``torch.no_grad``)

@@ -38,6 +38,32 @@ def check_options(window, fai_horizon, backend) -> tuple[int, tuple[int, int]]:
     return int(window), (int(lo), int(hi))
 
 
+def check_variant(softcap, sinks, sliding_window, num_heads: int, device) -> dict:
+    """Validate the attention variant of a layer; return the kernels' keyword arguments (only those that are set).
+
+    ``softcap``: a finite number > 0 or None; ``sinks``: a finite [Hq] tensor or None (returned float32 on
+    ``device``); ``sliding_window``: an integer >= 1 or None.
+    """
+    variant = {}
+    if softcap is not None:
+        if isinstance(softcap, bool) or not isinstance(softcap, (int, float)) or not 0 < softcap < math.inf:
+            raise ValueError(f"softcap must be a finite number > 0 or None, got {softcap!r}")
+        variant["softcap"] = float(softcap)
+    if sinks is not None:
+        if not isinstance(sinks, torch.Tensor) or tuple(sinks.shape) != (num_heads,):
+            shape = tuple(sinks.shape) if isinstance(sinks, torch.Tensor) else type(sinks).__name__
+            raise ValueError(f"sinks must be a [Hq={num_heads}] tensor of per-head logits or None, got {shape}")
+        sinks = sinks.detach().to(device=device, dtype=torch.float32)
+        if not bool(torch.isfinite(sinks).all()):
+            raise ValueError("sinks must be finite")
+        variant["sinks"] = sinks
+    if sliding_window is not None:
+        if not _is_int(sliding_window) or sliding_window < 1:
+            raise ValueError(f"sliding_window must be an integer >= 1 or None, got {sliding_window!r}")
+        variant["sliding_window"] = int(sliding_window)
+    return variant
+
+
 def check_masks(attention_mask, response_mask, batch: int, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate the [B, N] masks (None: every token real / every real token a response); return them bool on ``device``.
 
@@ -72,7 +98,8 @@ def backend_function(backend: str, device: torch.device):
     """The kernel of ``backend`` (``auto``: triton on CUDA, torch elsewhere) for tensors on ``device``.
 
     The kernel takes validated inputs ``(query, key, attention_mask, response_mask, scaling, window, fai_horizon)``
-    (bool masks, see :func:`check_options` and :func:`check_masks`) and returns :class:`AttentionStats`.
+    (bool masks, see :func:`check_options` and :func:`check_masks`) and the keywords of :func:`check_variant`
+    (``softcap``, ``sinks``, ``sliding_window``), and returns :class:`AttentionStats`.
     """
     if backend == "auto":
         backend = "triton" if torch.device(device).type == "cuda" else "torch"
@@ -123,17 +150,33 @@ def _check_finite(name, x, attn):
         raise ValueError(f"{name} has NaN or inf at a real token (batch {i}, position {t}); only padding may")
 
 
-def dense_attention_stats(query, key, attention_mask, response_mask, scaling, window, fai_horizon):
-    """Reference: materialise A [B, Hq, N, N] in float32 and apply Eq. 7, 9 and 10 literally."""
+def dense_attention_stats(
+    query, key, attention_mask, response_mask, scaling, window, fai_horizon, *, softcap=None, sinks=None,
+    sliding_window=None,
+):
+    """Reference: materialise A [B, Hq, N, N] in float32 and apply Eq. 7, 9 and 10 literally.
+
+    Scores ``S = scaling q.k``, then ``softcap tanh(S / softcap)`` if ``softcap``; keys with ``t - s >= sliding_window``
+    are masked; ``sinks`` [Hq] adds ``exp(sink_h)`` to every row's normaliser without being a key position.
+    """
     b, hq, n, _ = query.shape
     group = hq // key.shape[1]
     k = key.float().repeat_interleave(group, dim=1)
     scores = torch.matmul(query.float(), k.transpose(-1, -2)) * scaling
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
     idx = torch.arange(n, device=query.device)
     dist = (idx[:, None] - idx[None, :]).float()  # t - s
-    allowed = (dist >= 0)[None] & attention_mask[:, None, :] & attention_mask[:, :, None]  # [B, N, N]
+    causal = dist >= 0
+    if sliding_window is not None:
+        causal &= dist < sliding_window
+    allowed = causal[None] & attention_mask[:, None, :] & attention_mask[:, :, None]  # [B, N, N]
     scores = scores.masked_fill(~allowed[:, None], float("-inf"))
-    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # padding rows have no key: all zeros
+    if sinks is None:
+        probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # padding rows have no key: all zeros
+    else:
+        sink = sinks.float().to(scores.device)[None, :, None, None].expand(b, hq, n, 1)
+        probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]  # the sink is no key position
     rows = response_mask[:, None, :, None].float()  # [B, 1, N, 1]
     waad = (probs * dist.clamp(max=window)).sum(-1) * rows[..., 0]
     n_rows = response_mask.sum(-1).clamp(min=1).float()[:, None]
@@ -156,8 +199,17 @@ def attention_stats(
     window: int = 10,
     fai_horizon: tuple[int, int] = (10, 100),
     backend: str = "auto",
+    softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
+    sliding_window: int | None = None,
 ) -> AttentionStats:
     """Head distance, WAAD and FAI of one causal self-attention layer, per query head.
+
+    The probabilities are those of the layer's own softmax: ``A[t, s] = exp(S[t, s]) / (sum_{s' allowed}
+    exp(S[t, s']) + exp(sink_h))`` with ``S = softcap tanh(scaling q_t.k_s / softcap)`` (plain ``scaling q_t.k_s``
+    without softcapping), keys allowed when real, ``s <= t`` and ``t - s < sliding_window``, and the sink term only
+    with ``sinks``. Keys outside the window have ``A = 0``: they add to none of the sums below. The FAI receiver
+    count ``|T(s)|`` counts every response row of the band, as Eq. 10 reads (docs/method.md, "Attention statistics").
 
     Args:
         query: [B, Hq, N, D] post-RoPE queries.
@@ -169,6 +221,9 @@ def attention_stats(
         fai_horizon: (H_lo, H_hi) receiver band of FAI (Eq. 10), paper default (10, 100).
         backend: ``dense`` (reference, builds A), ``torch`` (chunked, O(N (W + H_hi + block)) memory per head),
             ``triton`` (fused GPU kernels) or ``auto`` (triton on CUDA, torch elsewhere).
+        softcap: attention-logit softcapping (Gemma 2), > 0, or None.
+        sinks: [Hq] per-head sink logits (GPT-OSS), or None.
+        sliding_window: the layer's sliding window (keys with ``t - s < sliding_window`` are seen), >= 1, or None.
 
     Returns:
         AttentionStats with float32 ``waad`` [B, Hq, N], ``fai`` [B, Hq, N], ``head_distance`` [B, Hq].
@@ -177,7 +232,8 @@ def attention_stats(
         ValueError: naming the argument and the expected shape or range, for wrong shapes, Hq not a multiple of
             Hkv, key on another device, masks that are not [B, N], real tokens that are not one contiguous run,
             response tokens that are padding, window < 1, a horizon that is not 0 <= H_lo <= H_hi, a non-finite
-            scaling, and NaN/inf in query or key at real tokens (padding positions may hold anything: they are
+            scaling, a softcap that is not a finite number > 0, sinks that are not a finite [Hq] tensor, a
+            sliding window < 1, and NaN/inf in query or key at real tokens (padding positions may hold anything: they are
             never read). The last check is one reduction over heads and D per token (fp32 accumulation, so
             finite values large enough to overflow it are rejected too; their scores would overflow anyway).
     """
@@ -190,4 +246,5 @@ def attention_stats(
     scaling = query.shape[-1] ** -0.5 if scaling is None else float(scaling)
     if not math.isfinite(scaling):
         raise ValueError(f"scaling must be a finite number, got {scaling!r}")
-    return backend_function(backend, query.device)(query, key, attn, resp, scaling, window, fai_horizon)
+    variant = check_variant(softcap, sinks, sliding_window, query.shape[1], query.device)
+    return backend_function(backend, query.device)(query, key, attn, resp, scaling, window, fai_horizon, **variant)

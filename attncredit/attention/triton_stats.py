@@ -8,17 +8,26 @@ running row maximum ``m_t``, it keeps per row (rescaled by ``2^(m_old - m_new)``
 
 * ``l_t = sum_s 2^(x_ts - m_t)``                              (softmax normaliser)
 * ``u_t = sum_s 2^(x_ts - m_t) (t - s)``                        (first moment of the distance)
-* ``c_t = sum_s 2^(x_ts - m_t) max(W - (t - s), 0)``            (only the last W keys add to it)
+* ``v_t = sum_s 2^(x_ts - m_t) min(t - s, W)``                  (a far block adds ``W`` times its row sum)
 
 and ends with ``A[t, s] = 2^(x_ts - lse_t)``, ``lse_t = m_t + log2 l_t``, so that
 
 * head distance (Eq. 7): ``sum_s A[t,s] (t - s) = u_t / l_t``, averaged over response rows;
-* WAAD (Eq. 9):          ``sum_s A[t,s] min(t - s, W) = W - c_t / l_t``  (rows are stochastic).
+* WAAD (Eq. 9):          ``sum_s A[t,s] min(t - s, W) = v_t / l_t``  (every term >= 0: nothing cancels, and rows
+  need not sum to 1, which they do not with a sink). With a given ``row_lse`` the row's key mass is known
+  exactly (1, or 1 minus the sink's share ``2^(z_h - lse_t)``), and the kernel keeps instead
+  ``c_t = sum_s A[t,s] max(W - (t - s), 0)`` over the last ``W`` keys only: ``WAAD_t = W mass_t - c_t``, so an
+  ulp of error in the given LSE scales only those W keys' terms.
 
-Far key blocks (every ``t - s >= W`` and no padding key) run unmasked, and there the distance moment is
+The layer's score rule: with softcapping ``c`` the logit is ``log2(e) c tanh(scaling q.k / c)`` (tanh from exp2
+and a short odd polynomial near 0, float32-accurate to a few ulps); with a sliding window ``w`` the pairs
+``t - s >= w`` are masked and the key stream of a row block starts at ``qs - w + 1``; with a sink logit ``z_h``
+each row starts at ``m = log2(e) z_h``, ``l = 1``: the sink is one more term of the normaliser and of nothing else.
+
+Far key blocks (every ``t - s >= W``, inside the sliding window, and no padding key) run unmasked, and there the distance moment is
 taken per block as ``(t - s0) sum_j p_j - sum_j p_j j`` for ``s = s0 + j``: two row sums and no
 per-element distance. Near blocks (the causal diagonal, the last ``W`` keys, a block holding left
-padding) apply the masks and the exact per-element distances.
+padding, blocks reaching past the sliding window) apply the masks and the exact per-element distances.
 
 FAI (Eq. 10) needs the final ``lse_t``: a second sweep over the diagonal band
 ``H_lo <= t - s <= H_hi`` of the same query block recomputes ``A[t, s]`` there (at most
@@ -56,70 +65,96 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _far_step(q, k_base, start_n, offs_n, offs_d, offs_m_f, m_i, l_i, u_i, c_i, lse2, stride_kn, stride_kd,
-              qk_scale, HEAD_DIM: tl.constexpr, HAS_LSE: tl.constexpr, PREC: tl.constexpr):
-    """A key block with no mask: every key is real, every t - s >= W. Updates (m, l, u, c)."""
-    offs = start_n + offs_n
-    k = tl.load(k_base + offs[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                mask=(offs_d < HEAD_DIM)[:, None], other=0.0).to(q.dtype)
-    x = tl.dot(q, k, input_precision=PREC)  # raw scores; x * qk_scale is the base-2 logit
-    j = offs_n.to(tl.float32)
-    if HAS_LSE:
-        p = tl.exp2(x * qk_scale - lse2[:, None])
-        l_b = tl.sum(p, 1)
-        u_i = u_i + (offs_m_f - start_n) * l_b - tl.sum(p * j[None, :], 1)
-    else:
-        m_new = tl.maximum(m_i, tl.max(x, 1) * qk_scale)
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(x * qk_scale - m_new[:, None])
-        l_b = tl.sum(p, 1)
-        l_i = l_i * alpha + l_b
-        u_i = u_i * alpha + ((offs_m_f - start_n) * l_b - tl.sum(p * j[None, :], 1))
-        c_i = c_i * alpha
-        m_i = m_new
-    return m_i, l_i, u_i, c_i
+def _tanh(y):
+    """tanh in float32 to a few ulps: an odd Taylor polynomial below |y| = 1/4, (1 - e) / (1 + e), e = exp(-2|y|), above."""
+    a = tl.abs(y)
+    e = tl.exp2(-2.8853900817779268 * a)
+    y2 = a * a
+    small = a * (1.0 + y2 * (-0.3333333333333333 + y2 * (0.13333333333333333 + y2 * (-0.05396825396825397
+                                                                                    + y2 * 0.021869488536155203))))
+    r = tl.where(a < 0.25, small, (1.0 - e) / (1.0 + e))
+    return tl.where(y < 0, -r, r)
 
 
 @triton.jit
-def _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp, m_i, l_i, u_i, c_i, lse2,
-               stride_kn, stride_kd, qk_scale, N, kv_start, W, H_LO, H_HI,
-               HEAD_DIM: tl.constexpr, HAS_LSE: tl.constexpr, PREC: tl.constexpr):
-    """A key block with the causal and padding masks and the clipped-window term."""
+def _logit2(x, qk_scale, cap_in, cap_out, HAS_SOFTCAP: tl.constexpr):
+    """Base-2 logits of raw dot products x: ``log2(e) scaling x``, or ``log2(e) c tanh(scaling x / c)`` (softcap c)."""
+    if HAS_SOFTCAP:
+        return cap_out * _tanh(x * cap_in)
+    else:
+        return x * qk_scale
+
+
+@triton.jit
+def _far_step(q, k_base, start_n, offs_n, offs_d, offs_m_f, m_i, l_i, u_i, v_i, lse2, stride_kn, stride_kd,
+              qk_scale, cap_in, cap_out, W,
+              HEAD_DIM: tl.constexpr, HAS_LSE: tl.constexpr, PREC: tl.constexpr, HAS_SOFTCAP: tl.constexpr):
+    """A key block with no mask: every key is real and inside the window, every t - s >= W. Updates (m, l, u, v)."""
+    offs = start_n + offs_n
+    k = tl.load(k_base + offs[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+                mask=(offs_d < HEAD_DIM)[:, None], other=0.0).to(q.dtype)
+    x = _logit2(tl.dot(q, k, input_precision=PREC), qk_scale, cap_in, cap_out, HAS_SOFTCAP)
+    j = offs_n.to(tl.float32)
+    if HAS_LSE:
+        p = tl.exp2(x - lse2[:, None])
+        l_b = tl.sum(p, 1)
+        u_i = u_i + (offs_m_f - start_n) * l_b - tl.sum(p * j[None, :], 1)  # v (the clipped complement): 0 here
+    else:
+        m_new = tl.maximum(m_i, tl.max(x, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(x - m_new[:, None])
+        l_b = tl.sum(p, 1)
+        l_i = l_i * alpha + l_b
+        u_i = u_i * alpha + ((offs_m_f - start_n) * l_b - tl.sum(p * j[None, :], 1))
+        v_i = v_i * alpha + W * l_b
+        m_i = m_new
+    return m_i, l_i, u_i, v_i
+
+
+@triton.jit
+def _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp, m_i, l_i, u_i, v_i, lse2,
+               stride_kn, stride_kd, qk_scale, cap_in, cap_out, N, kv_start, W, SW, H_LO, H_HI,
+               HEAD_DIM: tl.constexpr, HAS_LSE: tl.constexpr, PREC: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+               HAS_WINDOW: tl.constexpr):
+    """A key block with the causal, padding and sliding-window masks and the per-element clipped distance."""
     offs = start_n + offs_n
     k = tl.load(k_base + offs[None, :] * stride_kn + offs_d[:, None] * stride_kd,
                 mask=(offs < N)[None, :] & (offs_d < HEAD_DIM)[:, None], other=0.0).to(q.dtype)
-    x = tl.dot(q, k, input_precision=PREC)
+    x = _logit2(tl.dot(q, k, input_precision=PREC), qk_scale, cap_in, cap_out, HAS_SOFTCAP)
     dist = offs_m[:, None] - offs[None, :]
     valid = (dist >= 0) & (offs >= kv_start)[None, :]
+    if HAS_WINDOW:
+        valid = valid & (dist < SW)
     x = tl.where(valid, x, float("-inf"))
     d_f = dist.to(tl.float32)
-    clip = tl.maximum(W - d_f, 0.0)
+    clip = tl.minimum(d_f, W)  # only ever multiplied by p, which is 0 where t < s
     if HAS_LSE:
-        p = tl.where(valid, tl.exp2(x * qk_scale - lse2[:, None]), 0.0)
+        p = tl.where(valid, tl.exp2(x - lse2[:, None]), 0.0)
         u_i = u_i + tl.sum(p * d_f, 1)
-        c_i = c_i + tl.sum(p * clip, 1)
+        v_i = v_i + tl.sum(p * tl.maximum(W - d_f, 0.0), 1)  # the given LSE fixes the row mass: WAAD = W mass - v
         band = valid & (dist >= H_LO) & (dist <= H_HI) & row_resp[:, None]
         tl.atomic_add(fai_base + offs, tl.sum(tl.where(band, p, 0.0), 0), mask=offs < N)
     else:
-        m_new = tl.maximum(m_i, tl.max(x, 1) * qk_scale)
+        m_new = tl.maximum(m_i, tl.max(x, 1))
         alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(x * qk_scale - m_new[:, None])
+        p = tl.exp2(x - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
         u_i = u_i * alpha + tl.sum(p * d_f, 1)
-        c_i = c_i * alpha + tl.sum(p * clip, 1)
+        v_i = v_i * alpha + tl.sum(p * clip, 1)
         m_i = m_new
-    return m_i, l_i, u_i, c_i
+    return m_i, l_i, u_i, v_i
 
 
 @triton.jit
 def _attention_stats_kernel(
-    Q, K, LSE, BOUNDS, RESP, WAAD, HD, FAI,
+    Q, K, LSE, SINKS, BOUNDS, RESP, WAAD, HD, FAI,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_lb, stride_lh, stride_ln,
-    N, HQ, GROUP, qk_scale, W, H_LO, H_HI,
+    N, HQ, GROUP, qk_scale, cap_in, cap_out, W, SW, H_LO, H_HI,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_LSE: tl.constexpr, PREC: tl.constexpr, DOT_F32: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr, HAS_SINK: tl.constexpr, HAS_WINDOW: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)  # heads of one key head are neighbours: they share K in L2
     pid_m = tl.num_programs(1) - 1 - tl.program_id(1)  # longest query blocks first
@@ -147,8 +182,13 @@ def _attention_stats_kernel(
 
     m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - 1.0e30  # finite: fully masked rows give p = 0, not NaN
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    sink2 = 0.0
+    if HAS_SINK:  # the sink logit opens every row's normaliser: m = sink, l = 2^(sink - m) = 1
+        sink2 = tl.load(SINKS + h) * 1.4426950408889634
+        m_i = m_i * 0.0 + sink2
+        l_i = l_i + 1.0
     u_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    c_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    v_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     if HAS_LSE:
         lse2 = tl.load(LSE + b64 * stride_lb + h.to(tl.int64) * stride_lh + offs_m * stride_ln,
                        mask=offs_m < N, other=0.0) * 1.4426950408889634
@@ -157,7 +197,10 @@ def _attention_stats_kernel(
 
     # key blocks (aligned to BLOCK_N) that the response rows of this block need: [k_first, k_end)
     has_rows = (qs < r_end) & (qs + BLOCK_M > r_start)
-    k_first = (kv_start // BLOCK_N) * BLOCK_N
+    if HAS_WINDOW:  # row qs sees keys from qs - SW + 1 on
+        k_first = (tl.maximum(kv_start, qs - SW + 1) // BLOCK_N) * BLOCK_N
+    else:
+        k_first = (kv_start // BLOCK_N) * BLOCK_N
     k_end = tl.where(has_rows, tl.minimum(qs + BLOCK_M, r_end), k_first)
     # near blocks: some t - s < W, or (with a given LSE) some key inside the FAI band
     if HAS_LSE:
@@ -166,27 +209,37 @@ def _attention_stats_kernel(
         reach = W - 1
     near_lo = tl.maximum((tl.maximum(qs - reach, 0) // BLOCK_N) * BLOCK_N, k_first)
     near_lo = tl.minimum(near_lo, k_end)
-    # a first block holding left padding is masked too
+    # a first block holding left padding is masked too, and so is every block with a pair outside the window
+    # (t - s >= SW for the last row qs + BLOCK_M - 1: blocks starting before qs + BLOCK_M - SW)
     far_lo = tl.where((kv_start > k_first) & (k_first < near_lo), k_first + BLOCK_N, k_first)
+    if HAS_WINDOW:
+        edge = tl.cdiv(tl.maximum(qs + BLOCK_M - SW, 0), BLOCK_N) * BLOCK_N
+        far_lo = tl.minimum(tl.maximum(far_lo, edge), near_lo)
     for start_n in range(k_first, far_lo, BLOCK_N):
-        m_i, l_i, u_i, c_i = _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp,
-                                        m_i, l_i, u_i, c_i, lse2, stride_kn, stride_kd, qk_scale, N, kv_start,
-                                        W, H_LO, H_HI, HEAD_DIM, HAS_LSE, PREC)
+        m_i, l_i, u_i, v_i = _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp,
+                                        m_i, l_i, u_i, v_i, lse2, stride_kn, stride_kd, qk_scale, cap_in, cap_out,
+                                        N, kv_start, W, SW, H_LO, H_HI, HEAD_DIM, HAS_LSE, PREC, HAS_SOFTCAP,
+                                        HAS_WINDOW)
     for start_n in range(far_lo, near_lo, BLOCK_N):
-        m_i, l_i, u_i, c_i = _far_step(q, k_base, start_n, offs_n, offs_d, offs_m_f, m_i, l_i, u_i, c_i, lse2,
-                                       stride_kn, stride_kd, qk_scale, HEAD_DIM, HAS_LSE, PREC)
+        m_i, l_i, u_i, v_i = _far_step(q, k_base, start_n, offs_n, offs_d, offs_m_f, m_i, l_i, u_i, v_i, lse2,
+                                       stride_kn, stride_kd, qk_scale, cap_in, cap_out, W, HEAD_DIM, HAS_LSE, PREC,
+                                       HAS_SOFTCAP)
     for start_n in range(near_lo, k_end, BLOCK_N):
-        m_i, l_i, u_i, c_i = _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp,
-                                        m_i, l_i, u_i, c_i, lse2, stride_kn, stride_kd, qk_scale, N, kv_start,
-                                        W, H_LO, H_HI, HEAD_DIM, HAS_LSE, PREC)
+        m_i, l_i, u_i, v_i = _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp,
+                                        m_i, l_i, u_i, v_i, lse2, stride_kn, stride_kd, qk_scale, cap_in, cap_out,
+                                        N, kv_start, W, SW, H_LO, H_HI, HEAD_DIM, HAS_LSE, PREC, HAS_SOFTCAP,
+                                        HAS_WINDOW)
 
     if HAS_LSE:
         dist_row = u_i
-        waad_row = W - c_i
+        if HAS_SINK:  # the keys' mass is 1 minus the sink's share
+            waad_row = W * (1.0 - tl.exp2(sink2 - lse2)) - v_i
+        else:
+            waad_row = W - v_i
     else:
         l_safe = tl.where(l_i > 0, l_i, 1.0)
         dist_row = u_i / l_safe
-        waad_row = W - c_i / l_safe
+        waad_row = v_i / l_safe
         lse2 = tl.where(l_i > 0, m_i + tl.log2(l_safe), float("inf"))  # rows with no key: p = 0
         # FAI band of the same rows, with the final LSE: H_lo <= t - s <= H_hi
         f_lo = (tl.maximum(qs - H_HI, kv_start) // BLOCK_N) * BLOCK_N
@@ -195,10 +248,12 @@ def _attention_stats_kernel(
             offs = start_n + offs_n
             k = tl.load(k_base + offs[None, :] * stride_kn + offs_d[:, None] * stride_kd,
                         mask=(offs < N)[None, :] & (offs_d < HEAD_DIM)[:, None], other=0.0).to(q.dtype)
-            x = tl.dot(q, k, input_precision=PREC)
+            x = _logit2(tl.dot(q, k, input_precision=PREC), qk_scale, cap_in, cap_out, HAS_SOFTCAP)
             dist = offs_m[:, None] - offs[None, :]
             band = (dist >= H_LO) & (dist <= H_HI) & (offs >= kv_start)[None, :] & row_resp[:, None]
-            p = tl.where(band, tl.exp2(x * qk_scale - lse2[:, None]), 0.0)
+            if HAS_WINDOW:
+                band = band & (dist < SW)
+            p = tl.where(band, tl.exp2(x - lse2[:, None]), 0.0)
             tl.atomic_add(fai_base + offs, tl.sum(p, 0), mask=offs < N)
 
     tl.store(WAAD + pid_bh.to(tl.int64) * N + offs_m, waad_row, mask=row_resp)
@@ -239,14 +294,19 @@ def triton_attention_stats(
     window: int,
     fai_horizon: tuple[int, int],
     *,
+    softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
+    sliding_window: int | None = None,
     row_lse: torch.Tensor | None = None,
     config: dict | None = None,
 ) -> AttentionStats:
     """Head distance, WAAD and FAI of one layer with the fused Triton kernel (see the module docstring).
 
-    Args: as ``dense_attention_stats`` (masks bool [B, N], validated by ``attention_stats``), plus
-        row_lse: optional [B, Hq, >=N] float natural-log row log-sum-exp of ``scaling * q k^T`` over the
-            allowed keys (as returned by SDPA's flash/efficient kernels); skips recomputing it.
+    Args: as ``dense_attention_stats`` (masks bool [B, N], validated by ``attention_stats``; ``softcap``,
+        ``sinks`` [Hq] and ``sliding_window`` the layer's score rule), plus
+        row_lse: optional [B, Hq, >=N] float natural-log row log-sum-exp of the (softcapped) scores over the
+            allowed keys, without the sink (as returned by SDPA's flash/efficient kernels); skips recomputing it.
+            With ``sinks`` the sink is added to it here: ``log(exp(lse) + exp(sink_h))``.
         config: optional dict overriding the defaults of ``_default_config``: ``block_m``, ``block_n``,
             ``num_warps``, ``num_stages``.
     """
@@ -272,21 +332,28 @@ def triton_attention_stats(
     lo, hi = fai_horizon
     if row_lse is not None:
         # rows with no allowed key have lse = -inf: +inf makes their probabilities 0 instead of NaN
-        lse = row_lse.float().nan_to_num(nan=float("inf"), neginf=float("inf"))
+        lse = row_lse.float()
+        if sinks is not None:
+            lse = torch.logaddexp(lse, sinks.float().to(dev)[None, :, None])
+        lse = lse.nan_to_num(nan=float("inf"), neginf=float("inf"))
         lse_strides = (lse.stride(0), lse.stride(1), lse.stride(2))
     else:
         lse, lse_strides = waad, (0, 0, 0)  # unused
     dot_f32 = not query.is_cuda and query.dtype == torch.bfloat16
+    cap_in, cap_out = (float(scaling) / softcap, softcap * LOG2E) if softcap is not None else (1.0, 1.0)
+    sink_logits = sinks.float().to(dev).contiguous() if sinks is not None else waad  # unused without sinks
+    sw = int(sliding_window) if sliding_window is not None else n + 1  # unused without a window
     block_d = max(16, triton.next_power_of_2(d))
     grid = (b * hq, triton.cdiv(n, cfg["block_m"]))
     if n > 0 and b * hq > 0:
         _attention_stats_kernel[grid](
-            query, key, lse, bounds, resp, waad, hd_sum, fai_sum,
+            query, key, lse, sink_logits, bounds, resp, waad, hd_sum, fai_sum,
             *query.stride(), *key.stride(), *lse_strides,
-            n, hq, hq // hkv, float(scaling) * LOG2E, int(window), int(lo), int(hi),
+            n, hq, hq // hkv, float(scaling) * LOG2E, cap_in, cap_out, int(window), sw, int(lo), int(hi),
             HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"],
             HAS_LSE=row_lse is not None, PREC="ieee" if query.dtype == torch.float32 or dot_f32 else "tf32",
-            DOT_F32=dot_f32,
+            DOT_F32=dot_f32, HAS_SOFTCAP=softcap is not None, HAS_SINK=sinks is not None,
+            HAS_WINDOW=sliding_window is not None,
             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         )
     n_rows = response_mask.sum(1).clamp(min=1).double()

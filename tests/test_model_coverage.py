@@ -1,0 +1,154 @@
+"""Every attention variant TRL trains: Gemma 2 (softcapping, sliding windows), Gemma 3 (sliding windows), GPT-OSS
+(sinks, sliding windows), Nemotron-H (Mamba/attention/MoE hybrid), Mistral (sliding window on every layer).
+
+For each tiny random model: recording follows the model's own attention path (logits bit-identical to the same
+model without recording), the recorded statistics equal Eq. 7, 9, 10 applied to the model's own eager attention
+probabilities (``output_attentions=True``) on every attention layer, probe layers are chosen among the attention
+layers, and AnchorGRPOTrainer trains with coupled credit and amplifies tokens.
+"""
+
+import copy
+import json
+
+import pytest
+import torch
+from test_recording import _batch, _stats_from_probabilities
+from tiny_training import digit_reward, prompts, tiny_args
+
+from attncredit.attention.recording import (
+    ATTN_IMPLEMENTATION,
+    EAGER_IMPLEMENTATION,
+    attention_layer_types,
+    enable_recording,
+    model_probe_layers,
+    record_attention,
+)
+from attncredit.errors import ConfigError
+from attncredit.testing import VARIANT_ARCHS, build_tiny_model, build_tiny_tokenizer, save_tiny_model
+
+SMALL = dict(num_layers=6, hidden_size=64, num_heads=4, num_kv_heads=2, head_dim=16)
+SLIDING = ["sliding_attention", "full_attention"] * 3
+EXPECTED = {  # arch: (route, attention layer types, default probe layers, global-only probe layers)
+    "gemma2": (EAGER_IMPLEMENTATION, dict(enumerate(SLIDING)), [2, 3, 4], [3, 5]),
+    "gemma3": (ATTN_IMPLEMENTATION, {**{i: "sliding_attention" for i in range(5)}, 5: "full_attention"}, [2, 3, 4],
+               [5]),
+    "gpt_oss": (EAGER_IMPLEMENTATION, dict(enumerate(SLIDING)), [2, 3, 4], [3, 5]),
+    "nemotron_h": (ATTN_IMPLEMENTATION, {1: "full_attention", 3: "full_attention", 5: "full_attention"}, [3, 5],
+                   [3, 5]),
+    "mistral_sliding": (ATTN_IMPLEMENTATION, {i: "sliding_attention" for i in range(6)}, [2, 3, 4], None),
+}
+WINDOW, HORIZON = 4, (2, 12)
+
+
+def _model(arch):
+    tokenizer = build_tiny_tokenizer()
+    return build_tiny_model(arch, vocab_size=len(tokenizer), **SMALL).eval()
+
+
+@pytest.mark.parametrize("arch", sorted(VARIANT_ARCHS))
+def test_recording_follows_the_model_and_matches_its_eager_probabilities(arch):
+    model = _model(arch)
+    route, types, probes, global_probes = EXPECTED[arch]
+    input_ids, attention_mask, response_mask = _batch(model.config.vocab_size, n=30)  # 30 tokens > window 8
+    stock_implementation = model.config._attn_implementation
+    if arch == "gpt_oss":  # sink logits of the size trained models have, so that they take real mass
+        for module in model.modules():
+            if isinstance(getattr(module, "sinks", None), torch.nn.Parameter):
+                module.sinks.data = torch.linspace(-1.0, 4.0, module.sinks.numel())
+    with torch.no_grad():
+        stock = model(input_ids, attention_mask=attention_mask).logits
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    with torch.no_grad():
+        probabilities = eager(input_ids, attention_mask=attention_mask, output_attentions=True).attentions
+    if arch == "gpt_oss":  # the sinks really take mass: the kept probabilities of response rows sum to less than 1
+        row_mass = probabilities[0].sum(-1).transpose(1, 2)[response_mask.bool()]  # [rows, heads]
+        assert float(row_mass.mean()) < 0.9
+
+    enable_recording(model)
+    assert model.config._attn_implementation == route
+    assert attention_layer_types(model) == types
+    assert model_probe_layers(model) == probes
+    if global_probes is None:
+        with pytest.raises(ConfigError, match="no global \\(full_attention\\) layers"):
+            model_probe_layers(model, global_only=True)
+    else:
+        assert model_probe_layers(model, global_only=True) == global_probes
+    layers = sorted(types)
+    for backend in ("dense", "torch"):
+        with torch.no_grad(), record_attention(
+            model, layers, attention_mask, response_mask, window=WINDOW, fai_horizon=HORIZON, backend=backend
+        ) as rec:
+            logits = model(input_ids, attention_mask=attention_mask).logits
+        assert torch.equal(logits, stock), f"{arch}: logits changed under recording ({stock_implementation} -> {route})"
+        for i, layer in enumerate(layers):  # output_attentions lists the attention layers in order
+            expected = _stats_from_probabilities(probabilities[i], attention_mask, response_mask, WINDOW, HORIZON)
+            got = rec.stats[layer]
+            for value, ref in zip((got.head_distance, got.waad, got.fai), expected):
+                torch.testing.assert_close(value.double(), ref, atol=1e-5, rtol=0.0)
+    with torch.no_grad():
+        assert torch.equal(model(input_ids, attention_mask=attention_mask).logits, stock)
+
+
+def test_explicit_probe_layers_must_be_attention_layers():
+    model = enable_recording(_model("nemotron_h"))
+    with pytest.raises(ConfigError, match=r"probe layers \[2\] of NemotronHForCausalLM are not softmax attention "
+                                          r"layers; those are \[1, 3, 5\]"):
+        model_probe_layers(model, explicit=[2, 3])
+    assert model_probe_layers(model, explicit=[5, 1]) == [1, 5]
+    gemma = enable_recording(_model("gemma2"))
+    with pytest.raises(ConfigError, match=r"\[2\] of Gemma2ForCausalLM are not global \(full_attention\) layers"):
+        model_probe_layers(gemma, explicit=[2, 3], global_only=True)
+    input_ids, attention_mask, response_mask = _batch(model.config.vocab_size, n=30)
+    with pytest.raises(ConfigError, match=r"probe layers \[2\] .* are not softmax attention layers"):
+        record_attention(model, [2], attention_mask, response_mask)
+
+
+@pytest.fixture(scope="module")
+def variant_model_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("variant-models")
+    return {arch: save_tiny_model(root / arch, arch=arch, **SMALL) for arch in VARIANT_ARCHS}
+
+
+@pytest.mark.parametrize("arch", sorted(VARIANT_ARCHS))
+def test_coupled_credit_trains_and_amplifies(variant_model_dirs, tmp_path, arch):
+    from attncredit import AnchorGRPOConfig, AnchorGRPOTrainer
+    from attncredit.models import load_tokenizer
+
+    folder = str(variant_model_dirs[arch])
+    gammas = []
+
+    class Trainer(AnchorGRPOTrainer):
+        def _scaled_advantages(self, advantages, gamma, completion_mask):
+            gammas.append(gamma.detach().clone())
+            return super()._scaled_advantages(advantages, gamma, completion_mask)
+
+    global_only = arch in ("gemma2", "gpt_oss")
+    args = tiny_args(tmp_path, max_completion_length=12, credit_probe_global_only=global_only)
+    trainer = Trainer(
+        model=folder,
+        reward_funcs=digit_reward,
+        args=AnchorGRPOConfig(**args),
+        train_dataset=prompts(),
+        processing_class=load_tokenizer(folder),
+    )
+    route, types, probes, global_probes = EXPECTED[arch]
+    assert trainer.probe_layers == (global_probes if global_only else probes)
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.train()
+    assert trainer.model.config._attn_implementation == route
+    assert gammas and any(bool((g > 1).any()) for g in gammas)  # credit amplified some tokens
+    assert all(bool(torch.isfinite(g).all()) for g in gammas)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    assert any(not torch.equal(p, before[name]) for name, p in trainer.model.named_parameters())
+    with open(tmp_path / "attncredit_head_groups.jsonl") as f:
+        record = json.loads(f.readline())
+    assert record["layer_types"] == {str(layer): types[layer] for layer in trainer.probe_layers}
+
+
+def test_global_only_option_is_validated(tmp_path):
+    from attncredit import AnchorGRPOConfig
+
+    with pytest.raises(ConfigError, match=r"credit_probe_global_only='yes' is invalid; allowed: True or False"):
+        AnchorGRPOConfig(**tiny_args(tmp_path, credit_probe_global_only="yes"))
