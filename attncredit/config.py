@@ -54,6 +54,8 @@ class AnchorGRPOConfig(GRPOConfig):
             Share of probe heads in the local and in the global group (Eq. 7-8).
         credit_head_grouping (`str`, *optional*, defaults to `"sequence"`):
             Rank heads per `"sequence"` or per `"batch"`; a reading.
+        credit_head_regroup_every (`int`, *optional*, defaults to `1`):
+            Recompute the head groups every k optimizer steps, keeping the latest batch groups in between.
         credit_num_probe_layers (`int`, *optional*, defaults to `5`):
             Evenly spaced probe layers in the middle third of the attention stack (Section 5.1; hybrid models skip
             their Mamba/MoE/MLP blocks).
@@ -134,6 +136,16 @@ class AnchorGRPOConfig(GRPOConfig):
             "help": "Where the local/global head groups are ranked: 'sequence' (each rollout ranks heads by its own d) "
             "or 'batch' (one ranking from the mean d of the rollouts in the forward). The paper does not say "
             "(docs/method.md, Readings); attncredit's reading: 'sequence'."
+        },
+    )
+    credit_head_regroup_every: int = field(
+        default=1,
+        metadata={
+            "help": "Recompute the local/global head groups (Eq. 7-8) in the forwards of every k-th optimizer step "
+            "(global_step % k == 0, and the run's first forward); in between, every sequence uses the groups of the "
+            "batch-mean head distance of the latest regroup forward, which travel with checkpoints. 1 (default): "
+            "every forward, as credit_head_grouping says; the paper recomputes them from every rollout's attention "
+            "(docs/method.md, Readings)."
         },
     )
     credit_num_probe_layers: int = field(
@@ -234,6 +246,12 @@ class AnchorGRPOConfig(GRPOConfig):
             fail("credit_head_quantile", self.credit_head_quantile, "a number in (0, 0.5]")
         if self.credit_head_grouping not in GROUPING_MODES:
             fail("credit_head_grouping", self.credit_head_grouping, ", ".join(GROUPING_MODES))
+        if (
+            isinstance(self.credit_head_regroup_every, bool)
+            or not isinstance(self.credit_head_regroup_every, int)
+            or self.credit_head_regroup_every < 1
+        ):
+            fail("credit_head_regroup_every", self.credit_head_regroup_every, "an integer >= 1 (1: every forward)")
         if not isinstance(self.credit_num_probe_layers, int) or self.credit_num_probe_layers < 1:
             fail("credit_num_probe_layers", self.credit_num_probe_layers, "an integer >= 1")
         if not isinstance(self.credit_probe_global_only, bool):

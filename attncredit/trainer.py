@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
 from .attention.groups import group_token_stats
@@ -44,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 #: Batch key holding gamma (B, C) once credit has been applied to the batch's advantages.
 CREDIT_GAMMA = "credit_gamma"
+#: File in a checkpoint folder with the head groups in use (``credit_head_regroup_every`` > 1).
+HEAD_GROUPS_FILE = "attncredit_head_groups.json"
 
 
 class NonFiniteError(RuntimeError):
@@ -113,6 +118,7 @@ class AnchorGRPOTrainer(GRPOTrainer):
             logger.info("attncredit: %s credit on probe layers %s", args.credit_strategy, self.probe_layer_types)
         self._credit_forward: CreditForward | None = None  # the next policy forward reads the statistics
         self._credit_calls = (-1, 0)  # (global step, index of the latest credit call in it): seeds random credit
+        self._fixed_heads: tuple[torch.Tensor, torch.Tensor] | None = None  # groups kept between regroup steps
         self.credit_logger = CreditLoggingCallback(self)
         self.add_callback(self.credit_logger)
 
@@ -262,7 +268,16 @@ class AnchorGRPOTrainer(GRPOTrainer):
         args = self.args
         groups = waad = fai = None
         if layer_stats is not None:
-            groups = group_token_stats(layer_stats, quantile=args.credit_head_quantile, per=args.credit_head_grouping)
+            every = args.credit_head_regroup_every
+            regroup = self._fixed_heads is None or self.state.global_step % every == 0
+            groups = group_token_stats(
+                layer_stats,
+                quantile=args.credit_head_quantile,
+                per=args.credit_head_grouping,
+                heads=None if regroup else self._fixed_heads,
+            )
+            if every > 1 and regroup:
+                self._fixed_heads = groups.batch_masks()
             c = completion_mask.size(1)
             waad, fai = groups.waad[:, -c:], groups.fai[:, -c:]
         # Seed from (global step, n-th credit call within it): both survive --resume_from_checkpoint (TRL's _step
@@ -302,6 +317,31 @@ class AnchorGRPOTrainer(GRPOTrainer):
             )
         )
         return gamma
+
+    # ----------------------------------------------------------------------------------------------------
+    # Checkpoints: the head groups kept between regroup steps travel with the checkpoint
+    # ----------------------------------------------------------------------------------------------------
+    def _save_checkpoint(self, model, trial):
+        """TRL's checkpoint (TRL 1.16: ``_save_checkpoint(model, trial)``, folder ``checkpoint-<global_step>``
+        under ``_get_output_dir(trial)``), with the kept head groups written first, so that ``trainer_state.json``
+        stays the checkpoint's last file."""
+        if self._fixed_heads is not None and self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            os.makedirs(folder, exist_ok=True)
+            local, glob = (m.int().tolist() for m in self._fixed_heads)
+            with open(os.path.join(folder, HEAD_GROUPS_FILE), "w") as f:
+                json.dump({"local": local, "global": glob}, f)
+        super()._save_checkpoint(model, trial)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        """TRL's resume hook (TRL 1.16: ``_load_optimizer_and_scheduler(checkpoint)``), then the kept head groups."""
+        super()._load_optimizer_and_scheduler(checkpoint)
+        path = os.path.join(checkpoint, HEAD_GROUPS_FILE) if checkpoint else None
+        if path and os.path.exists(path):
+            with open(path) as f:
+                saved = json.load(f)
+            device = self.accelerator.device
+            self._fixed_heads = tuple(torch.tensor(saved[k], dtype=torch.bool, device=device) for k in ("local", "global"))
 
     def _apply_credit(self, batch: dict, gamma: torch.Tensor) -> None:
         """Scale the batch's advantages by gamma (Eq. 13) and mark the batch as credited."""

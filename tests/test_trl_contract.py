@@ -15,6 +15,8 @@ OVERRIDDEN = {
     "_tokenize_prompts": ["self", "prompts"],
     "_generate_and_score_completions": ["self", "inputs"],
     "_compute_loss": ["self", "model", "inputs"],
+    "_save_checkpoint": ["self", "model", "trial"],
+    "_load_optimizer_and_scheduler": ["self", "checkpoint"],
     "_get_per_token_logps_and_entropies": [
         "self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size", "compute_entropy",
         "compute_aux_loss", "pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes",
@@ -22,7 +24,7 @@ OVERRIDDEN = {
     ],
 }
 # methods and attributes the trainer and CreditLoggingCallback use without overriding them
-CALLED = ["_log_completion_extra"]
+CALLED = ["_log_completion_extra", "_get_output_dir"]
 ATTRIBUTES = [
     "_metrics", "_is_vlm", "environment_factories", "tools", "chat_template", "chat_template_kwargs", "use_vllm",
     "vllm_importance_sampling_correction", "num_iterations", "log_completions", "reward_funcs", "reward_func_names",

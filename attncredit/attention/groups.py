@@ -51,15 +51,24 @@ class HeadGroups:
     layers: list[int]
     quantile: float = 0.3
 
-    def batch_groups(self, layers: list[int] | None = None) -> dict[str, list[list[int]]]:
-        """The head groups of the batch-mean head distance, for logging: ``{"local": [[layer, head], ...],
-        "global": [...]}`` (sorted; ``layers`` relabels the layer axis, default ``self.layers``). With
-        ``per="batch"`` these are the groups every sequence used. Copies to the host (synchronises)."""
-        layers = self.layers if layers is None else list(layers)
+    fixed: bool = False
+
+    def batch_masks(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(local, global) bool [n_layers, Hq]: the groups of the batch-mean head distance, or the fixed groups
+        every sequence used when they were given to :func:`group_token_stats`."""
+        if self.fixed:
+            return self.local_mask[0], self.global_mask[0]
         local, glob = select_head_groups(self.head_distance, self.quantile, per="batch")
+        return local[0], glob[0]
+
+    def batch_groups(self, layers: list[int] | None = None) -> dict[str, list[list[int]]]:
+        """:meth:`batch_masks` for logging: ``{"local": [[layer, head], ...], "global": [...]}`` (sorted;
+        ``layers`` relabels the layer axis, default ``self.layers``). With ``per="batch"`` or fixed groups these
+        are the groups every sequence used. Copies to the host (synchronises)."""
+        layers = self.layers if layers is None else list(layers)
         return {
-            name: [[layers[i], h] for i, h in mask[0].nonzero().tolist()]
-            for name, mask in (("local", local), ("global", glob))
+            name: [[layers[i], h] for i, h in mask.nonzero().tolist()]
+            for name, mask in zip(("local", "global"), self.batch_masks())
         }
 
 
@@ -109,7 +118,10 @@ def select_head_groups(
 
 
 def group_token_stats(
-    stats: Mapping[int, AttentionStats], quantile: float = 0.3, per: str = "sequence"
+    stats: Mapping[int, AttentionStats],
+    quantile: float = 0.3,
+    per: str = "sequence",
+    heads: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> HeadGroups:
     """Select the local/global head groups (Eq. 7) and average their WAAD / FAI (Eq. 8-10).
 
@@ -118,6 +130,8 @@ def group_token_stats(
             [B, Hq, N] and ``head_distance`` [B, Hq], the same B, Hq and N for every layer.
         quantile: fraction of all (layer, head) pairs in each group, paper default 0.3.
         per: ``"sequence"`` or ``"batch"`` (docs/method.md, "Readings of the paper's ambiguities").
+        heads: fixed groups (local, global), bool [n_layers, Hq] each with the same number of heads (e.g. an
+            earlier forward's :meth:`HeadGroups.batch_masks`), used for every sequence instead of ranking d.
 
     Returns:
         :class:`HeadGroups` with token statistics [B, N] and the group masks [B, n_layers, Hq].
@@ -137,8 +151,18 @@ def group_token_stats(
                 f"{layers[0]}"
             )
     head_distance = torch.stack([stats[layer].head_distance.float() for layer in layers], dim=1)  # [B, L, Hq]
-    local, glob = select_head_groups(head_distance, quantile, per)
-    k = group_size(local[0].numel(), quantile)  # the same count for every sequence
+    if heads is None:
+        local, glob = select_head_groups(head_distance, quantile, per)
+        k = group_size(local[0].numel(), quantile)  # the same count for every sequence
+    else:
+        k = int(heads[0].sum())
+        want = tuple(head_distance.shape[1:])
+        if any(tuple(m.shape) != want for m in heads) or int(heads[1].sum()) != k or k < 1:
+            raise ValueError(
+                f"fixed head groups must be two bool [n_layers, Hq] = {want} masks with the same number of heads, "
+                f"got {tuple(heads[0].shape)} and {tuple(heads[1].shape)} with {k} and {int(heads[1].sum())} heads"
+            )
+        local, glob = (m.to(device=head_distance.device, dtype=torch.bool).expand_as(head_distance) for m in heads)
     w_local = local.float() / k
     w_global = glob.float() / k
     waad = sum(torch.einsum("bh,bhn->bn", w_local[:, i], stats[layer].waad.float()) for i, layer in enumerate(layers))
@@ -151,4 +175,5 @@ def group_token_stats(
         head_distance=head_distance,
         layers=layers,
         quantile=quantile,
+        fixed=heads is not None,
     )
