@@ -1,0 +1,316 @@
+"""``AnchorPPOTrainer``: PPO with a learned critic and GAE on TRL's GRPOTrainer machinery, with attention credit.
+
+One step:
+
+1. TRL generates and scores the rollouts (``_generate_and_score_completions``; its ``_calculate_rewards`` gives the
+   per-function rewards, combined with ``reward_weights`` into the outcome reward ``R``).
+2. ``_rollout_advantages``: the critic's values ``V_t`` (no-grad forward), token rewards (``R`` on the last
+   completion token, minus ``kl_coef * (log pi_old - log pi_ref)`` per token when ``kl_coef > 0``), GAE advantages
+   with ``gae_lambda`` (or VAPO's length-adaptive lambda) and returns with ``critic_gae_lambda``, then whitening over
+   the batch's valid tokens. These (B, C) advantages take the place of GRPO's group-normalised ones.
+3. ``AnchorGRPOTrainer`` scales them by the attention credit gamma, read in a forward TRL already runs:
+   ``A~_t = A^GAE_t * gamma_t`` (the same strategies, sign modes and recording path as GRPO).
+4. TRL's clipped surrogate loss (``loss_type``) updates the policy; after each micro-batch the critic takes the
+   clipped value loss on the same rows, and its own AdamW steps with the policy's optimizer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+from transformers import get_scheduler
+from trl.trainer.utils import use_adapter
+
+from ..errors import ConfigError
+from ..models import resolve_model_name
+from ..trainer import AnchorGRPOTrainer
+from .config import AnchorPPOConfig
+from .critic import ValueModel
+from .gae import compute_gae, length_adaptive_lambda, outcome_token_rewards
+from .losses import clipped_value_loss, explained_variance, masked_mean_var, whiten
+
+CRITIC_FOLDER = "critic"
+CRITIC_STATE_FILE = "critic_optimizer.pt"
+
+
+class AnchorPPOTrainer(AnchorGRPOTrainer):
+    """PPO trainer: critic + GAE advantages, attention credit on top (``AnchorPPOConfig``).
+
+    ``critic``: an optional ``ValueModel`` to train instead of the one ``critic_model_name_or_path`` names.
+    Distributed: single process, DDP and FSDP2 (the critic is prepared by accelerate with its optimizer).
+    """
+
+    def __init__(self, model, reward_funcs=None, args: AnchorPPOConfig | None = None, *pargs, critic: ValueModel | None = None, **kwargs):
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path
+            args = AnchorPPOConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-AnchorPPO")
+        if not isinstance(args, AnchorPPOConfig):
+            raise ConfigError(f"args must be an AnchorPPOConfig, got {type(args).__name__}")
+        if critic is None:
+            critic = self._load_critic(model, args)
+        # kl_coef needs reference log-probs, which TRL sets up (reference model, or the PEFT adapter switched off) only
+        # when its KL loss is on: build the trainer with beta = kl_coef, then switch TRL's KL loss back off.
+        borrow_beta = args.kl_coef > 0 and args.beta == 0.0
+        if borrow_beta:
+            args.beta = args.kl_coef
+        try:
+            super().__init__(model, reward_funcs, args, *pargs, **kwargs)
+        finally:
+            if borrow_beta:
+                args.beta = 0.0
+        if borrow_beta:
+            self.beta = 0.0
+        if self.is_deepspeed_enabled or (self.is_fsdp_enabled and getattr(self.accelerator.state.fsdp_plugin, "fsdp_version", 1) != 2):
+            raise ConfigError(
+                "AnchorPPOTrainer trains two models (policy and critic) and supports a single process, DDP "
+                "(recipes/accelerate/multi_gpu.yaml) and FSDP2 (recipes/accelerate/fsdp2.yaml); DeepSpeed and FSDP1 "
+                "are not supported"
+            )
+        if args.disable_dropout:
+            from trl.trainer.utils import disable_dropout_in_model
+
+            disable_dropout_in_model(critic)
+        if args.gradient_checkpointing:
+            critic.backbone.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs or {"use_reentrant": False}
+            )
+        optimizer = torch.optim.AdamW(
+            [p for p in critic.parameters() if p.requires_grad],
+            lr=args.critic_learning_rate,
+            betas=(args.adam_beta1, args.adam_beta2),
+            eps=args.adam_epsilon,
+            weight_decay=args.weight_decay,
+        )
+        self.critic, self.critic_optimizer = self.accelerator.prepare(critic, optimizer)
+        self.critic_lr_scheduler = None  # made with the policy's scheduler, once the number of steps is known
+        self._rewards_per_func: torch.Tensor | None = None  # all ranks' rewards of the batch being scored
+        self._critic_batch: dict | None = None  # the micro-batch of the policy loss, for the critic update
+
+    @staticmethod
+    def _load_critic(model, args: AnchorPPOConfig) -> ValueModel:
+        init_kwargs = {k: v for k, v in (args.model_init_kwargs or {}).items() if k in ("dtype", "attn_implementation", "trust_remote_code", "revision")}
+        if args.critic_model_name_or_path is not None:
+            try:
+                path = resolve_model_name(args.critic_model_name_or_path)
+            except ConfigError as e:
+                raise ConfigError(f"critic_model_name_or_path: {e}") from e
+            return ValueModel.from_pretrained(path, **init_kwargs)
+        if isinstance(model, str):
+            return ValueModel.from_pretrained(resolve_model_name(model), **init_kwargs)
+        return ValueModel.from_causal_lm(model)
+
+    # ----------------------------------------------------------------------------------------------------
+    # Rollout: rewards, values, GAE
+    # ----------------------------------------------------------------------------------------------------
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._rewards_per_func = rewards_per_func
+        return rewards_per_func
+
+    def _local_outcome_rewards(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's rows of the weighted reward sum (as TRL combines them) and which rows are scorable."""
+        rewards_per_func, self._rewards_per_func = self._rewards_per_func, None
+        start = self.accelerator.process_index * batch_size
+        local = rewards_per_func[start : start + batch_size]
+        scorable = ~torch.isnan(local).all(dim=1)  # TRL: every reward function returned None -> no learning signal
+        rewards = (local * self.reward_weights.to(local.device)[None]).nansum(dim=1)
+        return rewards, scorable
+
+    @torch.no_grad()
+    def _critic_values(self, input_ids, attention_mask, logits_to_keep) -> torch.Tensor:
+        batch_size = self.args.per_device_train_batch_size if self.model.training else self.args.per_device_eval_batch_size
+        return torch.cat(
+            [
+                self.critic(input_ids[i : i + batch_size], attention_mask[i : i + batch_size], logits_to_keep)
+                for i in range(0, input_ids.size(0), batch_size)
+            ]
+        )
+
+    @torch.no_grad()
+    def _rollout_kl(self, output, input_ids, attention_mask, logits_to_keep) -> torch.Tensor:
+        """``log pi_old - log pi_ref`` per completion token, reusing TRL's old/reference log-probs when it has them."""
+        batch_size = self.args.per_device_train_batch_size if self.model.training else self.args.per_device_eval_batch_size
+        old = output.get("old_per_token_logps")
+        if old is None:  # generation aligned with optimizer steps: TRL ran no old-log-prob forward
+            old, _, _ = self._get_per_token_logps_and_entropies(
+                self.model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
+            )
+        ref = output.get("ref_per_token_logps")
+        if ref is None:
+            if self.ref_model is not None:
+                ref, _, _ = self._get_per_token_logps_and_entropies(
+                    self.ref_model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
+                )
+            else:  # PEFT: the reference is the policy with its adapter off (or TRL's "ref" adapter)
+                model = self.accelerator.unwrap_model(self.model)
+                with use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None):
+                    ref, _, _ = self._get_per_token_logps_and_entropies(
+                        self.model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
+                    )
+        return old - ref
+
+    @torch.no_grad()
+    def _rollout_advantages(self, output: dict) -> torch.Tensor:
+        """Whitened GAE advantages (B, C) of the rollout; stores the critic's targets in ``output``.
+
+        Adds ``old_values`` (V of the rollout), ``returns`` (the critic's targets) and ``value_mask`` (valid tokens
+        of scorable rows) to the batch, which TRL then shuffles and splits with the rest.
+        """
+        args = self.args
+        mode = "train" if self.model.training else "eval"
+        completion_mask = output["completion_mask"]
+        if "tool_mask" in output:
+            completion_mask = completion_mask * output["tool_mask"]
+        logits_to_keep = completion_mask.size(1)
+        rewards, scorable = self._local_outcome_rewards(completion_mask.size(0))
+        mask = completion_mask.bool() & scorable[:, None]
+        input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+        attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+        values = torch.where(mask, self._critic_values(input_ids, attention_mask, logits_to_keep), 0.0)
+        kl = self._rollout_kl(output, input_ids, attention_mask, logits_to_keep) if args.kl_coef > 0 else None
+        token_rewards = outcome_token_rewards(rewards, mask, kl=kl, kl_coef=args.kl_coef)
+        lam = args.gae_lambda
+        if args.gae_lambda_length_alpha is not None:
+            lam = length_adaptive_lambda(mask, args.gae_lambda_length_alpha)
+        advantages, returns = compute_gae(token_rewards, values, mask, gamma=args.gae_gamma, lam=lam)
+        if args.gae_lambda_length_alpha is not None or args.critic_gae_lambda != args.gae_lambda:
+            _, returns = compute_gae(token_rewards, values, mask, gamma=args.gae_gamma, lam=args.critic_gae_lambda)
+
+        def reduce(x):
+            return self.accelerator.reduce(x, reduction="sum")
+
+        if args.advantage_whitening == "batch":
+            advantages = whiten(advantages, mask, reduce)
+        output["old_values"], output["returns"], output["value_mask"] = values, returns, mask.to(values.dtype)
+
+        metrics = self._metrics[mode]
+        returns_mean, _ = masked_mean_var(returns, mask, reduce)
+        advantages_mean, advantages_var = masked_mean_var(advantages, mask, reduce)
+        metrics["critic/returns_mean"].append(returns_mean.item())
+        metrics["critic/explained_variance"].append(explained_variance(values, returns, mask, reduce).item())
+        metrics["ppo/advantages_mean"].append(advantages_mean.item())
+        metrics["ppo/advantages_std"].append(advantages_var.sqrt().item())
+        if kl is not None:
+            kl_mean, _ = masked_mean_var(kl, mask, reduce)
+            metrics["ppo/reward_kl"].append(kl_mean.item())
+        return advantages
+
+    # ----------------------------------------------------------------------------------------------------
+    # Update: policy (TRL's loss), then the critic on the same micro-batch
+    # ----------------------------------------------------------------------------------------------------
+    def _compute_loss(self, model, inputs):
+        if self.model.training:
+            self._critic_batch = inputs
+        return super()._compute_loss(model, inputs)
+
+    def training_step(self, model, inputs, num_items_in_batch):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        batch, self._critic_batch = self._critic_batch, None
+        if self.state.global_step < self.args.critic_warmup_steps:
+            for p in model.parameters():  # critic warm-up: the policy keeps its weights (optimizers skip grad None)
+                p.grad = None
+        self._critic_step(batch)
+        return loss
+
+    def _critic_step(self, batch: dict) -> None:
+        """Clipped value loss on one micro-batch; the critic's optimizer steps with the policy's (last micro-batch)."""
+        args = self.args
+        logits_to_keep = batch["completion_ids"].size(1)
+        input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+        attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+        sync = self.accelerator.sync_gradients
+        with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.critic):
+            values = self.critic(input_ids, attention_mask, logits_to_keep)
+            out = clipped_value_loss(values, batch["old_values"], batch["returns"], batch["value_mask"], args.cliprange_value)
+            self.accelerator.backward(args.vf_coef * out.loss / self.current_gradient_accumulation_steps)
+        stats = self.accelerator.reduce(torch.stack([out.loss.detach(), out.clipfrac, out.vpred_mean]), reduction="mean")
+        metrics = self._metrics["train"]
+        for name, value in zip(("critic/value_loss", "critic/clipfrac", "critic/vpred_mean"), stats.tolist()):
+            metrics[name].append(value)
+        if sync:
+            if args.max_grad_norm > 0:
+                grad_norm = self.accelerator.clip_grad_norm_(self.critic.parameters(), args.max_grad_norm)
+                metrics["critic/grad_norm"].append(float(grad_norm))
+            self.critic_optimizer.step()
+            self.critic_lr_scheduler.step()
+            self.critic_optimizer.zero_grad()
+            metrics["critic/lr"].append(self.critic_lr_scheduler.get_last_lr()[0])
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        self.critic_lr_scheduler = get_scheduler(
+            self.args.lr_scheduler_type,
+            optimizer=self.critic_optimizer,
+            num_warmup_steps=self.args.get_warmup_steps(num_training_steps),
+            num_training_steps=num_training_steps,
+            scheduler_specific_kwargs=self.args.lr_scheduler_kwargs,
+        )
+        return scheduler
+
+    # ----------------------------------------------------------------------------------------------------
+    # Saving and resuming the critic
+    # ----------------------------------------------------------------------------------------------------
+    def _critic_state(self, with_optimizer: bool):
+        """Full (unsharded) critic and optimizer state dicts on CPU, gathered from every rank (collective)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_state = get_model_state_dict(self.critic, options=options)
+        optim_state = None
+        if with_optimizer:
+            optim_state = get_optimizer_state_dict(self.critic, self.critic_optimizer.optimizer, options=options)
+        return model_state, optim_state
+
+    def save_critic(self, folder: str, with_optimizer: bool = False) -> None:
+        """Write the critic (``ValueModel`` folder) and optionally its optimizer and scheduler state to ``folder``.
+        Every rank must call it."""
+        model_state, optim_state = self._critic_state(with_optimizer)
+        if self.accelerator.is_main_process:
+            self.accelerator.unwrap_model(self.critic).save_pretrained(folder, state_dict=model_state)
+            if with_optimizer:
+                torch.save(
+                    {"optimizer": optim_state, "scheduler": self.critic_lr_scheduler.state_dict()},
+                    os.path.join(folder, CRITIC_STATE_FILE),
+                )
+        self.accelerator.wait_for_everyone()
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        checkpoint = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+        self.save_critic(os.path.join(checkpoint, CRITIC_FOLDER), with_optimizer=not self.args.save_only_model)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        super().save_model(output_dir, _internal_call)
+        if not _internal_call:  # the final model; checkpoints save the critic with its optimizer above
+            self.save_critic(os.path.join(output_dir or self.args.output_dir, CRITIC_FOLDER))
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        from safetensors.torch import load_file
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+        folder = os.path.join(checkpoint, CRITIC_FOLDER)
+        if not os.path.isdir(folder):
+            raise ConfigError(f"checkpoint {checkpoint} has no {CRITIC_FOLDER}/ folder: it was not written by AnchorPPOTrainer")
+        state = {f"backbone.{k}": v for k, v in _load_backbone_state(folder).items()}
+        state.update({f"value_head.{k}": v for k, v in load_file(os.path.join(folder, "value_head.safetensors")).items()})
+        options = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(self.critic, state, options=options)
+        saved = torch.load(os.path.join(folder, CRITIC_STATE_FILE), map_location="cpu", weights_only=True)
+        set_optimizer_state_dict(self.critic, self.critic_optimizer.optimizer, saved["optimizer"], options=options)
+        self.critic_lr_scheduler.load_state_dict(saved["scheduler"])
+
+
+def _load_backbone_state(folder: str) -> dict:
+    """The backbone weights a ``save_pretrained`` wrote to ``folder`` (one or several safetensors files)."""
+    from safetensors.torch import load_file
+
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors") and f != "value_head.safetensors")
+    state = {}
+    for f in files:
+        state.update(load_file(os.path.join(folder, f)))
+    return state
