@@ -1,0 +1,194 @@
+"""AnchorPPOTrainer on a real TRL loop with a tiny real-architecture model: the critic learns, warm-up, KL in the
+reward, credit on GAE advantages, LoRA."""
+
+import hashlib
+
+import pytest
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM, TrainerCallback
+
+from attncredit import AnchorPPOConfig, AnchorPPOTrainer
+from attncredit.models import load_tokenizer
+
+
+def prompt_reward(prompts, completions, **kwargs):
+    """1 for the 'yes' prompts, 0 for the 'no' ones, whatever the completion: a critic can predict it from the prompt."""
+    return [1.0 if "yes" in p[-1]["content"] else 0.0 for p in prompts]
+
+
+def digit_reward(completions, **kwargs):
+    """Share of digits in the completion: spread between completions of a random model."""
+    texts = [c[0]["content"] for c in completions]
+    return [sum(ch.isdigit() for ch in t) / max(len(t), 1) for t in texts]
+
+
+def yes_no_prompts(n=16):
+    return Dataset.from_list(
+        [{"prompt": [{"role": "user", "content": "yes yes yes yes" if i % 2 else "no no no no"}]} for i in range(n)]
+    )
+
+
+def ppo_args(output_dir, **overrides) -> dict:
+    """A few steps of 8 completions (one per prompt) of at most 8 tokens, on the CPU."""
+    args = dict(
+        output_dir=str(output_dir),
+        max_steps=2,
+        per_device_train_batch_size=8,
+        num_generations=1,
+        max_completion_length=8,
+        learning_rate=1e-5,
+        critic_learning_rate=1e-3,
+        lr_scheduler_type="constant",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        bf16=False,
+        credit_strategy="none",
+    )
+    args.update(overrides)
+    return args
+
+
+def make_trainer(model_dir, tmp_path, trainer_cls=AnchorPPOTrainer, reward=prompt_reward, data=None, peft_config=None, **overrides):
+    return trainer_cls(
+        model=str(model_dir),
+        reward_funcs=reward,
+        args=AnchorPPOConfig(**ppo_args(tmp_path, **overrides)),
+        train_dataset=data if data is not None else yes_no_prompts(),
+        processing_class=load_tokenizer(str(model_dir)),
+        peft_config=peft_config,
+    )
+
+
+def digest(module) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().float().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def logged(trainer, key):
+    return [h[key] for h in trainer.state.log_history if key in h]
+
+
+def test_critic_learns_a_reward_it_can_predict_from_the_prompt(tiny_qwen2, tmp_path):
+    trainer = make_trainer(tiny_qwen2, tmp_path, max_steps=12)
+    trainer.train()
+    value_loss = logged(trainer, "critic/value_loss")
+    explained = logged(trainer, "critic/explained_variance")
+    assert len(value_loss) == len(explained) == 12
+    for key in ("critic/vpred_mean", "critic/returns_mean", "critic/clipfrac", "ppo/advantages_mean", "ppo/advantages_std"):
+        assert len(logged(trainer, key)) == 12, key
+    # the head starts at 0: V = 0, explained variance 0, value loss 0.5 * E[R^2] = 0.25 on a balanced batch
+    assert explained[0] == 0.0 and value_loss[0] == pytest.approx(0.25, abs=0.05)
+    assert sum(value_loss[-3:]) / 3 < 0.2 * sum(value_loss[:3]) / 3
+    assert min(explained[-3:]) > 0.8
+    # whitened advantages: mean 0, std 1 over the batch's valid tokens
+    assert all(abs(m) < 1e-5 for m in logged(trainer, "ppo/advantages_mean"))
+    assert all(s == pytest.approx(1.0, abs=1e-3) for s in logged(trainer, "ppo/advantages_std"))
+    # the final save writes the critic where critic_model_name_or_path can read it back
+    trainer.save_model(str(tmp_path / "final"))
+    from attncredit.ppo import ValueModel
+
+    reloaded = ValueModel.from_pretrained(str(tmp_path / "final" / "critic"))
+    assert digest(reloaded) == digest(trainer.accelerator.unwrap_model(trainer.critic))
+
+
+class Snapshots(TrainerCallback):
+    """Digest of the policy and the critic after every optimizer step."""
+
+    def __init__(self):
+        self.trainer, self.steps = None, []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        t = self.trainer
+        self.steps.append((digest(t.accelerator.unwrap_model(t.model)), digest(t.accelerator.unwrap_model(t.critic))))
+
+
+def test_critic_warmup_trains_only_the_critic(tiny_qwen2, tmp_path):
+    trainer = make_trainer(tiny_qwen2, tmp_path, max_steps=3, critic_warmup_steps=2, learning_rate=1e-3)
+    snapshots = Snapshots()
+    snapshots.trainer = trainer
+    trainer.add_callback(snapshots)
+    policy0, critic0 = digest(trainer.model), digest(trainer.critic)
+    trainer.train()
+    (p1, c1), (p2, c2), (p3, c3) = snapshots.steps
+    assert p1 == p2 == policy0  # warm-up: the policy is untouched
+    assert len({critic0, c1, c2, c3}) == 4  # the critic trains at every step
+    assert p3 != p2  # after the warm-up the policy trains
+    assert all(g > 0 for g in logged(trainer, "grad_norm")[2:])
+
+
+class KLCapture(AnchorPPOTrainer):
+    """Keeps each rollout's KL, returns, rewards and the log-probs of the policy and of a separately loaded
+    reference, computed here with plain transformers forwards."""
+
+    def _rollout_kl(self, output, input_ids, attention_mask, logits_to_keep):
+        kl = super()._rollout_kl(output, input_ids, attention_mask, logits_to_keep)
+
+        def logps(model):
+            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, -logits_to_keep - 1 : -1]
+            return torch.log_softmax(logits.float(), -1).gather(-1, input_ids[:, -logits_to_keep:, None]).squeeze(-1)
+
+        with torch.no_grad():
+            self.captured.append(
+                {"kl": kl, "policy": logps(self.accelerator.unwrap_model(self.model)), "ref": logps(self.reference)}
+            )
+        return kl
+
+    def _rollout_advantages(self, output):
+        advantages = super()._rollout_advantages(output)
+        self.captured[-1].update(returns=output["returns"], mask=output["value_mask"].bool(), values=output["old_values"])
+        return advantages
+
+
+def test_kl_in_reward_uses_the_reference_and_enters_the_returns(tiny_qwen2, tmp_path):
+    trainer = make_trainer(
+        tiny_qwen2, tmp_path, trainer_cls=KLCapture, max_steps=2, kl_coef=0.5, learning_rate=1e-2, critic_gae_lambda=1.0
+    )
+    trainer.captured, trainer.reference = [], AutoModelForCausalLM.from_pretrained(str(tiny_qwen2)).eval()
+    assert trainer.beta == 0.0 and trainer.ref_model is not None  # TRL's KL loss off, its reference model loaded
+    trainer.train()
+    assert len(trainer.captured) == 2
+    first, second = trainer.captured
+    for c in trainer.captured:
+        mask = c["mask"]
+        torch.testing.assert_close(c["kl"][mask], (c["policy"] - c["ref"])[mask], rtol=1e-4, atol=1e-4)
+    assert first["kl"][first["mask"]].abs().max() < 1e-5  # the policy starts at the reference
+    assert second["kl"][second["mask"]].abs().max() > 1e-3  # one step at lr 1e-2 moved it
+    # gamma = lambda_critic = 1: R_t = outcome - kl_coef * sum_{s >= t} kl_s
+    mask = second["mask"]
+    kl_to_go = torch.flip(torch.cumsum(torch.flip(second["kl"] * mask, [1]), 1), [1])
+    outcome = (second["returns"] + 0.5 * kl_to_go)[mask]
+    assert set(torch.round(outcome, decimals=4).tolist()) <= {0.0, 1.0}
+    assert all("kl" not in h for h in trainer.state.log_history if "loss" in h)  # no KL loss term
+    assert logged(trainer, "ppo/reward_kl")[1] != 0.0
+
+
+def test_lora_policy_with_a_full_critic_and_the_adapter_off_reference(tiny_qwen2, tmp_path):
+    trainer = make_trainer(
+        tiny_qwen2,
+        tmp_path,
+        reward=digit_reward,
+        max_steps=2,
+        kl_coef=0.1,
+        learning_rate=1e-2,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
+    assert trainer.ref_model is None  # the reference is the policy with its adapter disabled
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    critic_before = digest(trainer.critic)
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    lora = [n for n in after if "lora_B" in n]
+    assert lora and all(not torch.equal(after[n], before[n]) for n in lora)
+    assert all(torch.equal(after[n], before[n]) for n in after if "lora_" not in n)
+    assert digest(trainer.critic) != critic_before
+    assert all(p.requires_grad for p in trainer.critic.parameters())
+    kl = logged(trainer, "ppo/reward_kl")
+    assert kl[0] == pytest.approx(0.0, abs=1e-6) and kl[1] != 0.0  # adapter on vs off differ after one step
