@@ -277,9 +277,11 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
         self.accelerator.wait_for_everyone()
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+        # The critic goes in first: the Trainer writes trainer_state.json last, and a checkpoint that has it must be
+        # complete (a run killed right after it resumes from there).
         checkpoint = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
         self.save_critic(os.path.join(checkpoint, CRITIC_FOLDER), with_optimizer=not self.args.save_only_model)
+        super()._save_checkpoint(model, trial)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         super().save_model(output_dir, _internal_call)
