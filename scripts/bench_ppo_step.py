@@ -1,0 +1,159 @@
+"""End-to-end PPO step time: AnchorPPOTrainer with coupled credit vs without (``credit_strategy="none"``).
+
+The model, prompts and reward of scripts/bench_step.py (random-init Qwen3-1.7B shape by default, HF generate,
+fixed-length completions); the critic is a copy of the policy's backbone with a value head. Phases per optimizer
+step (mean over the steps after ``--warmup``, all rounds): ``generate`` (TRL's ``_generate``), ``critic`` (the
+critic's no-grad value forward on the rollout plus its value-loss forward, backward and optimizer step), ``score``
+(rest of ``_generate_and_score_completions``: rewards, GAE, TRL's old-log-prob forward where it runs one),
+``train`` (the rest: policy loss forward, backward, optimizer) and ``step``. Runs alternate none, coupled, none, ...
+
+    python scripts/bench_ppo_step.py [--tokens-prompt 128 --tokens-completion 128 --rounds 1 --steps 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_step import length_reward, qwen3_model, word_tokenizer  # noqa: E402
+
+PHASES = ("generate", "critic", "score", "train", "step")
+
+
+class PPOPhaseTimer:
+    """Synchronised wall-clock timers around the trainer's phases; one record per optimizer step."""
+
+    def __init__(self, trainer):
+        self.steps: list[dict] = []
+        self.current = defaultdict(float)
+        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+        for name in ("_generate", "_generate_and_score_completions", "training_step", "_critic_values", "_critic_step"):
+            original = getattr(trainer, name)
+
+            def timed(*args, _original=original, _name=name, **kwargs):
+                sync()
+                start = time.perf_counter()
+                out = _original(*args, **kwargs)
+                sync()
+                self.current[_name] += time.perf_counter() - start
+                return out
+
+            setattr(trainer, name, timed)
+
+        from transformers import TrainerCallback
+
+        timer = self
+
+        class StepEnd(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                c = timer.current
+                rollout = c["_generate_and_score_completions"]
+                critic = c["_critic_values"] + c["_critic_step"]
+                timer.steps.append(
+                    {
+                        "generate": c["_generate"],
+                        "critic": critic,
+                        "score": rollout - c["_generate"] - c["_critic_values"],
+                        "train": c["training_step"] - rollout - c["_critic_step"],
+                        "step": c["training_step"],
+                    }
+                )
+                timer.current = defaultdict(float)
+
+        trainer.add_callback(StepEnd())
+
+
+def run(strategy: str, opts, tokenizer, dataset) -> list[dict]:
+    from attncredit import AnchorPPOConfig, AnchorPPOTrainer
+    from attncredit.ppo import ValueModel
+
+    args = AnchorPPOConfig(
+        output_dir=f"/tmp/bench_ppo_{strategy}",
+        max_steps=opts.steps,
+        per_device_train_batch_size=opts.batch,
+        num_generations=opts.generations,
+        max_completion_length=opts.tokens_completion,
+        generation_kwargs={"min_new_tokens": opts.tokens_completion},
+        learning_rate=1e-6,
+        critic_learning_rate=1e-5,
+        beta=0.0,
+        bf16=torch.cuda.is_available(),
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=0,
+        disable_tqdm=True,
+        credit_strategy=strategy,
+    )
+    model = qwen3_model(len(tokenizer), seed=0, layers=opts.layers, hidden=opts.hidden)
+    trainer = AnchorPPOTrainer(
+        model=model,
+        reward_funcs=length_reward,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        critic=ValueModel.from_causal_lm(model),
+    )
+    timer = PPOPhaseTimer(trainer)
+    trainer.train()
+    del trainer
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return timer.steps[opts.warmup :]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens-prompt", type=int, default=128)
+    parser.add_argument("--tokens-completion", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=16, help="completions per optimizer step")
+    parser.add_argument("--generations", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--json", default=None, help="also write the raw step records here")
+    parser.add_argument("--layers", type=int, default=28, help="model depth (Qwen3-1.7B: 28)")
+    parser.add_argument("--hidden", type=int, default=2048, help="hidden size (Qwen3-1.7B: 2048)")
+    parser.add_argument("--vocab", type=int, default=151936, help="vocabulary size (Qwen3: 151936)")
+    opts = parser.parse_args()
+
+    from datasets import Dataset
+
+    tokenizer = word_tokenizer(opts.vocab)
+    g = torch.Generator().manual_seed(0)
+    prompts = [
+        " ".join(f"w{i}" for i in torch.randint(2, opts.vocab, (opts.tokens_prompt,), generator=g).tolist())
+        for _ in range(64)
+    ]
+    dataset = Dataset.from_list([{"prompt": p} for p in prompts])
+
+    records = defaultdict(list)
+    for round_ in range(opts.rounds):
+        for strategy in ("none", "coupled"):
+            steps = run(strategy, opts, tokenizer, dataset)
+            records[strategy].extend(steps)
+            print(f"round {round_} {strategy:8s} mean step {statistics.fmean(s['step'] for s in steps):.3f}s", flush=True)
+    if opts.json:
+        with open(opts.json, "w") as f:
+            json.dump(records, f, indent=1)
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    print(f"\nPPO step, {opts.layers} layers x {opts.hidden} hidden, policy + critic of that shape, {opts.batch} "
+          f"completions x ({opts.tokens_prompt} prompt + {opts.tokens_completion} completion) tokens, {device}; "
+          f"mean seconds per step over {opts.rounds} rounds x {opts.steps - opts.warmup} steps")
+    print(f"{'phase':9s} {'none':>8s} {'coupled':>8s} {'ratio':>7s}")
+    for phase in PHASES:
+        a = statistics.fmean(s[phase] for s in records["none"])
+        b = statistics.fmean(s[phase] for s in records["coupled"])
+        print(f"{phase:9s} {a:8.3f} {b:8.3f} {b / a if a else float('nan'):7.3f}")
+
+
+if __name__ == "__main__":
+    main()
