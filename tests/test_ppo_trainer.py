@@ -192,3 +192,95 @@ def test_lora_policy_with_a_full_critic_and_the_adapter_off_reference(tiny_qwen2
     assert all(p.requires_grad for p in trainer.critic.parameters())
     kl = logged(trainer, "ppo/reward_kl")
     assert kl[0] == pytest.approx(0.0, abs=1e-6) and kl[1] != 0.0  # adapter on vs off differ after one step
+
+
+class LastRead(dict):
+    """TRL's micro-batch dict, keeping the value of the last read of 'advantages' (TRL reads it after its forward)."""
+
+    def __init__(self, inner, sink):
+        super().__init__(inner)
+        self._inner, self._sink = inner, sink
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        if key == "advantages":
+            self._sink["advantages"] = value.detach().clone()
+        return value
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self._inner[key] = value
+
+
+def row_keys(batch) -> list[tuple]:
+    return [tuple(r) for r in torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1).tolist()]
+
+
+class CreditCapture(AnchorPPOTrainer):
+    """Per row (prompt + completion ids): the GAE advantages of the rollout, the gamma of the recorded forward that
+    saw the row, and the advantages TRL's loss read."""
+
+    def _rollout_advantages(self, output):
+        advantages = super()._rollout_advantages(output)
+        self.gae.update(zip(row_keys(output), advantages.clone()))
+        return advantages
+
+    def _recorded_forward(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        out = super()._recorded_forward(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+        self.gamma.update(zip([tuple(r) for r in input_ids.tolist()], out[3].clone()))
+        return out
+
+    def _compute_loss(self, model, inputs):
+        sink = {}
+        loss = super()._compute_loss(model, LastRead(inputs, sink))
+        self.loss_reads.append((row_keys(inputs), sink["advantages"], inputs["completion_mask"].bool()))
+        return loss
+
+
+@pytest.mark.parametrize("steps_per_generation", [1, 2], ids=["loss-forward", "old-logps-forward"])
+@pytest.mark.parametrize("strategy", ["none", "coupled"])
+def test_credit_scales_the_gae_advantages_of_the_same_rows(tiny_qwen2, tmp_path, strategy, steps_per_generation):
+    trainer = make_trainer(
+        tiny_qwen2,
+        tmp_path,
+        trainer_cls=CreditCapture,
+        reward=digit_reward,
+        data=yes_no_prompts(16),
+        credit_strategy=strategy,
+        steps_per_generation=steps_per_generation,
+        max_steps=steps_per_generation,  # one generation
+        max_completion_length=16,
+    )
+    trainer.gae, trainer.gamma, trainer.loss_reads = {}, {}, []
+    trainer.train()
+    assert trainer._trl_runs_old_logps_forward() == (steps_per_generation == 2)
+    assert len(trainer.gae) == 8 * steps_per_generation and len(trainer.loss_reads) == steps_per_generation
+    rows = 0
+    for keys, read, mask in trainer.loss_reads:
+        assert read.dim() == 2
+        for key, adv, m in zip(keys, read, mask):
+            gae = trainer.gae[key]
+            if strategy == "none":
+                assert not trainer.gamma
+                assert torch.equal(adv, gae)  # bit for bit
+            else:
+                gamma = trainer.gamma[key]  # recorded on this very row
+                assert torch.equal(adv, gae * gamma)
+                assert bool((gamma[m] > 1).any()) and bool((gamma[~m] == 1).all())
+            rows += 1
+    assert rows == 8 * steps_per_generation
+    if strategy == "coupled":
+        assert logged(trainer, "attncredit/gamma_mean")[0] > 1.0
+
+
+def test_missing_critic_path_is_one_line(tiny_qwen2, tmp_path):
+    from attncredit.errors import ConfigError
+
+    missing = str(tmp_path / "no-such-critic")
+    with pytest.raises(ConfigError) as info:
+        make_trainer(tiny_qwen2, tmp_path, critic_model_name_or_path=missing)
+    assert str(info.value).startswith(f"critic_model_name_or_path={missing!r} is not a folder")
+    with pytest.raises(ConfigError) as info:
+        make_trainer(tiny_qwen2, tmp_path, critic_model_name_or_path="no-such-model")
+    assert str(info.value).startswith("critic_model_name_or_path: unknown model 'no-such-model'")
+    assert "\n" not in str(info.value)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 
 import torch
 from transformers import get_scheduler
@@ -91,11 +92,17 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
     @staticmethod
     def _load_critic(model, args: AnchorPPOConfig) -> ValueModel:
         init_kwargs = {k: v for k, v in (args.model_init_kwargs or {}).items() if k in ("dtype", "attn_implementation", "trust_remote_code", "revision")}
-        if args.critic_model_name_or_path is not None:
+        name = args.critic_model_name_or_path
+        if name is not None:
+            if name.startswith(("/", ".", "~")) and not Path(name).expanduser().is_dir():
+                raise ConfigError(
+                    f"critic_model_name_or_path={name!r} is not a folder; allowed: a critic or causal-LM folder, a hub "
+                    "id, or an embedded model name"
+                )
             try:
-                path = resolve_model_name(args.critic_model_name_or_path)
-            except ConfigError as e:
-                raise ConfigError(f"critic_model_name_or_path: {e}") from e
+                path = resolve_model_name(name)
+            except ValueError as e:  # ConfigError, or the hub's id validation
+                raise ConfigError(f"critic_model_name_or_path: {str(e).splitlines()[0]}") from e
             return ValueModel.from_pretrained(path, **init_kwargs)
         if isinstance(model, str):
             return ValueModel.from_pretrained(resolve_model_name(model), **init_kwargs)
