@@ -15,8 +15,7 @@ random control (``random``) train with the same seed, data order, budget and hyp
 
 ``train`` evaluates on the test set (avg@k: k samples per problem at the training temperature) before the first
 step and every ``--eval-steps`` steps; ``metrics.jsonl`` in ``--out`` holds TRL's train and eval metrics and the
-``attncredit/*`` statistics (plot them with scripts/compare_runs.py). On a GPU, generation uses transformers'
-static KV cache (TRL's ``cache_implementation``). Bad input ends with "error: <message>" and exit code 2.
+``attncredit/*`` statistics (plot them with scripts/compare_runs.py). Bad input ends with "error: <message>" and exit code 2.
 """
 
 from __future__ import annotations
@@ -346,8 +345,9 @@ def _add_run_options(p):
     p.add_argument("--k", type=int, default=4, help="samples per held-out problem, avg@k (default: %(default)s)")
     p.add_argument("--eval-steps", type=int, default=25, help="evaluate every N steps (default: %(default)s)")
     p.add_argument("--eval-batch", type=int, default=128, help="eval sequences per generate call (default: %(default)s)")
-    p.add_argument("--cache", default="static", choices=["static", "dynamic"],
-                   help="KV cache of generation on a GPU (default: %(default)s; CPUs use dynamic)")
+    p.add_argument("--cache", default="dynamic", choices=["static", "dynamic"],
+                   help="KV cache of TRL's generation on a GPU (default: %(default)s; TRL does not compile, and a "
+                   "static cache measured no faster uncompiled: docs/benchmarks.md)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop training after this many minutes")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")

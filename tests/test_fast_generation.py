@@ -70,5 +70,5 @@ def test_generator_rejects_an_unknown_cache(tiny_qwen2):
         HFGenerator(str(tiny_qwen2), load_tokenizer(str(tiny_qwen2)), device="cpu", cache="paged")
 
 
-def test_auto_cache_is_dynamic_on_cpu(tiny_qwen2):
+def test_auto_cache_is_dynamic(tiny_qwen2):
     assert HFGenerator(str(tiny_qwen2), load_tokenizer(str(tiny_qwen2)), device="cpu").cache == "dynamic"
