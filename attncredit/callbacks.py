@@ -12,26 +12,32 @@ from dataclasses import dataclass
 import torch
 from transformers import TrainerCallback
 
+from .errors import NonFiniteTrainingError
+
 logger = logging.getLogger(__name__)
+METRICS_FILE = "metrics.jsonl"
 
 
 class MetricsJsonlCallback(TrainerCallback):
     """Append every logged metrics dict, with its step, to ``<output_dir>/metrics.jsonl`` (main process only).
 
     The file survives a crash and grows across ``--resume_from_checkpoint`` (entries past the checkpoint are
-    logged again by the resumed run, so readers keep the last entry per step).
+    logged again by the resumed run, so readers keep the last entry per step). Non-finite values are kept, written
+    as JSON's ``NaN`` / ``Infinity`` extensions (Python's ``json.loads`` reads them back as floats).
     """
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
         record = {"step": state.global_step, "epoch": state.epoch}
-        for key, value in logs.items():
-            if isinstance(value, (int, float)) and not (isinstance(value, float) and not math.isfinite(value)):
-                record[key] = value
-        os.makedirs(args.output_dir, exist_ok=True)
-        with open(os.path.join(args.output_dir, "metrics.jsonl"), "a") as f:
-            f.write(json.dumps(record) + "\n")
+        record.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
+        append_metrics(args.output_dir, record)
+
+
+def append_metrics(output_dir: str, record: dict) -> None:
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, METRICS_FILE), "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 @dataclass
@@ -154,3 +160,45 @@ class CreditLoggingCallback(TrainerCallback):
             trainer, chunk.completion_ids, chunk.waad, chunk.fai, chunk.gamma, chunk.completion_mask,
             strategy=trainer.args.credit_strategy,
         )
+
+
+_LIKELY_CAUSES = (
+    "likely causes: a learning_rate too high for this model, advantages or credit weights that overflow "
+    "(credit_gamma_amp, a custom strategy), or fp16/bf16 overflow in the forward"
+)
+
+
+def non_finite_message(step: int, values: dict) -> str | None:
+    """One line naming the step and the non-finite values among ``values``, or None when all are finite."""
+    bad = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not math.isfinite(v)}
+    if not bad:
+        return None
+    named = ", ".join(f"{k}={v}" for k, v in bad.items())
+    return f"non-finite {named} at step {step}: training stopped (metrics.jsonl keeps the values); {_LIKELY_CAUSES}"
+
+
+class NonFiniteGuardCallback(TrainerCallback):
+    """Stop training with ``NonFiniteTrainingError`` when a logged ``loss`` or ``grad_norm`` is NaN or inf.
+
+    Runs after ``MetricsJsonlCallback``, so the step's values are in ``metrics.jsonl`` first. The trainer also
+    checks each step's grad norm before its optimizer step (``AnchorGRPOTrainer._get_grad_norm``), so NaN never
+    reaches the weights; this catches what only shows at logging time. Every rank sees the same (reduced) values,
+    so all stop together.
+    """
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        message = non_finite_message(state.global_step, {k: (logs or {}).get(k) for k in ("loss", "grad_norm")})
+        if message:
+            raise NonFiniteTrainingError(message)
+
+
+class CompleteCheckpointsCallback(TrainerCallback):
+    """Before a checkpoint is (re)written into a folder that already exists (a run resumed from an older
+    checkpoint), delete that folder's ``trainer_state.json``: the state file, written last, then marks the
+    checkpoint complete only once all of its new files are in place (``attncredit.output_dir.is_complete``)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save and state.is_world_process_zero:
+            stale = os.path.join(args.output_dir, f"checkpoint-{state.global_step}", "trainer_state.json")
+            if os.path.exists(stale):
+                os.remove(stale)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 
 from trl import GRPOConfig
 
@@ -218,9 +219,36 @@ class AnchorGRPOConfig(GRPOConfig):
         },
     )
 
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start a new run in an output_dir that holds another run's outputs (metrics.jsonl, head-group log, "
+            "token views, checkpoints), deleting those first. Without it such a run refuses to start unless it "
+            "resumes (resume_from_checkpoint), so two runs' files never mix."
+        },
+    )
+    logging_nan_inf_filter: bool = field(
+        default=False,
+        metadata={
+            "help": "transformers' filter that hides a NaN/inf loss by logging the mean of earlier ones. Off here: a "
+            "non-finite loss or grad norm is logged as it is and stops training at that step."
+        },
+    )
+
     def __post_init__(self):
+        self._check_finite_fields()
+        if self.bf16 is None:  # TRL's default is bf16 on; take it only where bf16 runs
+            self.bf16 = not self.fp16 and _bf16_available(self.use_cpu)
         super().__post_init__()
         self._check_credit_fields()
+
+    def _check_finite_fields(self) -> None:
+        """NaN or inf in any numeric field (or list of numbers) fails here, not as NaN weights a step later."""
+        for f in fields(self):
+            value = getattr(self, f.name, None)
+            numbers = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(x, float) and not math.isfinite(x) for x in numbers):
+                raise ConfigError(f"{f.name}={value!r} is invalid; allowed: finite numbers (no nan or inf)")
 
     def _check_credit_fields(self) -> None:
         def fail(name, value, allowed):
@@ -275,3 +303,10 @@ class AnchorGRPOConfig(GRPOConfig):
             fail("credit_log_every", self.credit_log_every, "an integer >= 0 (0 turns token views off)")
         if self.credit_stats_backend not in BACKENDS:
             fail("credit_stats_backend", self.credit_stats_backend, ", ".join(BACKENDS))
+
+
+def _bf16_available(use_cpu: bool) -> bool:
+    """Whether bf16 training runs here: a bf16-capable GPU (or XLA device) that the run does not opt out of."""
+    from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+    return not use_cpu and (is_torch_bf16_gpu_available() or is_torch_xla_available())

@@ -7,3 +7,7 @@ code 2, without a traceback.
 
 class ConfigError(ValueError):
     """Bad user input (config value, model or dataset name, dataset column, YAML file)."""
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """A training step produced a NaN or inf loss or gradient norm; the message names the step and likely causes."""

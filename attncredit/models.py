@@ -105,11 +105,19 @@ def embedded_model_path(name: str) -> Path:
 def resolve_model_name(name: str) -> str:
     """Turn a model name into something ``from_pretrained`` can load, or raise a one-line ConfigError.
 
-    Order: a local folder; an embedded name (packaged GGUF if installed, else the hub id when the hub is
+    Order: a local folder (with ``config.json``; a path-like name that is no folder fails here, not as a bad hub
+    id); an embedded name (packaged GGUF if installed, else the hub id when the hub is
     reachable); a hub id (offline only if it is already in the local hub cache).
     """
-    if Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
+            raise ConfigError(f"model folder {name!r} has no config.json; expected a folder written by save_pretrained")
+        return str(path)
+    if _looks_like_path(name):
+        what = "is a file, not a model folder" if path.exists() else "does not exist"
+        raise ConfigError(f"model folder {name!r} {what}; expected a local folder with config.json, a hub id 'org/name', "
+                          f"or an embedded model ({', '.join(EMBEDDED_MODELS)})")
     if name in EMBEDDED_MODELS:
         entry = EMBEDDED_MODELS[name]
         if _package_folder(entry.module) is not None or hub_offline():
@@ -129,6 +137,11 @@ def resolve_model_name(name: str) -> str:
             f"({', '.join(EMBEDDED_MODELS)})"
         )
     return name
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name that can only be meant as a local path: absolute, ``./``, ``../``, ``~``, or more than one ``/``."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or name in (".", "..")
 
 
 def load_tokenizer(name: str, **kwargs):

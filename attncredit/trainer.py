@@ -38,10 +38,13 @@ from trl import GRPOTrainer
 from .attention.groups import group_token_stats
 from .attention.recording import attention_layer_types, enable_recording, model_probe_layers, record_attention
 from .callbacks import CreditChunk, CreditLoggingCallback, MetricsJsonlCallback
+from .callbacks import CompleteCheckpointsCallback, NonFiniteGuardCallback, append_metrics, non_finite_message
 from .config import AnchorGRPOConfig
 from .credit import NonFiniteStatisticError, compute_token_weights, required_statistics, token_advantages
 from .data.templates import has_prefill, prefill_prompt_ids
-from .errors import ConfigError
+from .errors import ConfigError, NonFiniteTrainingError
+from .models import resolve_model_name
+from .output_dir import check_writable, prepare_output_dir, resolve_resume
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +98,13 @@ class AnchorGRPOTrainer(GRPOTrainer):
             args = AnchorGRPOConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-AnchorGRPO")
         if not isinstance(args, AnchorGRPOConfig):
             raise ConfigError(f"args must be an AnchorGRPOConfig, got {type(args).__name__}")
+        if isinstance(model, str):  # embedded names (smollm2-135m-instruct) and clear errors, before loading
+            model = resolve_model_name(model)
+        check_writable(args.output_dir)
         super().__init__(model, reward_funcs, args, *pargs, **kwargs)
         self.add_callback(MetricsJsonlCallback())
+        self.add_callback(NonFiniteGuardCallback())
+        self.add_callback(CompleteCheckpointsCallback())
         # TRL: self.reward_funcs / self.reward_func_names are the resolved reward callables and their names.
         self.reward_funcs = [_finite_rewards(f, name) for f, name in zip(self.reward_funcs, self.reward_func_names)]
         self.credit_on = args.credit_strategy != "none"
@@ -121,6 +129,34 @@ class AnchorGRPOTrainer(GRPOTrainer):
         self._fixed_heads: tuple[torch.Tensor, torch.Tensor] | None = None  # groups kept between regroup steps
         self.credit_logger = CreditLoggingCallback(self)
         self.add_callback(self.credit_logger)
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """TRL's ``train``, for one run per output_dir: ``resume_from_checkpoint=True`` takes the newest *complete*
+        checkpoint (``attncredit.output_dir``), and an output_dir holding another run's outputs is refused unless
+        resuming or ``overwrite_output_dir`` (which deletes them first)."""
+        resume = resolve_resume(resume_from_checkpoint, self.args.output_dir)
+        prepare_output_dir(self.args.output_dir, resume, self.args.overwrite_output_dir, delete=False)
+        self.accelerator.wait_for_everyone()  # every rank has checked before the main process deletes anything
+        if self.accelerator.is_main_process:
+            prepare_output_dir(self.args.output_dir, resume, self.args.overwrite_output_dir)
+        self.accelerator.wait_for_everyone()
+        return super().train(resume, *args, **kwargs)
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        """transformers' gradient norm of this step; a NaN or inf norm is written to metrics.jsonl with the step's
+        loss and TRL's metrics, and stops training before the optimizer step can put it into the weights."""
+        grad_norm = super()._get_grad_norm(model, grad_norm)
+        step = self.state.global_step + 1  # the step in progress: global_step counts finished ones
+        message = non_finite_message(step, {"grad_norm": float(grad_norm)})
+        if message:
+            record = {"step": step, "epoch": self.state.epoch, "grad_norm": float(grad_norm)}
+            steps = max(1, step - self._globalstep_last_logged)
+            record["loss"] = float(self.accelerator.reduce(self._tr_loss.detach(), "mean")) / steps
+            record.update({k: sum(v) / len(v) for k, v in self._metrics["train"].items() if v})
+            if self.accelerator.is_main_process:
+                append_metrics(self.args.output_dir, record)
+            raise NonFiniteTrainingError(message)
+        return grad_norm
 
     def _tokenize_prompts(self, prompts: list):
         """TRL's prompt tokenization, except that a prompt ending with an assistant prefill (the ``r1`` template's

@@ -108,35 +108,12 @@ def _dataset_options(raw) -> dict:
     return options
 
 
-def _resume_path(value, output_dir: str):
-    """``--resume_from_checkpoint``: a checkpoint folder, or true/last for the newest one in output_dir."""
-    if value is None or str(value).lower() in ("false", "none", ""):
-        return None
-    if str(value).lower() in ("true", "last", "latest"):
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
-        if last is None:
-            _fail(f"resume_from_checkpoint={value}: no checkpoint-* folder in {output_dir}")
-        return last
-    if not Path(value).is_dir():
-        _fail(f"resume_from_checkpoint={value!r} is not a checkpoint folder")
-    return value
-
-
 def load_data(script_args, split: str, limit: int | None, seed: int):
     """A named dataset, or a local data file (its one split serves every split name)."""
-    from attncredit.data import load_dataset_by_name
+    from attncredit.data import DATA_FILE_SUFFIXES, load_data_file, load_dataset_by_name
 
-    path = Path(script_args.dataset_name)
-    if path.suffix in (".jsonl", ".json", ".parquet"):
-        import datasets
-
-        if not path.is_file():
-            _fail(f"dataset file {str(path)!r} does not exist")
-        kind = "parquet" if path.suffix == ".parquet" else "json"
-        data = datasets.load_dataset(kind, data_files=str(path), split="train")
-        return data.select(range(min(limit, len(data)))) if limit is not None else data
+    if Path(script_args.dataset_name).suffix in DATA_FILE_SUFFIXES:
+        return load_data_file(script_args.dataset_name, limit=limit)
     options = _dataset_options(script_args.dataset_options)
     return load_dataset_by_name(
         script_args.dataset_name, split=split, template=script_args.prompt_template, limit=limit, seed=seed, **options
@@ -145,15 +122,22 @@ def load_data(script_args, split: str, limit: int | None, seed: int):
 
 def main(argv: list[str] | None = None) -> None:
     from attncredit import AnchorGRPOTrainer
+    from attncredit.trainer import NonFiniteError
     from attncredit.data import validate_columns
-    from attncredit.errors import ConfigError
+    from attncredit.errors import ConfigError, NonFiniteTrainingError
     from attncredit.models import load_tokenizer, resolve_model_name
-    from rewards import get_reward_funcs
+    from attncredit.output_dir import check_writable, prepare_output_dir, resolve_resume
+    from rewards import GradingWorkerError, get_reward_funcs
 
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         script_args, training_args, model_args = parse_args(argv)
         from trl import get_peft_config
+
+        # Before anything slow: a bad output_dir, or one holding another run (the trainer deletes it on overwrite).
+        resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+        check_writable(training_args.output_dir)
+        prepare_output_dir(training_args.output_dir, resume, training_args.overwrite_output_dir, delete=False)
 
         model_path = resolve_model_name(model_args.model_name_or_path or "smollm2-135m-instruct")
         tokenizer = load_tokenizer(model_path)
@@ -171,7 +155,6 @@ def main(argv: list[str] | None = None) -> None:
         for data in (train_dataset, eval_dataset):
             if data is not None:
                 validate_columns(data, rewards=script_args.reward_funcs)
-        resume = _resume_path(training_args.resume_from_checkpoint, training_args.output_dir)
     except (ConfigError, ValueError) as e:
         _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
@@ -184,7 +167,11 @@ def main(argv: list[str] | None = None) -> None:
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
-    trainer.train(resume_from_checkpoint=resume)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except (NonFiniteTrainingError, NonFiniteError, GradingWorkerError) as e:  # the message names the step or the worker's output
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
         print(json.dumps({"output_dir": training_args.output_dir, "global_step": trainer.state.global_step}))

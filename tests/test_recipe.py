@@ -61,6 +61,50 @@ def test_bad_input_is_one_error_line_with_exit_code_2(tmp_path, tiny_qwen2, caps
     assert not any("Traceback" in line for line in err)
 
 
+def _setup_existing_run(out):
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+
+
+def _setup_torn_checkpoint(out):
+    (out / "checkpoint-2").mkdir(parents=True)
+    (out / "checkpoint-2" / "trainer_state.json").write_text('{"global_st')  # killed while writing it
+
+
+def _setup_file_in_the_way(out):
+    out.write_text("a file where a folder should be")
+
+
+@pytest.mark.parametrize(
+    "setup, extra, config, expected",
+    [
+        (_setup_existing_run, [], "", "holds another run's outputs (metrics.jsonl); resume it with --resume_from_checkpoint true, start over with --overwrite_output_dir true"),
+        (_setup_torn_checkpoint, ["--resume_from_checkpoint", "true"], "", "only incomplete checkpoint-2 in"),
+        (_setup_file_in_the_way, [], "", "is not a writable folder"),
+        (None, [], "model_name_or_path: {tmp}/no/such/model\n", "model folder '{tmp}/no/such/model' does not exist"),
+        (None, [], "dataset_name: {tmp}/empty.jsonl\n", "dataset file '{tmp}/empty.jsonl' is empty"),
+        (None, [], "dataset_name: {tmp}/broken.jsonl\n", "dataset file '{tmp}/broken.jsonl' cannot be read as json"),
+    ],
+    ids=["rerun", "torn-checkpoint", "output-dir-under-a-file", "model-folder", "empty-dataset", "broken-dataset"],
+)
+def test_paths_and_reruns_are_one_error_line_before_the_model_loads(tmp_path, tiny_qwen2, capsys, monkeypatch, setup, extra, config, expected):
+    import transformers
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the error")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_model)
+    out = tmp_path / "out"
+    if setup is not None:
+        setup(out)
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "broken.jsonl").write_text('{"prompt": "unclosed\n')
+    text = BASE.format(out=out) + f"model_name_or_path: {tiny_qwen2}\n" + config.format(tmp=tmp_path)
+    code, err = run_main(["--config", write(tmp_path, "run.yaml", text), *extra], capsys)
+    errors = [line for line in err if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and expected.format(tmp=tmp_path) in errors[0], err
+
+
 def test_unknown_command_line_flag_is_one_error_line(tmp_path, tiny_qwen2, capsys):
     config = write(tmp_path, "ok.yaml", BASE.format(out=tmp_path / "out") + f"model_name_or_path: {tiny_qwen2}\n")
     code, err = run_main(["--config", config, "--credit_windw", "5"], capsys)

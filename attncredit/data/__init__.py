@@ -21,9 +21,11 @@ Hub ids are in ``hub.py``, package files in ``packaged.py``. Example::
     from attncredit.data import load_dataset_by_name
     train = load_dataset_by_name("countdown", "train", seed=0)            # 20000 rows, template "r1"
     test = load_dataset_by_name("gsm8k", "test", template="boxed", limit=64)
+    mine = load_data_file("my_prompts.jsonl")                             # 'prompt' + the rewards' columns
 """
 
 from .countdown import countdown_split, countdown_splits, generate_countdown, solve_countdown
+from .files import DATA_FILE_SUFFIXES, load_data_file
 from .registry import DATASETS, list_datasets, load_dataset_by_name, validate_columns
 from .templates import (
     DEFAULT_TEMPLATE,
@@ -39,6 +41,8 @@ from .templates import (
 
 __all__ = [
     "load_dataset_by_name",
+    "load_data_file",
+    "DATA_FILE_SUFFIXES",
     "list_datasets",
     "validate_columns",
     "DATASETS",

@@ -1,0 +1,125 @@
+"""One run per ``output_dir``, and resuming only from complete checkpoints.
+
+Runs never mix: a run refuses to start in an ``output_dir`` that already holds a run's outputs (``RUN_OUTPUTS``:
+``metrics.jsonl``, the head-group log, token views, ``checkpoint-*`` folders, a saved final model) unless it
+resumes from a checkpoint inside that folder, or ``overwrite_output_dir`` is set, which deletes those outputs
+first (and nothing else in the folder).
+
+A checkpoint is complete when its ``trainer_state.json`` parses and names the checkpoint's own step: transformers
+writes that file after the weights, optimizer, scheduler and RNG states, so a kill at any moment leaves either a
+complete checkpoint or one without a valid state file. ``resume_from_checkpoint=True`` takes the newest complete
+checkpoint and logs the incomplete ones it skipped; an explicit incomplete checkpoint is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+# Files and folders a run writes into its output_dir (the final model's files are recognised by its weights).
+RUN_FILES = ("metrics.jsonl", "attncredit_head_groups.jsonl", "token_views", "trainer_state.json", "training_args.bin")
+MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors", "pytorch_model.bin")
+
+
+def check_writable(output_dir: str) -> None:
+    """Create ``output_dir`` and write a probe file in it, or raise a one-line ``ConfigError`` saying why not."""
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"output_dir={output_dir!r} is not a writable folder ({reason}); choose another output_dir") from None
+
+
+def run_outputs(output_dir: str) -> list[str]:
+    """Names of the run outputs present in ``output_dir`` (sorted; checkpoints by step)."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    names = [p.name for p in root.iterdir() if p.name in RUN_FILES or p.name in MODEL_FILES]
+    checkpoints = sorted((p.name for p in root.iterdir() if CHECKPOINT.match(p.name) and p.is_dir()), key=_step)
+    return sorted(names) + checkpoints
+
+
+def _step(name: str) -> int:
+    return int(CHECKPOINT.match(name).group(1))
+
+
+def prepare_output_dir(output_dir: str, resume: str | None, overwrite: bool, *, delete: bool = True) -> None:
+    """Refuse to mix two runs in ``output_dir`` (see the module docstring); with ``overwrite``, delete the old
+    run's outputs (when ``delete``: the main process only). ``resume`` is a resolved checkpoint path or None."""
+    existing = run_outputs(output_dir)
+    if not existing:
+        return
+    if resume is not None and Path(resume).resolve().parent == Path(output_dir).resolve():
+        return
+    if not overwrite:
+        shown = ", ".join(existing[:4]) + (", ..." if len(existing) > 4 else "")
+        raise ConfigError(
+            f"output_dir={output_dir!r} holds another run's outputs ({shown}); resume it with "
+            "--resume_from_checkpoint true, start over with --overwrite_output_dir true, or choose another output_dir"
+        )
+    if delete:
+        logger.warning("overwrite_output_dir: deleting the previous run's %s in %s", ", ".join(existing), output_dir)
+        for name in existing:
+            path = Path(output_dir) / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def is_complete(checkpoint: str | Path) -> bool:
+    """Whether ``checkpoint``'s ``trainer_state.json`` (written last) parses and names the checkpoint's step."""
+    path = Path(checkpoint)
+    match = CHECKPOINT.match(path.name)
+    try:
+        state = json.loads((path / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and (match is None or state.get("global_step") == int(match.group(1)))
+
+
+def last_complete_checkpoint(output_dir: str) -> tuple[str | None, list[str]]:
+    """(newest complete ``checkpoint-N`` in ``output_dir`` or None, newer incomplete ones that were skipped)."""
+    root = Path(output_dir)
+    names = sorted((n for n in run_outputs(output_dir) if CHECKPOINT.match(n)), key=_step, reverse=True)
+    skipped = []
+    for name in names:
+        if is_complete(root / name):
+            return str(root / name), skipped
+        skipped.append(name)
+    return None, skipped
+
+
+def resolve_resume(value, output_dir: str) -> str | None:
+    """``resume_from_checkpoint`` as a checkpoint path: None/False/"false" for none, True/"true"/"last"/"latest"
+    for the newest complete checkpoint in ``output_dir`` (logging the skipped ones), or a checkpoint folder."""
+    if value is None or value is False or str(value).lower() in ("false", "none", ""):
+        return None
+    if value is True or str(value).lower() in ("true", "last", "latest"):
+        last, skipped = last_complete_checkpoint(output_dir)
+        if skipped:
+            logger.warning(
+                "resume_from_checkpoint: skipping incomplete %s in %s (killed while saving?)", ", ".join(skipped), output_dir
+            )
+        if last is None:
+            found = f"only incomplete {', '.join(skipped)}" if skipped else "no checkpoint-* folder"
+            raise ConfigError(f"resume_from_checkpoint={value}: {found} in {output_dir}; nothing to resume")
+        return last
+    if not Path(value).is_dir():
+        raise ConfigError(f"resume_from_checkpoint={value!r} is not a checkpoint folder")
+    if not is_complete(value):
+        raise ConfigError(
+            f"resume_from_checkpoint={value!r} is incomplete (no valid trainer_state.json: killed while saving?); "
+            "use --resume_from_checkpoint true for the newest complete one"
+        )
+    return str(value)
