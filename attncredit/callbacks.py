@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 from .errors import NonFiniteTrainingError
 
@@ -202,3 +203,33 @@ class CompleteCheckpointsCallback(TrainerCallback):
             stale = os.path.join(args.output_dir, f"checkpoint-{state.global_step}", "trainer_state.json")
             if os.path.exists(stale):
                 os.remove(stale)
+
+
+class QuietProgressCallback(ProgressCallback):
+    """transformers' progress bar, with the few numbers a user watches as its postfix instead of every logged
+    dict printed under it (the full metrics go to metrics.jsonl and the trackers), and no second bar for
+    evaluation."""
+
+    SHOWN = {
+        "loss": "loss",
+        "reward": "reward",
+        "reward_std": "reward_std",
+        "grad_norm": "grad_norm",
+        "attncredit/gamma_mean": "gamma",
+        "completions/mean_length": "length",
+        "eval_reward": "eval_reward",
+    }
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        self.postfix: dict[str, str] = {}
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        pass
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs:
+            shown = {label: f"{logs[key]:.4g}" for key, label in self.SHOWN.items() if isinstance(logs.get(key), (int, float))}
+            if shown:
+                self.postfix.update(shown)
+                self.training_bar.set_postfix(self.postfix, refresh=True)

@@ -32,13 +32,15 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
 from .attention.groups import group_token_stats
 from .attention.recording import attention_layer_types, enable_recording, model_probe_layers, record_attention
 from .callbacks import CreditChunk, CreditLoggingCallback, MetricsJsonlCallback
-from .callbacks import CompleteCheckpointsCallback, NonFiniteGuardCallback, append_metrics, non_finite_message
+from .callbacks import CompleteCheckpointsCallback, NonFiniteGuardCallback, QuietProgressCallback
+from .callbacks import append_metrics, non_finite_message
 from .config import AnchorGRPOConfig
 from .credit import NonFiniteStatisticError, compute_token_weights, required_statistics, token_advantages
 from .data.templates import has_prefill, prefill_prompt_ids
@@ -105,6 +107,8 @@ class AnchorGRPOTrainer(GRPOTrainer):
         self.add_callback(MetricsJsonlCallback())
         self.add_callback(NonFiniteGuardCallback())
         self.add_callback(CompleteCheckpointsCallback())
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(QuietProgressCallback())
         # TRL: self.reward_funcs / self.reward_func_names are the resolved reward callables and their names.
         self.reward_funcs = [_finite_rewards(f, name) for f, name in zip(self.reward_funcs, self.reward_func_names)]
         self.credit_on = args.credit_strategy != "none"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import json
 import sys
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -121,6 +122,15 @@ def load_data(script_args, split: str, limit: int | None, seed: int):
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Deprecation notices that TRL and transformers raise about each other's calls, and matplotlib's note on
+    # control characters in token views: nothing a user can act on. One progress bar: training's.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
     from attncredit import AnchorGRPOTrainer
     from attncredit.trainer import NonFiniteError
     from attncredit.data import validate_columns

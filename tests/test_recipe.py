@@ -154,3 +154,30 @@ def test_default_run_trains_the_embedded_model_and_reuses_its_conversion(tmp_pat
     monkeypatch.setenv("ATTNCREDIT_CACHE", str(cache))
     assert resolve_model_name("smollm2-135m-instruct") == str(converted.parent)
     assert converted.stat().st_mtime_ns == stamp
+
+
+def test_console_shows_one_progress_bar_and_no_future_warnings(tmp_path, tiny_qwen2):
+    """Per step the bar's postfix carries loss, reward, gamma...; the full logs go to metrics.jsonl only."""
+    config = write(
+        tmp_path,
+        "run.yaml",
+        BASE.format(out=tmp_path / "out").replace("max_steps: 1", "max_steps: 2")
+        + f"model_name_or_path: {tiny_qwen2}\ndataset_name: countdown\n"
+        "dataset_options: {num_numbers: 3, num_train: 16, num_test: 4}\nreward_funcs: [digits]\n"
+        "per_device_train_batch_size: 4\nnum_generations: 4\nmax_completion_length: 8\nlogging_steps: 1\nbf16: false\ncredit_log_every: 0\n",
+    )
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "scripts" / "run_recipe.py"), "--config", config],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    console = proc.stdout + proc.stderr
+    assert "Warning" not in console, console[-3000:]
+    assert "{'loss'" not in console and "'train_runtime'" not in console, console[-3000:]
+    assert "Loading weights" not in console and "Writing model shards" not in console, console[-3000:]
+    assert "2/2" in proc.stderr and "loss=" in proc.stderr and "gamma=" in proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["global_step"] == 2
+    assert len((tmp_path / "out" / "metrics.jsonl").read_text().splitlines()) == 3  # two steps and the summary
