@@ -78,6 +78,19 @@ class AnchorGRPOConfig(GRPOConfig):
 
         credit_log_every (`int`, *optional*, defaults to `50`):
             Every N steps, a token view of one completion (WAAD, FAI, gamma) under `<output_dir>/token_views/`.
+
+        > Parameters of the run (attncredit.output_dir)
+
+        overwrite_output_dir (`bool`, *optional*, defaults to `False`):
+            Start a new run in an `output_dir` holding another run's outputs, deleting them first; without it
+            such a run is refused unless it resumes one of that folder's checkpoints.
+        logging_nan_inf_filter (`bool`, *optional*, defaults to `False`):
+            transformers' filter that hides a NaN/inf loss; off, so a non-finite loss or grad norm is logged and
+            stops training at its step.
+
+    TRL's `bf16` default (on) is taken only where bf16 runs (a bf16-capable GPU, `use_cpu` off); without mixed
+    precision the model loads in float32 unless `model_init_kwargs` names a dtype. NaN or inf in any numeric field
+    is rejected.
     """
 
     credit_strategy: str = field(

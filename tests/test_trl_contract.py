@@ -23,6 +23,8 @@ OVERRIDDEN = {
         "num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids",
     ],
 }
+# transformers' Trainer method overridden to stop on a non-finite grad norm before the optimizer step
+OVERRIDDEN_TRAINER = {"_get_grad_norm": ["self", "model", "grad_norm"], "train": ["self", "resume_from_checkpoint", "trial", "ignore_keys_for_eval"]}
 # methods and attributes the trainer and CreditLoggingCallback use without overriding them
 CALLED = ["_log_completion_extra", "_get_output_dir"]
 ATTRIBUTES = [
@@ -41,6 +43,10 @@ def test_overridden_trl_methods_keep_their_signatures():
         params = [p.name for p in inspect.signature(getattr(GRPOTrainer, name)).parameters.values()
                   if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
         assert params == expected, f"GRPOTrainer.{name} changed signature: {params} != {expected}"
+    for name, expected in OVERRIDDEN_TRAINER.items():
+        params = [p.name for p in inspect.signature(getattr(GRPOTrainer, name)).parameters.values()
+                  if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        assert name in vars(AnchorGRPOTrainer) and params == expected, f"Trainer.{name} changed signature: {params}"
     for name in CALLED:
         assert callable(getattr(GRPOTrainer, name, None)), f"GRPOTrainer.{name} is gone"
 
