@@ -1,0 +1,77 @@
+"""The README's commands are the project's: two quick-start commands (CI runs the second), idempotent set-up, and
+every Python block runs as written, offline."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def section(title_start: str) -> str:
+    start = README.index(f"\n## {title_start}")
+    end = README.find("\n## ", start + 1)
+    return README[start:end]
+
+
+def bash_commands(text: str) -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    lines = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line]
+
+
+def test_quick_start_is_two_commands_and_ci_runs_the_second():
+    assert bash_commands(section("Quick start")) == ["bash scripts/demo.sh", "bash scripts/test.sh"]
+    for script in ("demo.sh", "test.sh", "setup_env.sh"):
+        check = subprocess.run(["bash", "-n", str(ROOT / "scripts" / script)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+    # .ci/run executes the README block after <!-- ci:test -->: the quick start's second command, nothing else.
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert 'bash -euxo pipefail -c "$(block test)"' in ci and "pytest" not in ci and "pip install" not in ci
+    awk = re.search(r"block\(\) \{ (awk .*?); \}", ci).group(1).replace("$1", "test")
+    extracted = subprocess.run(["bash", "-c", awk], cwd=ROOT, capture_output=True, text=True).stdout
+    assert bash_commands(f"```bash\n{extracted}```") == ["bash scripts/test.sh"]
+    # the demo starts over each time; the test command builds the vLLM venv as before
+    assert "--overwrite_output_dir true" in (ROOT / "scripts" / "demo.sh").read_text()
+    assert "setup_vllm_cpu_env.sh" in (ROOT / "scripts" / "test.sh").read_text()
+
+
+def test_setup_runs_once_then_is_a_no_op(tmp_path):
+    """A venv whose stamp matches is left alone (its python is never called); a stale one is reinstalled."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    calls = tmp_path / "calls"
+    python = venv / "bin" / "python"
+    python.write_text(f'#!/usr/bin/env bash\necho "$@" >> {calls}\nexit 1\n')
+    python.chmod(0o755)
+    stamp = subprocess.run(
+        "cat pyproject.toml scripts/setup_env.sh | sha256sum | cut -d' ' -f1", shell=True, cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    env = {**os.environ, "ATTNCREDIT_VENV": str(venv)}
+    setup = ["bash", str(ROOT / "scripts" / "setup_env.sh")]
+
+    (venv / ".attncredit-setup").write_text(stamp + "\n")
+    done = subprocess.run(setup, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "up to date" in done.stdout and not calls.exists(), done.stdout + done.stderr
+
+    (venv / ".attncredit-setup").write_text("stale\n")
+    redo = subprocess.run(setup, env=env, capture_output=True, text=True, timeout=60)
+    assert redo.returncode != 0 and calls.read_text().startswith("-m pip install"), redo.stdout + redo.stderr
+
+
+@pytest.mark.slow
+def test_readme_python_blocks_run_offline_as_written(tmp_path):
+    """Every ```python block of the README, in a fresh folder, offline (the API example trains one step of the
+    embedded SmolLM2)."""
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    assert blocks
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    for i, code in enumerate(blocks):
+        proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, f"README python block {i}:\n{code}\n{proc.stderr[-3000:]}"
+    assert (tmp_path / "runs" / "api" / "metrics.jsonl").exists()
