@@ -4,7 +4,8 @@
 (Qwen2, Qwen3, Llama or Mistral; and for the attention-variant coverage, :data:`VARIANT_ARCHS`: Gemma 2 with
 logit softcapping and sliding windows, Gemma 3, GPT-OSS with sinks, Nemotron-H with Mamba/attention/MoE layers,
 Mistral with a short sliding window) and a byte-level BPE tokenizer with a ChatML chat template, so every code
-path that takes a model name (TRL, vLLM, the scripts) can run on it without the hub. ``head_dim`` defaults to
+path that takes a model name (TRL, vLLM, the scripts) can run on it without the hub. ``build_tiny_vlm()``
+returns a tiny LLaVA vision-language model and its processor, built offline. ``head_dim`` defaults to
 64, the smallest head size vLLM's CPU attention backend accepts.
 """
 
@@ -132,3 +133,50 @@ def save_tiny_model(folder: str | Path, arch: str = "qwen2", seed: int = 0, **mo
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+VLM_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<image>' }}{% else %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def build_tiny_vlm(seed: int = 0, num_layers: int = 4):
+    """A tiny random LLaVA (CLIP vision tower, Qwen2 language model) and its processor, built offline.
+
+    Images are 28 x 28 pixels: 4 patches of 14, i.e. 4 ``<image>`` tokens in the prompt. The processor uses the
+    PIL image processor (no torchvision) and a ChatML template that renders ``{"type": "image"}`` parts.
+    Returns ``(model, processor)``, the model in float32 on CPU.
+    """
+    from transformers import AutoConfig, AutoModelForImageTextToText, CLIPImageProcessor, LlavaProcessor
+
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    config = AutoConfig.for_model(
+        "llava",
+        text_config=dict(
+            model_type="qwen2", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+            num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(
+            model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, image_size=28, patch_size=14, projection_dim=32,
+        ),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    processor = LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=14, num_additional_image_tokens=1,
+        vision_feature_select_strategy="default", image_token="<image>", chat_template=VLM_CHAT_TEMPLATE,
+    )
+    return model, processor

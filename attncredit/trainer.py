@@ -252,11 +252,12 @@ class AnchorGRPOTrainer(GRPOTrainer):
         **kwargs,
     ):
         """TRL's log-prob forward, chunk by chunk, recording the probe layers; returns (logps, ent, aux, gamma)."""
-        extra = {k: v for k, v in kwargs.items() if v is not None and k != "compute_aux_loss"}
-        if extra:
-            raise ConfigError(f"attention credit supports text-only models; got inputs {sorted(extra)}")
         need_entropy = compute_entropy or self._needs_entropy
         batch_size = batch_size or input_ids.size(0)
+        if any(v is not None for k, v in kwargs.items() if k != "compute_aux_loss"):
+            # Vision-language inputs (pixel_values, ...): TRL slices them by its own chunk boundaries inside the call,
+            # so the whole batch is one recorded forward; the image tokens are prompt rows of the language model.
+            batch_size = input_ids.size(0)
         logps, entropies, aux_losses, gammas = [], [], [], []
         for start in range(0, input_ids.size(0), batch_size):
             ids, mask = input_ids[start : start + batch_size], attention_mask[start : start + batch_size]

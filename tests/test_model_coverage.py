@@ -152,3 +152,99 @@ def test_global_only_option_is_validated(tmp_path):
 
     with pytest.raises(ConfigError, match=r"credit_probe_global_only='yes' is invalid; allowed: True or False"):
         AnchorGRPOConfig(**tiny_args(tmp_path, credit_probe_global_only="yes"))
+
+
+def _vlm_batch(processor, n_images=3, completion=6):
+    """Left-padded prompts with one 28x28 image each (4 image tokens), followed by ``completion`` text tokens."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray((rng.random((40, 40, 3)) * 255).astype("uint8")) for _ in range(n_images)]
+    texts = [
+        processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is " + "1 + " * i + "1?"}]}],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        + "2 3 4 5 6 7"
+        for i in range(n_images)
+    ]
+    processor.tokenizer.padding_side = "left"
+    inputs = processor(text=texts, images=images, padding=True, return_tensors="pt")
+    response_mask = torch.zeros_like(inputs["attention_mask"])
+    response_mask[:, -completion:] = 1
+    return inputs, response_mask
+
+
+def test_vlm_language_model_statistics_with_image_tokens_as_prompt():
+    from attncredit.testing import build_tiny_vlm
+
+    model, processor = build_tiny_vlm()
+    model.eval()
+    inputs, response_mask = _vlm_batch(processor)
+    image_token = model.config.image_token_id
+    assert bool((inputs["input_ids"] == image_token).any(-1).all())  # every row holds image tokens, in its prompt
+    assert not bool(((inputs["input_ids"] == image_token) & response_mask.bool()).any())
+    with torch.no_grad():
+        stock = model(**inputs).logits
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    with torch.no_grad():
+        probabilities = eager(**inputs, output_attentions=True).attentions  # the language model's layers
+    enable_recording(model)
+    assert attention_layer_types(model) == {i: "full_attention" for i in range(4)}
+    layers = model_probe_layers(model)
+    assert layers == [1, 2]
+    with torch.no_grad(), record_attention(
+        model, layers, inputs["attention_mask"], response_mask, window=WINDOW, fai_horizon=(1, 40), backend="torch"
+    ) as rec:
+        logits = model(**inputs).logits
+    assert torch.equal(logits, stock)
+    for layer in layers:
+        expected = _stats_from_probabilities(probabilities[layer], inputs["attention_mask"], response_mask, WINDOW, (1, 40))
+        for value, ref in zip((rec.stats[layer].head_distance, rec.stats[layer].waad, rec.stats[layer].fai), expected):
+            torch.testing.assert_close(value.double(), ref, atol=1e-5, rtol=0.0)
+        fai = rec.stats[layer].fai.transpose(1, 2)[inputs["input_ids"] == image_token]  # [image tokens, heads]
+        assert float(fai.max()) > 0  # the completion attends to the image tokens
+
+
+def test_vlm_coupled_credit_trains_on_the_text_completion(tmp_path):
+    import numpy as np
+    from datasets import Dataset
+    from PIL import Image
+
+    from attncredit import AnchorGRPOConfig, AnchorGRPOTrainer
+    from attncredit.testing import build_tiny_vlm
+
+    model, processor = build_tiny_vlm()
+    rng = np.random.default_rng(0)
+    dataset = Dataset.from_list([
+        {
+            "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"What is {i} + {i}?"}]}],
+            "image": Image.fromarray((rng.random((40, 40, 3)) * 255).astype("uint8")),
+        }
+        for i in range(8)
+    ])
+    gammas, image_inputs = [], []
+
+    class Trainer(AnchorGRPOTrainer):
+        def _recorded_forward(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+            image_inputs.append(kwargs.get("pixel_values") is not None)
+            return super()._recorded_forward(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+
+        def _scaled_advantages(self, advantages, gamma, completion_mask):
+            gammas.append(gamma.detach().clone())
+            return super()._scaled_advantages(advantages, gamma, completion_mask)
+
+    trainer = Trainer(
+        model=model,
+        reward_funcs=digit_reward,
+        args=AnchorGRPOConfig(**tiny_args(tmp_path, max_completion_length=12)),
+        train_dataset=dataset,
+        processing_class=processor,
+    )
+    trainer.train()
+    assert image_inputs and all(image_inputs)  # the recorded forward saw the images
+    assert gammas and any(bool((g > 1).any()) for g in gammas)
+    assert len([h for h in trainer.state.log_history if "loss" in h]) == 2
