@@ -36,6 +36,11 @@ class ValueModel(nn.Module):
     def config(self):
         return self.backbone.config
 
+    @property
+    def _no_split_modules(self):
+        """The backbone's layer classes: FSDP2's transformer auto-wrap policy shards the critic layer by layer."""
+        return self.backbone._no_split_modules
+
     @classmethod
     def from_pretrained(cls, path: str, **model_init_kwargs) -> ValueModel:
         """The backbone of the model at ``path`` (critic folder, causal-LM folder or hub id) and its value head,

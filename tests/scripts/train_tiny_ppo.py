@@ -3,7 +3,7 @@
     [accelerate launch ...] python tests/scripts/train_tiny_ppo.py MODEL_DIR OUT_DIR ['{"config_field": value, ...}']
 
 Used by tests/test_ppo_distributed.py (2 processes, gloo) and tests/test_ppo_vllm.py (vLLM colocate). Each rank
-writes ``OUT_DIR/rank<i>.json`` with sha256 digests of the policy and the critic before and after training, the
+writes ``OUT_DIR/rank<i>.json`` with sha256 digests of the policy's and the critic's full (gathered) weights before and after training, the
 local mean of the whitened GAE advantages of every rollout (before credit), the dimension of the advantages TRL's
 loss read, and the log history.
 """
@@ -18,7 +18,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_tiny.py: weights digest, vLLM CPU patches
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared tiny-run pieces
 from tiny_training import AdvantageReads, digit_reward, prompts  # noqa: E402
-from train_tiny import patch_vllm_for_cpu_tests, weights_hash  # noqa: E402
+from train_tiny import patch_vllm_for_cpu_tests  # noqa: E402
+
+
+def full_weights_hash(model) -> str:
+    """sha256 of the full (unsharded) state dict of a plain, DDP or FSDP2 model; every rank must call it."""
+    import hashlib
+
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def make_trainer_class():
@@ -54,8 +68,8 @@ def main(model_dir: str, out_dir: str, overrides: dict) -> None:
 
     if overrides.pop("vllm_cpu", False):
         patch_vllm_for_cpu_tests()
-    policy_before = weights_hash(AutoModelForCausalLM.from_pretrained(model_dir))
-    critic_before = weights_hash(ValueModel.from_pretrained(model_dir))
+    policy_before = full_weights_hash(AutoModelForCausalLM.from_pretrained(model_dir))
+    critic_before = full_weights_hash(ValueModel.from_pretrained(model_dir))
     args = dict(
         output_dir=out_dir, max_steps=2, per_device_train_batch_size=4, num_generations=4, max_completion_length=16,
         learning_rate=1e-3, critic_learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to="none",
@@ -76,9 +90,9 @@ def main(model_dir: str, out_dir: str, overrides: dict) -> None:
         "num_processes": trainer.accelerator.num_processes,
         "runs_old_logps_forward": trainer._trl_runs_old_logps_forward(),
         "policy_before": policy_before,
-        "policy_after": weights_hash(trainer.accelerator.unwrap_model(trainer.model)),
+        "policy_after": full_weights_hash(trainer.model),
         "critic_before": critic_before,
-        "critic_after": weights_hash(trainer.accelerator.unwrap_model(trainer.critic)),
+        "critic_after": full_weights_hash(trainer.critic),
         "log_history": trainer.state.log_history,
         **trainer.debug,
     }
