@@ -160,6 +160,7 @@ BASE = dict(report_to="none", use_cpu=True, per_device_train_batch_size=4, num_g
         ({"num_generations": 1, "per_device_train_batch_size": 1}, "num_generations=1 needs at least 2 completions"),
         ({"cliprange_value": 0}, "cliprange_value=0 is invalid"),
         ({"critic_warmup_steps": -1}, "critic_warmup_steps=-1 is invalid"),
+        ({"fp16": True}, "fp16=True is invalid; allowed: False (AnchorPPOTrainer trains in bf16 or fp32)"),
     ],
 )
 def test_config_errors_are_one_line(tmp_path, overrides, expected):

@@ -128,3 +128,5 @@ class AnchorPPOConfig(AnchorGRPOConfig):
             fail("cliprange_value", self.cliprange_value, "a number > 0, or None for no clipping")
         if not self.vf_coef > 0:
             fail("vf_coef", self.vf_coef, "a number > 0")
+        if self.fp16:  # one GradScaler would serve two optimizers: accelerate unscales both at the critic's clip
+            fail("fp16", self.fp16, "False (AnchorPPOTrainer trains in bf16 or fp32)")

@@ -106,6 +106,11 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
             return ValueModel.from_pretrained(path, **init_kwargs)
         if isinstance(model, str):
             return ValueModel.from_pretrained(resolve_model_name(model), **init_kwargs)
+        if hasattr(model, "peft_config"):
+            raise ConfigError(
+                "a PEFT model instance as policy needs critic= or critic_model_name_or_path (its weights carry adapters); "
+                "or pass the model name with peft_config"
+            )
         return ValueModel.from_causal_lm(model)
 
     # ----------------------------------------------------------------------------------------------------
