@@ -99,13 +99,15 @@ def perturb_response(
     alternatives: int = 3,
     max_tokens: int = 48,
     min_following: int = 8,
+    batch_size: int | None = None,
 ) -> ResponsePerturbation:
     """Run the perturbation test on one response (see the module docstring).
 
     ``generator``: an ``attncredit.evaluation.generate`` generator (its tokenizer decodes, its end tokens end a
     continuation); ``candidates`` [n, m]: the most likely tokens of the distribution that sampled each response
     token (``RhythmForward.candidates``); the first ``alternatives`` of them that differ from the original token
-    are forced. The greedy continuations run through ``generator.generate``.
+    are forced. The greedy continuations run through ``generator.generate``, ``batch_size`` at a time (default:
+    all of the response's continuations in one batch).
     """
     from ..evaluation.generate import SamplingSettings
 
@@ -132,7 +134,7 @@ def perturb_response(
         return result
     greedy = SamplingSettings(n=1, temperature=0.0, max_new_tokens=max_tokens)
     seqs = [list(prompt_ids) + list(response_ids[:pos]) + [alt] for _, pos, alt in jobs]
-    continuations = generator.generate(seqs, greedy)
+    continuations = generator.generate(seqs, greedy, batch_size=batch_size or len(seqs))
     for (entry, pos, _), [sample] in zip(jobs, continuations):
         original = _until_eos(response_ids[pos + 1 : pos + 1 + max_tokens], eos)
         # compare equal token budgets: a continuation cut short by the response's end is not compared with

@@ -307,6 +307,7 @@ class _RhythmRun:
                 self.generator, self.responses.prompt_ids[index], r.token_ids, r.fai, r.fai_eligible, r.candidates,
                 k=c.perturbation, alternatives=c.perturbation_alternatives,
                 max_tokens=c.perturbation_tokens, min_following=c.perturbation_tokens,
+                batch_size=max(c.batch_size, 2 * c.perturbation * c.perturbation_alternatives),
             )
             self.perturbations.append(res)
             record["perturbation"] = {

@@ -118,8 +118,11 @@ class Generator:
         """Token ids of ``prompts`` as the trainer makes them (``render_prompt_ids``)."""
         return render_prompt_ids(self.tokenizer, prompts)
 
-    def generate(self, prompt_ids: list[list[int]], sampling: SamplingSettings, progress=None) -> list[list[Sample]]:
-        """``n`` samples per prompt, in prompt order; ``progress``: a tqdm-like bar advanced by samples done."""
+    def generate(
+        self, prompt_ids: list[list[int]], sampling: SamplingSettings, progress=None, batch_size: int | None = None
+    ) -> list[list[Sample]]:
+        """``n`` samples per prompt, in prompt order; ``progress``: a tqdm-like bar advanced by samples done;
+        ``batch_size``: rows per batch for this call where the backend batches (HF; default: the generator's)."""
         raise NotImplementedError
 
     def info(self) -> dict:
@@ -189,16 +192,17 @@ class HFGenerator(Generator):
                 "batch_size": self.batch_size, "cache": self.cache, "compile": self.compile}
 
     @torch.no_grad()
-    def generate(self, prompt_ids, sampling, progress=None):
+    def generate(self, prompt_ids, sampling, progress=None, batch_size=None):
         from transformers import StoppingCriteriaList
 
+        batch_size = batch_size or self.batch_size
         rows = [(i, j) for i in range(len(prompt_ids)) for j in range(sampling.n)]
         rows.sort(key=lambda r: -len(prompt_ids[r[0]]))
         out: list[list[Sample | None]] = [[None] * sampling.n for _ in prompt_ids]
         torch.manual_seed(sampling.seed)
         ends = torch.tensor(self.end_ids, device=self.device)
-        for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start : start + self.batch_size]
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
             seqs = [prompt_ids[i] for i, _ in chunk]
             width = max(len(s) for s in seqs)
             input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
@@ -220,7 +224,7 @@ class HFGenerator(Generator):
             else:
                 kwargs.update(temperature=None, top_p=None, top_k=None)
             if progress is not None and hasattr(progress, "set_postfix_str"):
-                label = f"batch {start // self.batch_size + 1}/{-(-len(rows) // self.batch_size)}"
+                label = f"batch {start // batch_size + 1}/{-(-len(rows) // batch_size)}"
                 kwargs["stopping_criteria"] = StoppingCriteriaList([_TokenTicker(progress, label)])
             generated = self.model.generate(
                 input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device), **kwargs
@@ -297,7 +301,7 @@ class VLLMGenerator(Generator):
 
         return {**super().info(), "vllm_version": vllm.__version__, **self.settings}
 
-    def generate(self, prompt_ids, sampling, progress=None):
+    def generate(self, prompt_ids, sampling, progress=None, batch_size=None):
         from vllm import SamplingParams
 
         params = SamplingParams(
