@@ -1,6 +1,6 @@
 """The learning study: does attention credit change what SmolLM2-135M-Instruct learns? (docs/experiments.md)
 
-The task is generated offline: integer arithmetic word-free prompts ("What is 47 + 38 - 19? ..."), scored 1 when
+The task is generated offline: word-free integer arithmetic prompts ("What is 47 + 38 - 19? ..."), scored 1 when
 the last integer of the answer is the result, else 0. The held-out test set is drawn from its own seed and
 excluded from the training stream. Plain GRPO (``none``), the paper's coupled credit (``coupled``) and its
 random control (``random``) train with the same seed, data order, budget and hyper-parameters; only
@@ -36,7 +36,7 @@ ARMS = ("none", "coupled", "random")
 TEST_SEED = 10_000  # the test problems' generator seed; training streams use the run seed
 LEVELS = {
     # level: (number of operands, smallest operand, largest operand, operators)
-    1: (2, 1, 9, "+"),
+    1: (2, 1, 30, "+"),
     2: (2, 10, 99, "+"),
     3: (3, 1, 20, "+-"),
     4: (3, 10, 99, "+-"),
@@ -77,8 +77,18 @@ def make_rows(expressions: list[tuple[str, int]]) -> list[dict]:
     ]
 
 
+def distinct_problems(level: int) -> int:
+    """How many different expressions ``level`` has: (operand choices)^operands x (operators)^(operands - 1)."""
+    count, low, high, ops = LEVELS[level]
+    return (high - low + 1) ** count * len(ops) ** (count - 1)
+
+
 def test_problems(level: int, n: int) -> list[tuple[str, int]]:
-    """The held-out set: the first ``n`` distinct expressions of the test generator."""
+    """The held-out set: the first ``n`` distinct expressions of the test generator, at most a quarter of the
+    level's expressions (so that most of them are left to train on)."""
+    if n > distinct_problems(level) // 4:
+        _fail(f"num-test {n} is more than a quarter of level {level}'s {distinct_problems(level)} distinct problems; "
+              f"allowed: at most {distinct_problems(level) // 4}")
     rng, seen, out = random.Random(TEST_SEED + level), set(), []
     while len(out) < n:
         problem = make_problem(rng, level)
