@@ -248,3 +248,32 @@ def test_vlm_coupled_credit_trains_on_the_text_completion(tmp_path):
     assert image_inputs and all(image_inputs)  # the recorded forward saw the images
     assert gammas and any(bool((g > 1).any()) for g in gammas)
     assert len([h for h in trainer.state.log_history if "loss" in h]) == 2
+
+
+@pytest.mark.parametrize("arch", ["gemma2", "gpt_oss"])
+def test_rhythm_analysis_forward_uses_the_layer_score_rule(arch):
+    """The analysis forward's credit-horizon statistics and attention bands follow softcapping, sinks and windows."""
+    from attncredit.analysis.forward import BandWindow, rhythm_forward
+
+    model = _model(arch)
+    if arch == "gpt_oss":
+        for module in model.modules():
+            if isinstance(getattr(module, "sinks", None), torch.nn.Parameter):
+                module.sinks.data = torch.linspace(-1.0, 4.0, module.sinks.numel())
+    input_ids, attention_mask, response_mask = _batch(model.config.vocab_size, n=30)
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    with torch.no_grad():
+        probabilities = eager(input_ids, attention_mask=attention_mask, output_attentions=True).attentions
+    enable_recording(model)
+    band = BandWindow(row_start=20, row_stop=30, col_start=5)
+    out = rhythm_forward(
+        model, input_ids, attention_mask, response_mask, [2, 3], window=WINDOW, fai_horizon=HORIZON,
+        backend="torch", credit_layers=[2, 3], credit_fai_horizon=(1, 5), band_windows=[band, None, None],
+    )
+    for layer in (2, 3):  # 2 is a sliding-window layer, 3 a global one
+        expected = _stats_from_probabilities(probabilities[layer], attention_mask, response_mask, WINDOW, (1, 5))
+        got = out.credit_stats[layer]
+        for value, ref in zip((got.head_distance, got.waad, got.fai), expected):
+            torch.testing.assert_close(value.double(), ref, atol=1e-5, rtol=0.0)
+        torch.testing.assert_close(out.bands[0][layer], probabilities[layer][0, :, 20:30, 5:30], atol=1e-5, rtol=0.0)

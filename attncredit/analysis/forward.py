@@ -48,11 +48,14 @@ class RhythmForward:
     bands: list[dict[int, torch.Tensor]] = field(default_factory=list)
 
 
-def band_probabilities(query, key, attention_mask, window: BandWindow, scaling: float) -> torch.Tensor:
+def band_probabilities(
+    query, key, attention_mask, window: BandWindow, scaling: float, *, softcap=None, sinks=None, sliding_window=None
+) -> torch.Tensor:
     """Exact causal attention probabilities [Hq, R, K] of one sequence for the rows and keys of ``window``.
 
     ``query`` [Hq, N, D], ``key`` [Hkv, N, D] (GQA: query head h reads key head h // (Hq / Hkv)),
-    ``attention_mask`` [N] bool. The softmax runs over every real key ``s <= t`` (prompt included); only the
+    ``attention_mask`` [N] bool. The softmax runs over every real key ``s <= t`` (prompt included) with the
+    layer's score rule (``softcap``, ``sinks`` [Hq], ``sliding_window``, as in ``attention_stats``); only the
     columns ``[col_start, row_stop)`` are returned, so a row's shown mass is at most 1.
     """
     r0, r1, c0 = window.row_start, window.row_stop, window.col_start
@@ -60,10 +63,19 @@ def band_probabilities(query, key, attention_mask, window: BandWindow, scaling: 
     q = query[:, r0:r1].float()
     k = key[:, :r1].float().repeat_interleave(hq // hkv, dim=0)
     scores = torch.matmul(q, k.transpose(-1, -2)) * scaling  # [Hq, R, r1]
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
     rows = torch.arange(r0, r1, device=query.device)[:, None]
     cols = torch.arange(r1, device=query.device)[None, :]
     allowed = (cols <= rows) & attention_mask[:r1].bool()[None, :]
-    probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0)
+    if sliding_window is not None:
+        allowed &= rows - cols < sliding_window
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    if sinks is None:
+        probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+    else:  # the sink takes its share of each row and is not shown
+        sink = sinks.detach().float().to(scores.device)[:, None, None].expand(-1, scores.shape[1], 1)
+        probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]
     return probs[:, :, c0:]
 
 
@@ -108,6 +120,7 @@ class RhythmRecorder(AttentionRecorder):
             return
         scaling = kwargs.get("scaling")
         scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+        variant = dict(softcap=kwargs.get("softcap"), sinks=kwargs.get("s_aux"), sliding_window=kwargs.get("sliding_window"))
         attention = self._attention.to(query.device)
         if layer in self.credit_layers and self.credit_fai_horizon != self.fai_horizon:
             self.credit_stats[layer] = _to_cpu(
@@ -120,6 +133,7 @@ class RhythmRecorder(AttentionRecorder):
                     window=self.window,
                     fai_horizon=self.credit_fai_horizon,
                     backend=self.backend,
+                    **variant,
                 )
             )
         if layer in self.band_layers:
@@ -127,7 +141,7 @@ class RhythmRecorder(AttentionRecorder):
                 for i, win in enumerate(self.band_windows):
                     if win is not None:
                         self.bands[i][layer] = band_probabilities(
-                            query[i].detach(), key[i].detach(), attention[i], win, scaling
+                            query[i].detach(), key[i].detach(), attention[i], win, scaling, **variant
                         ).cpu()
 
 

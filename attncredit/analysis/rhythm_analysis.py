@@ -133,7 +133,7 @@ def run_rhythm_analysis(config: RhythmConfig) -> dict:
     ``summary.json``."""
     from tqdm.auto import tqdm
 
-    from ..attention import enable_recording, probe_layers
+    from ..attention import enable_recording, model_probe_layers
     from ..credit import list_strategies
     from ..data import load_dataset_by_name
     from ..evaluation.generate import SamplingSettings, make_generator
@@ -154,7 +154,7 @@ def run_rhythm_analysis(config: RhythmConfig) -> dict:
     )
     model = enable_recording(generator.model)
     num_layers = model.config.get_text_config().num_hidden_layers
-    probes = probe_layers(num_layers, config.num_probe_layers)
+    probes = model_probe_layers(model, config.num_probe_layers)  # the middle third of the attention stack
     layers = analysis_layers(config.layers, num_layers, probes)
     segments = layer_segments(num_layers) if config.layers == "all" and num_layers >= 3 else {}
     out.mkdir(parents=True, exist_ok=True)
