@@ -14,10 +14,9 @@ and ends with ``A[t, s] = 2^(x_ts - lse_t)``, ``lse_t = m_t + log2 l_t``, so tha
 
 * head distance (Eq. 7): ``sum_s A[t,s] (t - s) = u_t / l_t``, averaged over response rows;
 * WAAD (Eq. 9):          ``sum_s A[t,s] min(t - s, W) = v_t / l_t``  (every term >= 0: nothing cancels, and rows
-  need not sum to 1, which they do not with a sink). With a given ``row_lse`` the row's key mass is known
-  exactly (1, or 1 minus the sink's share ``2^(z_h - lse_t)``), and the kernel keeps instead
-  ``c_t = sum_s A[t,s] max(W - (t - s), 0)`` over the last ``W`` keys only: ``WAAD_t = W mass_t - c_t``, so an
-  ulp of error in the given LSE scales only those W keys' terms.
+  need not sum to 1, which they do not with a sink). With a given ``row_lse`` the sums use ``2^(x_ts - lse_t)``
+  and are still divided by their own ``l_t`` (plus the sink's ``2^(z_h - lse_t)``), so that an error of the
+  given LSE, which scales every term of a row alike, cancels.
 
 The layer's score rule: with softcapping ``c`` the logit is ``log2(e) c tanh(scaling q.k / c)`` (tanh from exp2
 and a short odd polynomial near 0, float32-accurate to a few ulps); with a sliding window ``w`` the pairs
@@ -98,7 +97,9 @@ def _far_step(q, k_base, start_n, offs_n, offs_d, offs_m_f, m_i, l_i, u_i, v_i, 
     if HAS_LSE:
         p = tl.exp2(x - lse2[:, None])
         l_b = tl.sum(p, 1)
-        u_i = u_i + (offs_m_f - start_n) * l_b - tl.sum(p * j[None, :], 1)  # v (the clipped complement): 0 here
+        l_i = l_i + l_b
+        u_i = u_i + (offs_m_f - start_n) * l_b - tl.sum(p * j[None, :], 1)
+        v_i = v_i + W * l_b
     else:
         m_new = tl.maximum(m_i, tl.max(x, 1))
         alpha = tl.exp2(m_i - m_new)
@@ -130,8 +131,9 @@ def _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp, m
     clip = tl.minimum(d_f, W)  # only ever multiplied by p, which is 0 where t < s
     if HAS_LSE:
         p = tl.where(valid, tl.exp2(x - lse2[:, None]), 0.0)
+        l_i = l_i + tl.sum(p, 1)
         u_i = u_i + tl.sum(p * d_f, 1)
-        v_i = v_i + tl.sum(p * tl.maximum(W - d_f, 0.0), 1)  # the given LSE fixes the row mass: WAAD = W mass - v
+        v_i = v_i + tl.sum(p * clip, 1)
         band = valid & (dist >= H_LO) & (dist <= H_HI) & row_resp[:, None]
         tl.atomic_add(fai_base + offs, tl.sum(tl.where(band, p, 0.0), 0), mask=offs < N)
     else:
@@ -185,8 +187,9 @@ def _attention_stats_kernel(
     sink2 = 0.0
     if HAS_SINK:  # the sink logit opens every row's normaliser: m = sink, l = 2^(sink - m) = 1
         sink2 = tl.load(SINKS + h) * 1.4426950408889634
-        m_i = m_i * 0.0 + sink2
-        l_i = l_i + 1.0
+        if not HAS_LSE:  # with a given LSE the sink's share 2^(sink - lse) is added at the end
+            m_i = m_i * 0.0 + sink2
+            l_i = l_i + 1.0
     u_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     v_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     if HAS_LSE:
@@ -230,12 +233,12 @@ def _attention_stats_kernel(
                                         N, kv_start, W, SW, H_LO, H_HI, HEAD_DIM, HAS_LSE, PREC, HAS_SOFTCAP,
                                         HAS_WINDOW)
 
-    if HAS_LSE:
-        dist_row = u_i
-        if HAS_SINK:  # the keys' mass is 1 minus the sink's share
-            waad_row = W * (1.0 - tl.exp2(sink2 - lse2)) - v_i
-        else:
-            waad_row = W - v_i
+    if HAS_LSE:  # divide by the row's mass (keys + sink) as computed here: an error of the given LSE cancels
+        if HAS_SINK:
+            l_i = l_i + tl.exp2(sink2 - lse2)
+        l_safe = tl.where(l_i > 0, l_i, 1.0)
+        dist_row = u_i / l_safe
+        waad_row = v_i / l_safe
     else:
         l_safe = tl.where(l_i > 0, l_i, 1.0)
         dist_row = u_i / l_safe
