@@ -24,6 +24,10 @@ training.
 Factories for other settings: ``make_math_accuracy_reward(timeout_s=..., fallback=...)``,
 ``make_countdown_reward(format_score=...)``, ``make_format_reward(style=...)``.
 
+Errors (``rewards.errors``; this package imports nothing from ``attncredit``): ``RewardConfigError`` (a
+``ValueError``) for an unknown name, a bad option or a missing dataset column, ``GradingWorkerError`` when
+``math_accuracy``'s grading worker cannot start (see ``_mathgrade``).
+
 Example::
 
     from rewards import get_reward_funcs

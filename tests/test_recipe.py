@@ -131,7 +131,7 @@ def test_default_run_trains_the_embedded_model_and_reuses_its_conversion(tmp_pat
     cache = tmp_path / "cache"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ATTNCREDIT_CACHE": str(cache)}
     out = tmp_path / "run"
-    short = ["--max_steps", "2", "--max_completion_length", "64", "--save_steps", "2", "--eval_strategy", "no"]
+    short = ["--max_steps", "2", "--max_completion_length", "64", "--save_steps", "1", "--eval_strategy", "no"]
     proc = subprocess.run(
         [sys.executable, str(RECIPE), "--output_dir", str(out), *short],
         capture_output=True,
@@ -140,7 +140,9 @@ def test_default_run_trains_the_embedded_model_and_reuses_its_conversion(tmp_pat
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (out / "checkpoint-2" / "model.safetensors").exists()
+    # the demo keeps one resumable checkpoint (save_total_limit: 1) beside the final model
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert (out / "checkpoint-2" / "model.safetensors").exists() and (out / "model.safetensors").exists()
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [m for m in metrics if "loss" in m]
     assert [m["step"] for m in steps] == [1, 2]
