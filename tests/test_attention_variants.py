@@ -29,7 +29,8 @@ def brute_force(query, key, attention_mask, response_mask, window, fai_horizon, 
             probs = {}
             for t in real:
                 keys = [s for s in real if s <= t and (sliding_window is None or t - s < sliding_window)]
-                scores = torch.stack([query[i, h, t].double() @ key[i, h // group, s].double() for s in keys]) / math.sqrt(d)
+                scores = torch.stack([query[i, h, t].double() @ key[i, h // group, s].double() for s in keys])
+                scores = scores / math.sqrt(d)
                 if softcap is not None:
                     scores = softcap * torch.tanh(scores / softcap)
                 if sinks is not None:

@@ -164,7 +164,7 @@ def _vlm_batch(processor, n_images=3, completion=6):
     images = [Image.fromarray((rng.random((40, 40, 3)) * 255).astype("uint8")) for _ in range(n_images)]
     texts = [
         processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is " + "1 + " * i + "1?"}]}],
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "1 + " * i + "1 ="}]}],
             add_generation_prompt=True,
             tokenize=False,
         )
@@ -200,10 +200,14 @@ def test_vlm_language_model_statistics_with_image_tokens_as_prompt():
     with torch.no_grad(), record_attention(
         model, layers, inputs["attention_mask"], response_mask, window=WINDOW, fai_horizon=(1, 40), backend="torch"
     ) as rec:
+        recorded = [name for name, m in model.named_modules() if "_attncredit_recorder" in m.__dict__]
         logits = model(**inputs).logits
+    assert recorded and all(name.startswith("model.language_model.layers.") for name in recorded)
     assert torch.equal(logits, stock)
     for layer in layers:
-        expected = _stats_from_probabilities(probabilities[layer], inputs["attention_mask"], response_mask, WINDOW, (1, 40))
+        expected = _stats_from_probabilities(
+            probabilities[layer], inputs["attention_mask"], response_mask, WINDOW, (1, 40)
+        )
         for value, ref in zip((rec.stats[layer].head_distance, rec.stats[layer].waad, rec.stats[layer].fai), expected):
             torch.testing.assert_close(value.double(), ref, atol=1e-5, rtol=0.0)
         fai = rec.stats[layer].fai.transpose(1, 2)[inputs["input_ids"] == image_token]  # [image tokens, heads]
@@ -222,7 +226,7 @@ def test_vlm_coupled_credit_trains_on_the_text_completion(tmp_path):
     rng = np.random.default_rng(0)
     dataset = Dataset.from_list([
         {
-            "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"What is {i} + {i}?"}]}],
+            "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"{i} + {i} ="}]}],
             "image": Image.fromarray((rng.random((40, 40, 3)) * 255).astype("uint8")),
         }
         for i in range(8)

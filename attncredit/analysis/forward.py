@@ -120,7 +120,8 @@ class RhythmRecorder(AttentionRecorder):
             return
         scaling = kwargs.get("scaling")
         scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-        variant = dict(softcap=kwargs.get("softcap"), sinks=kwargs.get("s_aux"), sliding_window=kwargs.get("sliding_window"))
+        variant = {"softcap": kwargs.get("softcap"), "sinks": kwargs.get("s_aux")}
+        variant["sliding_window"] = kwargs.get("sliding_window")
         attention = self._attention.to(query.device)
         if layer in self.credit_layers and self.credit_fai_horizon != self.fai_horizon:
             self.credit_stats[layer] = _to_cpu(

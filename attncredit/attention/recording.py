@@ -142,9 +142,21 @@ def _transformers_model(model: nn.Module) -> PreTrainedModel:
     )
 
 
+def _language_model(model: nn.Module) -> nn.Module:
+    """The decoder whose layers are recorded: the language model of a vision-language model (its vision tower may
+    number its own layers), the decoder stack of a causal LM; the model itself where transformers names none."""
+    base = _transformers_model(model)
+    try:
+        decoder = base.get_decoder()
+    except (AttributeError, NotImplementedError, ValueError):
+        decoder = None
+    return decoder if isinstance(decoder, nn.Module) else base
+
+
 def _layer_modules(model: nn.Module, layers) -> list[nn.Module]:
-    """Modules of ``model`` whose ``layer_idx`` is in ``layers`` (attention modules and possibly their blocks)."""
-    return [m for m in model.modules() if m.__dict__.get("layer_idx") in layers]
+    """Modules of the language model whose ``layer_idx`` is in ``layers`` (attention modules and possibly their
+    blocks)."""
+    return [m for m in _language_model(model).modules() if m.__dict__.get("layer_idx") in layers]
 
 
 def _text_config(base: PreTrainedModel):
@@ -263,7 +275,7 @@ def _probe_forward(base: PreTrainedModel) -> dict[int, dict]:
     """Per layer whose attention reached the function in a 2-token no-grad forward, its score modifiers (RNG state
     preserved)."""
     discovery = _LayerDiscovery()
-    modules = [m for m in base.modules() if isinstance(m.__dict__.get("layer_idx"), int)]
+    modules = [m for m in _language_model(base).modules() if isinstance(m.__dict__.get("layer_idx"), int)]
     device = next(base.parameters()).device
     input_ids = torch.zeros((1, 2), dtype=torch.long, device=device)
     for m in modules:
@@ -526,7 +538,8 @@ class AttentionRecorder:
             raise ValueError(
                 f"layer {layer} of {self.model_name}: its attention mask lets response tokens see other keys than "
                 f"real keys s <= t{'' if sliding_window is None else f' with t - s < {sliding_window}'} (packed "
-                "sequences, chunked or bidirectional attention on the completion), which attention statistics do not model"
+                "sequences, chunked or bidirectional attention on the completion), which attention statistics do not "
+                "model"
             )
         self._checked_masks[key] = True
 

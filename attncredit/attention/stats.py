@@ -233,7 +233,7 @@ def attention_stats(
             Hkv, key on another device, masks that are not [B, N], real tokens that are not one contiguous run,
             response tokens that are padding, window < 1, a horizon that is not 0 <= H_lo <= H_hi, a non-finite
             scaling, a softcap that is not a finite number > 0, sinks that are not a finite [Hq] tensor, a
-            sliding window < 1, and NaN/inf in query or key at real tokens (padding positions may hold anything: they are
+            sliding window < 1, and NaN/inf in query or key at real tokens (padding positions may hold anything: they
             never read). The last check is one reduction over heads and D per token (fp32 accumulation, so
             finite values large enough to overflow it are rejected too; their scores would overflow anyway).
     """

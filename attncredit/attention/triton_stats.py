@@ -23,9 +23,9 @@ and a short odd polynomial near 0, float32-accurate to a few ulps); with a slidi
 ``t - s >= w`` are masked and the key stream of a row block starts at ``qs - w + 1``; with a sink logit ``z_h``
 each row starts at ``m = log2(e) z_h``, ``l = 1``: the sink is one more term of the normaliser and of nothing else.
 
-Far key blocks (every ``t - s >= W``, inside the sliding window, and no padding key) run unmasked, and there the distance moment is
-taken per block as ``(t - s0) sum_j p_j - sum_j p_j j`` for ``s = s0 + j``: two row sums and no
-per-element distance. Near blocks (the causal diagonal, the last ``W`` keys, a block holding left
+Far key blocks (every ``t - s >= W``, inside the sliding window, and no padding key) run unmasked, and
+there the distance moment is taken per block as ``(t - s0) sum_j p_j - sum_j p_j j`` for ``s = s0 + j``:
+two row sums and no per-element distance (and WAAD adds ``W sum_j p_j``). Near blocks (the causal diagonal, the last ``W`` keys, a block holding left
 padding, blocks reaching past the sliding window) apply the masks and the exact per-element distances.
 
 FAI (Eq. 10) needs the final ``lse_t``: a second sweep over the diagonal band
@@ -65,7 +65,8 @@ LOG2E = 1.4426950408889634
 
 @triton.jit
 def _tanh(y):
-    """tanh in float32 to a few ulps: an odd Taylor polynomial below |y| = 1/4, (1 - e) / (1 + e), e = exp(-2|y|), above."""
+    """tanh in float32 to a few ulps: an odd Taylor polynomial below |y| = 1/4, above it (1 - e) / (1 + e) with
+    e = exp(-2|y|) (Triton has no tanh that also runs under the interpreter)."""
     a = tl.abs(y)
     e = tl.exp2(-2.8853900817779268 * a)
     y2 = a * a
