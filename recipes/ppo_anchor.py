@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     from attncredit.data import validate_columns
     from attncredit.errors import ConfigError
     from attncredit.models import load_tokenizer, resolve_model_name
+    from attncredit.output_dir import resolve_resume
     from rewards import get_reward_funcs
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         for data in (train_dataset, eval_dataset):
             if data is not None:
                 validate_columns(data, rewards=script_args.reward_funcs)
-        resume = grpo_anchor._resume_path(training_args.resume_from_checkpoint, training_args.output_dir)
+        resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
         trainer = AnchorPPOTrainer(
             model=model_path,
             reward_funcs=reward_funcs,
