@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the GRPO recipe's data and argument helpers
@@ -37,17 +38,31 @@ def parse_args(argv: list[str]):
 
 
 def main(argv: list[str] | None = None) -> None:
+    # As the GRPO recipe: no deprecation notices a user cannot act on, one progress bar (training's).
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
     from attncredit import AnchorPPOTrainer
     from attncredit.data import validate_columns
-    from attncredit.errors import ConfigError
+    from attncredit.errors import ConfigError, NonFiniteTrainingError
     from attncredit.models import load_tokenizer, resolve_model_name
-    from attncredit.output_dir import resolve_resume
-    from rewards import get_reward_funcs
+    from attncredit.output_dir import check_writable, prepare_output_dir, resolve_resume
+    from attncredit.trainer import NonFiniteError
+    from rewards import GradingWorkerError, get_reward_funcs
 
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         script_args, training_args, model_args = parse_args(argv)
         from trl import get_peft_config
+
+        # Before anything slow: a bad output_dir, or one holding another run.
+        resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+        check_writable(training_args.output_dir)
+        prepare_output_dir(training_args.output_dir, resume, training_args.overwrite_output_dir, delete=False)
 
         model_path = resolve_model_name(model_args.model_name_or_path or "smollm2-135m-instruct")
         tokenizer = load_tokenizer(model_path)
@@ -65,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         for data in (train_dataset, eval_dataset):
             if data is not None:
                 validate_columns(data, rewards=script_args.reward_funcs)
-        resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+        # The critic is loaded here too: a missing critic_model_name_or_path is a one-line error like the others.
         trainer = AnchorPPOTrainer(
             model=model_path,
             reward_funcs=reward_funcs,
@@ -78,7 +93,11 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, ValueError) as e:
         grpo_anchor._fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
-    trainer.train(resume_from_checkpoint=resume)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except (NonFiniteTrainingError, NonFiniteError, GradingWorkerError) as e:  # the message names the step or worker
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
         print(json.dumps({"output_dir": training_args.output_dir, "global_step": trainer.state.global_step}))

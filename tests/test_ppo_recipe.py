@@ -67,7 +67,9 @@ def test_offline_default_run_writes_checkpoints_critic_and_metrics(tmp_path):
     steps = [m for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
     assert [m["step"] for m in steps] == [1, 2]
     for m in steps:
-        for key in ("critic/value_loss", "critic/explained_variance", "critic/vpred_mean", "critic/returns_mean",
-                    "critic/clipfrac", "ppo/advantages_mean", "ppo/advantages_std"):  # fmt: skip
+        for key in ("critic/value_loss", "critic/vpred_mean", "critic/returns_mean", "critic/clipfrac",
+                    "ppo/advantages_mean", "ppo/advantages_std"):  # fmt: skip
             assert key in m, key
+        # explained variance is NaN (left out of metrics.jsonl) when every return of the batch is equal
+        assert "critic/explained_variance" in m or m["reward_std"] == 0
         assert m["attncredit/gamma_mean"] > 1.0
