@@ -73,3 +73,15 @@ def test_offline_default_run_writes_checkpoints_critic_and_metrics(tmp_path):
         # explained variance is NaN (left out of metrics.jsonl) when every return of the batch is equal
         assert "critic/explained_variance" in m or m["reward_std"] == 0
         assert m["attncredit/gamma_mean"] > 1.0
+
+
+def test_paper_style_ppo_config_reads_through_the_recipe_parser():
+    config = ROOT / "recipes" / "configs" / "ppo_qwen3_4b_dapo_1k.yaml"
+    # use_cpu: this machine has no GPU, and TrainingArguments refuses bf16 on a GPU-less host without it
+    _, args, model_args = load_recipe().parse_args(["--config", str(config), "--use_cpu", "true"])
+    assert model_args.model_name_or_path == "Qwen/Qwen3-4B-Base"
+    assert "recipes/accelerate/fsdp2.yaml recipes/ppo_anchor.py" in config.read_text()  # 8 processes
+    responses_per_round = args.per_device_train_batch_size * 8 * args.steps_per_generation
+    assert responses_per_round == 512 and args.max_steps == 500 * 16
+    assert (args.credit_strategy, args.gae_gamma, args.gae_lambda, args.critic_gae_lambda) == ("coupled", 1.0, 0.95, 1.0)
+    assert args.critic_warmup_steps == 16 and args.kl_coef == 0.0 and args.advantage_whitening == "batch"
