@@ -206,6 +206,7 @@ def train(args) -> int:
         save_strategy="no",
         eval_strategy="steps",
         eval_steps=args.eval_steps,
+        eval_on_start=True,  # step 0: the untrained model on the held-out set
         report_to="none",
         seed=args.seed,
         data_seed=args.seed,
@@ -230,7 +231,6 @@ def train(args) -> int:
     settings.update(device=torch.cuda.get_device_name() if cuda else "cpu", model_path=str(model_path))
     (Path(args.out) / "study_settings.json").write_text(json.dumps(settings, indent=1))
     start = time.perf_counter()
-    trainer.evaluate()  # step 0: the untrained model on the held-out set
     trainer.train()
     trainer.evaluate()
     print(json.dumps({"out": args.out, "arm": args.arm, "seed": args.seed, "global_step": trainer.state.global_step,
@@ -263,13 +263,15 @@ def run_all(args, passthrough: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.level == "auto":
         start = argparse.Namespace(model=args.model, levels=sorted(LEVELS), num_test=args.start_num_test, k=args.start_k,
-                                   temperature=1.0, max_new_tokens=args.max_new_tokens, batch_size=64, cache="auto",
+                                   temperature=args.temperature, max_new_tokens=args.max_new_tokens, batch_size=64,
+                                   cache="auto",
                                    threads=None, out=str(out))
         level = choose_level(start_accuracy(start))
         print(f"level {level}: untrained avg@k nearest 30%", flush=True)
     else:
         level = int(args.level)
-    passthrough = [*passthrough, "--level", str(level), "--model", args.model, "--max-new-tokens", str(args.max_new_tokens)]
+    passthrough = [*passthrough, "--level", str(level), "--model", args.model, "--max-new-tokens", str(args.max_new_tokens),
+                   "--temperature", str(args.temperature)]
     procs = []
     for seed in args.seeds:
         for arm in args.arms:
@@ -391,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
                    "first and take the one nearest 30%% within [10%%, 50%%] (default: %(default)s)")
     a.add_argument("--model", default="smollm2-135m-instruct")
     a.add_argument("--max-new-tokens", type=int, default=64)
+    a.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the level choice, "
+                   "training and evaluation (default: %(default)s)")
     a.add_argument("--start-num-test", type=int, default=128, help="problems per level for --level auto")
     a.add_argument("--start-k", type=int, default=4, help="samples per problem for --level auto")
     m = sub.add_parser("summarize", help="table of held-out avg@k per arm over seeds")
