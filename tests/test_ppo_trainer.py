@@ -53,7 +53,10 @@ def ppo_args(output_dir, **overrides) -> dict:
     return args
 
 
-def make_trainer(model_dir, tmp_path, trainer_cls=AnchorPPOTrainer, reward=prompt_reward, data=None, peft_config=None, **overrides):
+def make_trainer(
+    model_dir, tmp_path, trainer_cls=AnchorPPOTrainer, reward=prompt_reward, data=None, peft_config=None, eval_dataset=None,
+    **overrides,
+):
     return trainer_cls(
         model=str(model_dir),
         reward_funcs=reward,
@@ -61,6 +64,7 @@ def make_trainer(model_dir, tmp_path, trainer_cls=AnchorPPOTrainer, reward=promp
         train_dataset=data if data is not None else yes_no_prompts(),
         processing_class=load_tokenizer(str(model_dir)),
         peft_config=peft_config,
+        eval_dataset=eval_dataset,
     )
 
 
@@ -284,3 +288,14 @@ def test_missing_critic_path_is_one_line(tiny_qwen2, tmp_path):
         make_trainer(tiny_qwen2, tmp_path, critic_model_name_or_path="no-such-model")
     assert str(info.value).startswith("critic_model_name_or_path: unknown model 'no-such-model'")
     assert "\n" not in str(info.value)
+
+
+def test_evaluation_scores_with_the_critic_and_logs_eval_metrics(tiny_qwen2, tmp_path):
+    trainer = make_trainer(tiny_qwen2, tmp_path, max_steps=1, eval_strategy="steps", eval_steps=1,
+                           per_device_eval_batch_size=4, eval_dataset=yes_no_prompts(4))  # fmt: skip
+    trainer.train()
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    assert len(evals) == 1
+    assert "eval_critic/returns_mean" in evals[0] and "eval_ppo/advantages_std" in evals[0]
+    assert len(logged(trainer, "critic/value_loss")) == 1  # the critic trains on training batches only
+    assert trainer.critic.training

@@ -132,13 +132,19 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
 
     @torch.no_grad()
     def _critic_values(self, input_ids, attention_mask, logits_to_keep) -> torch.Tensor:
+        """The critic's values of a rollout, in eval mode (no dropout), chunk by chunk."""
         batch_size = self.args.per_device_train_batch_size if self.model.training else self.args.per_device_eval_batch_size
-        return torch.cat(
-            [
-                self.critic(input_ids[i : i + batch_size], attention_mask[i : i + batch_size], logits_to_keep)
-                for i in range(0, input_ids.size(0), batch_size)
-            ]
-        )
+        training = self.critic.training
+        self.critic.eval()
+        try:
+            return torch.cat(
+                [
+                    self.critic(input_ids[i : i + batch_size], attention_mask[i : i + batch_size], logits_to_keep)
+                    for i in range(0, input_ids.size(0), batch_size)
+                ]
+            )
+        finally:
+            self.critic.train(training)
 
     @torch.no_grad()
     def _rollout_kl(self, output, input_ids, attention_mask, logits_to_keep) -> torch.Tensor:
