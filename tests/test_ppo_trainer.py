@@ -299,3 +299,18 @@ def test_evaluation_scores_with_the_critic_and_logs_eval_metrics(tiny_qwen2, tmp
     assert "eval_critic/returns_mean" in evals[0] and "eval_ppo/advantages_std" in evals[0]
     assert len(logged(trainer, "critic/value_loss")) == 1  # the critic trains on training batches only
     assert trainer.critic.training
+
+
+def test_deepspeed_is_refused_in_one_line_before_loading(tmp_path):
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from attncredit.errors import ConfigError
+
+    args = AnchorPPOConfig(**ppo_args(tmp_path))
+    args.distributed_state = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED)  # as under a ZeRO config
+    with pytest.raises(ConfigError) as info:
+        AnchorPPOTrainer(model="no-model-is-loaded", args=args)
+    message = str(info.value)
+    assert "\n" not in message and "DDP (recipes/accelerate/multi_gpu.yaml) and FSDP2" in message and "DeepSpeed" in message

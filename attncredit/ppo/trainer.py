@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 
 import torch
+from accelerate.utils import DistributedType
 from transformers import get_scheduler
 from trl.trainer.utils import use_adapter
 
@@ -33,6 +34,11 @@ from .gae import compute_gae, length_adaptive_lambda, outcome_token_rewards
 from .losses import clipped_value_loss, explained_variance, masked_mean_var, whiten
 
 CRITIC_FOLDER = "critic"
+UNSUPPORTED_DISTRIBUTED = (
+    "AnchorPPOTrainer trains two models (policy and critic) and supports a single process, DDP "
+    "(recipes/accelerate/multi_gpu.yaml) and FSDP2 (recipes/accelerate/fsdp2.yaml); DeepSpeed and FSDP1 are not "
+    "supported (accelerate prepares one DeepSpeed engine per run)"
+)
 CRITIC_STATE_FILE = "critic_optimizer.pt"
 
 
@@ -49,6 +55,9 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
             args = AnchorPPOConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-AnchorPPO")
         if not isinstance(args, AnchorPPOConfig):
             raise ConfigError(f"args must be an AnchorPPOConfig, got {type(args).__name__}")
+        state = args.distributed_state  # accelerate's, known before the models load
+        if state is not None and state.distributed_type == DistributedType.DEEPSPEED:
+            raise ConfigError(UNSUPPORTED_DISTRIBUTED)
         if critic is None:
             critic = self._load_critic(model, args)
         # kl_coef needs reference log-probs, which TRL sets up (reference model, or the PEFT adapter switched off) only
@@ -64,11 +73,7 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
         if borrow_beta:
             self.beta = 0.0
         if self.is_deepspeed_enabled or (self.is_fsdp_enabled and getattr(self.accelerator.state.fsdp_plugin, "fsdp_version", 1) != 2):
-            raise ConfigError(
-                "AnchorPPOTrainer trains two models (policy and critic) and supports a single process, DDP "
-                "(recipes/accelerate/multi_gpu.yaml) and FSDP2 (recipes/accelerate/fsdp2.yaml); DeepSpeed and FSDP1 "
-                "are not supported"
-            )
+            raise ConfigError(UNSUPPORTED_DISTRIBUTED)
         if args.disable_dropout:
             from trl.trainer.utils import disable_dropout_in_model
 
