@@ -77,6 +77,7 @@ def run(strategy: str, opts, tokenizer, dataset) -> list[dict]:
 
     args = AnchorPPOConfig(
         output_dir=f"/tmp/bench_ppo_{strategy}",
+        overwrite_output_dir=True,  # every round starts over in the same folder
         max_steps=opts.steps,
         per_device_train_batch_size=opts.batch,
         num_generations=opts.generations,
