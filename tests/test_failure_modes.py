@@ -96,3 +96,21 @@ def test_unwritable_output_dir_fails_before_the_model_loads(tiny_qwen2, tmp_path
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match=r"output_dir='.*file/run' is not a writable folder \(Not a directory\)"):
         trainer_for(tiny_qwen2, tmp_path / "file" / "run")
+
+
+def test_logged_nan_is_kept_in_metrics_jsonl_and_stops_training(tmp_path):
+    """A NaN that shows only at logging time (e.g. the loss): metrics.jsonl keeps it, then the guard stops."""
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    from attncredit.callbacks import MetricsJsonlCallback, NonFiniteGuardCallback
+
+    args = SimpleNamespace(output_dir=str(tmp_path))
+    state = SimpleNamespace(global_step=7, epoch=0.5, is_world_process_zero=True)
+    logs = {"loss": float("nan"), "grad_norm": 1.0, "reward": 0.5}
+    MetricsJsonlCallback().on_log(args, state, TrainerControl(), logs=logs)
+    (record,) = metrics(tmp_path)
+    assert record["step"] == 7 and math.isnan(record["loss"]) and record["reward"] == 0.5
+    with pytest.raises(NonFiniteTrainingError, match=r"^non-finite loss=nan at step 7: training stopped"):
+        NonFiniteGuardCallback().on_log(args, state, TrainerControl(), logs=logs)
