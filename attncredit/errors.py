@@ -10,4 +10,5 @@ class ConfigError(ValueError):
 
 
 class NonFiniteTrainingError(RuntimeError):
-    """A training step produced a NaN or inf loss or gradient norm; the message names the step and likely causes."""
+    """A training step met a NaN or inf where it needs finite numbers (a reward, an attention statistic, the loss
+    or the gradient norm); the message names the step and what was not finite."""

@@ -26,8 +26,11 @@ from .errors import ConfigError
 logger = logging.getLogger(__name__)
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-# Files and folders a run writes into its output_dir (the final model's files are recognised by its weights).
-RUN_FILES = ("metrics.jsonl", "attncredit_head_groups.jsonl", "token_views", "trainer_state.json", "training_args.bin")
+# Files and folders a run writes into its output_dir (the final model's files are recognised by its weights;
+# "critic" is the final critic of a PPO run, attncredit.ppo's CRITIC_FOLDER).
+RUN_FILES = (
+    "metrics.jsonl", "attncredit_head_groups.jsonl", "token_views", "trainer_state.json", "training_args.bin", "critic"
+)
 MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors", "pytorch_model.bin")
 
 

@@ -56,10 +56,6 @@ CREDIT_GAMMA = "credit_gamma"
 HEAD_GROUPS_FILE = "attncredit_head_groups.json"
 
 
-class NonFiniteError(RuntimeError):
-    """NaN or inf where a training step needs finite numbers (rewards, attention statistics)."""
-
-
 @dataclass
 class CreditForward:
     """The one policy forward that reads the statistics: TRL's old-log-prob pass of a rollout (``batch`` is
@@ -343,7 +339,7 @@ class AnchorGRPOTrainer(GRPOTrainer):
                 **args.credit_options,
             )
         except NonFiniteStatisticError as e:  # every statistic the strategy reads is checked for NaN/inf
-            raise NonFiniteError(f"step {self.state.global_step}: {e}") from e
+            raise NonFiniteTrainingError(f"step {self.state.global_step}: {e}") from e
         self.credit_logger.on_credit(
             CreditChunk(
                 completion_ids=completion_ids,
@@ -411,7 +407,7 @@ def _finite_rewards(func, name):
         for i, r in enumerate(rewards):
             if r is not None and not math.isfinite(r):
                 step = trainer_state.global_step if trainer_state is not None else "?"
-                raise NonFiniteError(f"reward function {name!r} returned {r} for completion {i} at step {step}")
+                raise NonFiniteTrainingError(f"reward function {name!r} returned {r} for completion {i} at step {step}")
         return rewards
 
     return checked

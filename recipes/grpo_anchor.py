@@ -132,7 +132,6 @@ def main(argv: list[str] | None = None) -> None:
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     from attncredit import AnchorGRPOTrainer
-    from attncredit.trainer import NonFiniteError
     from attncredit.data import validate_columns
     from attncredit.errors import ConfigError, NonFiniteTrainingError
     from attncredit.models import load_tokenizer, resolve_model_name
@@ -179,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         trainer.train(resume_from_checkpoint=resume)
-    except (NonFiniteTrainingError, NonFiniteError, GradingWorkerError) as e:  # the message names the step or the worker's output
+    except (NonFiniteTrainingError, GradingWorkerError) as e:  # the message names the step or the worker's output
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     trainer.save_model(training_args.output_dir)

@@ -51,7 +51,6 @@ def main(argv: list[str] | None = None) -> None:
     from attncredit.errors import ConfigError, NonFiniteTrainingError
     from attncredit.models import load_tokenizer, resolve_model_name
     from attncredit.output_dir import check_writable, prepare_output_dir, resolve_resume
-    from attncredit.trainer import NonFiniteError
     from rewards import GradingWorkerError, get_reward_funcs
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -95,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         trainer.train(resume_from_checkpoint=resume)
-    except (NonFiniteTrainingError, NonFiniteError, GradingWorkerError) as e:  # the message names the step or worker
+    except (NonFiniteTrainingError, GradingWorkerError) as e:  # the message names the step or worker
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     trainer.save_model(training_args.output_dir)

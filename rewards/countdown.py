@@ -1,4 +1,4 @@
-"""``countdown``: TinyZero's rule reward for Countdown (PAPER.md §7, §9 A6), with a safe exact evaluator.
+"""``countdown``: TinyZero's rule reward for Countdown (the paper's Countdown task; it names no reward, so this is the TinyZero rule it builds on), with a safe exact evaluator.
 
 Score of one completion, given the row's ``numbers`` and ``target``:
 

@@ -114,3 +114,16 @@ def test_logged_nan_is_kept_in_metrics_jsonl_and_stops_training(tmp_path):
     assert record["step"] == 7 and math.isnan(record["loss"]) and record["reward"] == 0.5
     with pytest.raises(NonFiniteTrainingError, match=r"^non-finite loss=nan at step 7: training stopped"):
         NonFiniteGuardCallback().on_log(args, state, TrainerControl(), logs=logs)
+
+
+def test_a_ppo_runs_final_critic_counts_as_a_run_output_and_overwrite_removes_it(tmp_path):
+    from attncredit.output_dir import prepare_output_dir, run_outputs
+
+    (tmp_path / "critic").mkdir()
+    (tmp_path / "critic" / "model.safetensors").write_text("x")
+    (tmp_path / "notes.txt").write_text("the user's own file")
+    assert run_outputs(str(tmp_path)) == ["critic"]
+    with pytest.raises(ConfigError, match=r"holds another run's outputs \(critic\)"):
+        prepare_output_dir(str(tmp_path), None, overwrite=False)
+    prepare_output_dir(str(tmp_path), None, overwrite=True)
+    assert not (tmp_path / "critic").exists() and (tmp_path / "notes.txt").exists()

@@ -12,7 +12,7 @@ from tests.test_recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "recipes" / "configs").glob("qwen3_*.yaml"))
-PAPER_ROUNDS = {"4b": 500, "8b": 600}  # PAPER.md §7: rollout steps per model size
+PAPER_ROUNDS = {"4b": 500, "8b": 600}  # the paper's rollout steps per model size
 
 
 def launch_processes(config: Path) -> int:

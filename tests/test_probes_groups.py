@@ -1,4 +1,4 @@
-"""Probe-layer choice (PAPER.md §1, §9 A7) and local/global head groups (Eq. 7-8, §9 A1)."""
+"""Probe-layer choice (docs/method.md, "Probe layers") and local/global head groups (Eq. 7-8)."""
 
 import numpy as np
 import pytest

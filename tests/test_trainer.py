@@ -96,7 +96,7 @@ def test_config_rejects_bad_credit_values(tmp_path):
 
 
 def test_nan_reward_fails_naming_the_function_and_step(tiny_qwen2, tmp_path):
-    from attncredit.trainer import NonFiniteError
+    from attncredit.errors import NonFiniteTrainingError
 
     def broken_reward(completions, **kwargs):
         return [float("nan")] + [0.5] * (len(completions) - 1)
@@ -108,13 +108,13 @@ def test_nan_reward_fails_naming_the_function_and_step(tiny_qwen2, tmp_path):
         train_dataset=prompts(),
         processing_class=load_tokenizer(str(tiny_qwen2)),
     )
-    with pytest.raises(NonFiniteError, match="reward function 'broken_reward' returned nan for completion 0 at step 0"):
+    with pytest.raises(NonFiniteTrainingError, match="reward function 'broken_reward' returned nan for completion 0 at step 0"):
         trainer.train()
 
 
 def test_nan_attention_statistics_fail_naming_the_step(tiny_qwen2, tmp_path, monkeypatch):
     import attncredit.trainer as trainer_module
-    from attncredit.trainer import NonFiniteError
+    from attncredit.errors import NonFiniteTrainingError
 
     real = trainer_module.group_token_stats
 
@@ -124,7 +124,7 @@ def test_nan_attention_statistics_fail_naming_the_step(tiny_qwen2, tmp_path, mon
         return groups
 
     monkeypatch.setattr(trainer_module, "group_token_stats", poisoned)
-    with pytest.raises(NonFiniteError, match=r"step 0: fai has \d+ NaN/inf value"):
+    with pytest.raises(NonFiniteTrainingError, match=r"step 0: fai has \d+ NaN/inf value"):
         train(AnchorGRPOTrainer, AnchorGRPOConfig, tiny_qwen2, tmp_path, credit_strategy="global_anchor", max_steps=1)
 
 
