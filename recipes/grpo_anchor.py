@@ -79,14 +79,17 @@ def _check_config_file(path: str, dataclass_types) -> None:
             _fail(f"unknown config key {key!r} in {path}{hint}")
 
 
-def parse_args(argv: list[str]):
+def parse_args(argv: list[str], config_cls=None, default_config: Path = DEFAULT_CONFIG):
+    """(script args, training args, model args) from ``--config`` YAML plus command-line overrides; the training
+    arguments are ``config_cls`` (default ``AnchorGRPOConfig``), and ``default_config`` serves without ``--config``."""
     from trl import ModelConfig, TrlParser
 
-    from attncredit import AnchorGRPOConfig
+    if config_cls is None:
+        from attncredit import AnchorGRPOConfig as config_cls
 
-    dataclass_types = (AnchorScriptArguments, AnchorGRPOConfig, ModelConfig)
+    dataclass_types = (AnchorScriptArguments, config_cls, ModelConfig)
     if "--config" not in argv:
-        argv = ["--config", str(DEFAULT_CONFIG), *argv]
+        argv = ["--config", str(default_config), *argv]
     index = argv.index("--config")
     if index + 1 >= len(argv):
         _fail("--config needs a YAML file path")
@@ -121,9 +124,10 @@ def load_data(script_args, split: str, limit: int | None, seed: int):
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    # Deprecation notices that TRL and transformers raise about each other's calls, and matplotlib's note on
-    # control characters in token views: nothing a user can act on. One progress bar: training's.
+def quiet_console() -> None:
+    """Deprecation notices that TRL and transformers raise about each other's calls, and matplotlib's note on
+    control characters in token views: nothing a user can act on. One progress bar: training's. Call it before
+    importing attncredit (which imports TRL)."""
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
     import datasets
@@ -131,16 +135,19 @@ def main(argv: list[str] | None = None) -> None:
 
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
-    from attncredit import AnchorGRPOTrainer
+
+
+def run(argv: list[str], trainer_cls, config_cls, default_config: Path) -> None:
+    """The recipe: parse, check the output_dir before anything slow, load tokenizer and data, build
+    ``trainer_cls`` (bad input of any of these ends with one ``error:`` line, exit 2), train, save."""
     from attncredit.data import validate_columns
     from attncredit.errors import ConfigError, NonFiniteTrainingError
     from attncredit.models import load_tokenizer, resolve_model_name
     from attncredit.output_dir import check_writable, prepare_output_dir, resolve_resume
     from rewards import GradingWorkerError, get_reward_funcs
 
-    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        script_args, training_args, model_args = parse_args(argv)
+        script_args, training_args, model_args = parse_args(argv, config_cls, default_config)
         from trl import get_peft_config
 
         # Before anything slow: a bad output_dir, or one holding another run (the trainer deletes it on overwrite).
@@ -164,18 +171,19 @@ def main(argv: list[str] | None = None) -> None:
         for data in (train_dataset, eval_dataset):
             if data is not None:
                 validate_columns(data, rewards=script_args.reward_funcs)
+        # Built here too: what the trainer loads (e.g. a PPO critic folder) fails in one line like the rest.
+        trainer = trainer_cls(
+            model=model_path,
+            reward_funcs=reward_funcs,
+            args=training_args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=tokenizer,
+            peft_config=get_peft_config(model_args),
+        )
     except (ConfigError, ValueError) as e:
         _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
-    trainer = AnchorGRPOTrainer(
-        model=model_path,
-        reward_funcs=reward_funcs,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-    )
     try:
         trainer.train(resume_from_checkpoint=resume)
     except (NonFiniteTrainingError, GradingWorkerError) as e:  # the message names the step or the worker's output
@@ -184,6 +192,13 @@ def main(argv: list[str] | None = None) -> None:
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
         print(json.dumps({"output_dir": training_args.output_dir, "global_step": trainer.state.global_step}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    quiet_console()
+    from attncredit import AnchorGRPOConfig, AnchorGRPOTrainer
+
+    run(sys.argv[1:] if argv is None else list(argv), AnchorGRPOTrainer, AnchorGRPOConfig, DEFAULT_CONFIG)
 
 
 if __name__ == "__main__":
