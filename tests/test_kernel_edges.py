@@ -1,5 +1,6 @@
 """The Triton statistics kernel at its block edges: WAAD window W and FAI horizons H_lo / H_hi in
-{1, 2, BLOCK-1, BLOCK, BLOCK+1, BLOCK+2} for each block size the kernel uses, with and without a given row LSE,
+{1, 2, BLOCK-1, BLOCK, BLOCK+1, BLOCK+2} for each block size the kernel uses, with and without a given row LSE
+and band-only (given LSE, no head distance: only the blocks within max(W - 1, H_hi) of the diagonal are read),
 against the dense reference (fp32, 1e-5). Sums that stop one block early or one key short only show when W or H
 sits on a block edge, which random windows rarely hit."""
 
@@ -26,9 +27,9 @@ def _cases():
             yield block_m, block_n, "H_hi", edge
 
 
-@pytest.mark.parametrize("with_lse", [False, True], ids=["lse-computed", "lse-given"])
+@pytest.mark.parametrize("mode", ["lse-computed", "lse-given", "band-only"])
 @pytest.mark.parametrize("block_m,block_n,knob,value", list(_cases()))
-def test_window_and_horizons_on_block_edges(block_m, block_n, knob, value, with_lse):
+def test_window_and_horizons_on_block_edges(block_m, block_n, knob, value, mode):
     n = 2 * block_m + 5  # several query and key blocks, the last one partial
     q, k, attn, resp = _inputs(2, 1, 1, n, 16, torch.float32, pad="mixed", resp_from=0.2, seed=value)
     window, horizon = 10, (3, 40)
@@ -38,5 +39,6 @@ def test_window_and_horizons_on_block_edges(block_m, block_n, knob, value, with_
         horizon = (value, value + block_n)
     else:
         horizon = (min(3, value), value)
-    row_lse = _row_lse(q, k, attn, q.shape[-1] ** -0.5) if with_lse else None
-    _check(q, k, attn, resp, window, horizon, config=dict(block_m=block_m, block_n=block_n), row_lse=row_lse, **FP32)
+    row_lse = _row_lse(q, k, attn, q.shape[-1] ** -0.5) if mode != "lse-computed" else None
+    _check(q, k, attn, resp, window, horizon, config=dict(block_m=block_m, block_n=block_n), row_lse=row_lse,
+           head_distance=mode != "band-only", **FP32)

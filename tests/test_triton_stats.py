@@ -5,6 +5,8 @@ interpreter (conftest.py sets TRITON_INTERPRET=1 before any test imports the ker
 Skipped when triton is not installed (``pip install attncredit[triton]``).
 """
 
+import math
+
 import pytest
 import torch
 
@@ -12,6 +14,7 @@ CUDA = torch.cuda.is_available()
 pytest.importorskip("triton")
 
 from attncredit.attention import stats as stats_mod  # noqa: E402
+from attncredit.attention.chunked import chunked_attention_stats  # noqa: E402
 from attncredit.attention.triton_stats import _interpreted, triton_attention_stats  # noqa: E402
 
 DEVICE = "cuda" if CUDA else "cpu"
@@ -43,15 +46,31 @@ def _inputs(b, hq, hkv, n, d, dtype, *, pad, resp_from=1 / 3, resp_gaps=False, s
     return q.to(DEVICE), k.to(DEVICE), attn.to(DEVICE), resp.to(DEVICE)
 
 
-def _check(q, k, attn, resp, window, horizon, *, tol, hd_rtol, rel_range=None, config=None, row_lse=None, **variant):
+def _check(q, k, attn, resp, window, horizon, *, tol, hd_rtol, rel_range=None, config=None, row_lse=None,
+           head_distance=True, backend=None, **variant):
     """Max abs error <= tol (+ hd_rtol |ref| for head_distance), or 16 float32 epsilons of |ref| where that is larger
     (a WAAD near W = 40 has ulps of 4e-6: the float32 reference's own summation error exceeds 1e-5 there); with
     ``rel_range``, waad and fai may instead be off by rel_range times their range (W for waad, max |ref| for fai):
-    the 16-bit-input criterion."""
+    the 16-bit-input criterion. The reference is dense with its own softmax; ``head_distance=False`` (band-only with
+    ``row_lse``) must return None for it. ``backend`` replaces the triton kernel (e.g. the chunked torch one)."""
     scaling = q.shape[-1] ** -0.5
     ref = stats_mod.dense_attention_stats(q, k, attn, resp, scaling, window, horizon, **variant)
-    out = triton_attention_stats(q, k, attn, resp, scaling, window, horizon, row_lse=row_lse, config=config, **variant)
-    for f in FIELDS:
+    if backend is None:
+        out = triton_attention_stats(q, k, attn, resp, scaling, window, horizon, row_lse=row_lse,
+                                     head_distance=head_distance, config=config, **variant)
+    else:
+        out = backend(q, k, attn, resp, scaling, window, horizon, row_lse=row_lse, head_distance=head_distance,
+                      **variant)
+    slack = 0.0
+    if not head_distance:
+        assert out.head_distance is None
+        if row_lse is not None:
+            # band-only never sees the far keys, so nothing normalises away the rounding of its scores against the
+            # given LSE: WAAD carries W times that relative error of the near probabilities, ~eps |S| each
+            s_max = float((torch.matmul(q.float(), k.float().repeat_interleave(q.shape[1] // k.shape[1], 1)
+                                        .transpose(-1, -2)) * scaling).abs().max())
+            slack = window * 2 * torch.finfo(torch.float32).eps * s_max
+    for f in FIELDS if head_distance else FIELDS[:2]:
         got, want = getattr(out, f), getattr(ref, f)
         assert got.dtype == torch.float32 and got.shape == want.shape, f
         assert torch.isfinite(got).all(), f
@@ -62,18 +81,26 @@ def _check(q, k, attn, resp, window, horizon, *, tol, hd_rtol, rel_range=None, c
             bound = tol + rel_range * (window if f == "waad" else float(want.abs().max()))
         else:
             bound = torch.clamp(16 * torch.finfo(torch.float32).eps * want.abs(), min=tol)
+        if f == "waad":
+            bound = bound + slack
         assert bool((err <= bound).all()), f"{f}: max abs error {err.max().item():.3g}"
     return out
 
 
-def _row_lse(q, k, attn, scaling):
-    """Natural-log row log-sum-exp over the allowed keys, as SDPA's flash/efficient kernels return it."""
+def _row_lse(q, k, attn, scaling, softcap=None, sliding_window=None):
+    """Natural-log row log-sum-exp over the allowed keys (without a sink), as SDPA's fused kernels return it;
+    computed in float64 so that it is exact to float32 (-inf on rows with no key)."""
     n = q.shape[2]
-    kk = k.float().repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-    s = torch.matmul(q.float(), kk.transpose(-1, -2)) * scaling
+    kk = k.double().repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    s = torch.matmul(q.double(), kk.transpose(-1, -2)) * scaling
+    if softcap is not None:
+        s = softcap * torch.tanh(s / softcap)
     idx = torch.arange(n, device=q.device)
-    allowed = (idx[:, None] >= idx[None, :])[None] & attn[:, None, :] & attn[:, :, None]
-    return torch.logsumexp(s.masked_fill(~allowed[:, None], float("-inf")), -1)
+    allowed = idx[:, None] >= idx[None, :]
+    if sliding_window is not None:
+        allowed &= idx[:, None] - idx[None, :] < sliding_window
+    allowed = allowed[None] & attn[:, None, :] & attn[:, :, None]
+    return torch.logsumexp(s.masked_fill(~allowed[:, None], float("-inf")), -1).float()
 
 
 # fp32: errors of the dense float32 reference itself reach ~2e-7 relative on head_distance (values up to ~N/2),
@@ -177,3 +204,57 @@ def test_given_row_lse_with_sink_softcap_and_window():
     lse = torch.logsumexp(s.masked_fill(~allowed[:, None], float("-inf")), -1)  # without the sink
     _check(q, k, attn, resp, 4, (1, 20), row_lse=lse, softcap=cap, sinks=sinks, sliding_window=sw,
            config=dict(block_m=16, block_n=16), tol=1e-5, hd_rtol=1e-6)
+
+
+# Band-only statistics (head groups kept: no head distance, given row LSE), triton and the chunked torch backend
+BAND_BACKENDS = {"triton": None, "torch": chunked_attention_stats}
+
+
+@pytest.mark.parametrize("backend", list(BAND_BACKENDS))
+@pytest.mark.parametrize("b,hq,hkv,n,d,pad,window,horizon,config", CASES)
+def test_band_only_matches_dense(b, hq, hkv, n, d, pad, window, horizon, config, backend):
+    q, k, attn, resp = _inputs(b, hq, hkv, n, d, torch.float32, pad=pad, scale=1.5)
+    lse = _row_lse(q, k, attn, q.shape[-1] ** -0.5)
+    kernel = BAND_BACKENDS[backend]
+    _check(q, k, attn, resp, window, horizon, config=config if kernel is None else None, row_lse=lse,
+           head_distance=False, backend=kernel, **FP32)
+
+
+@pytest.mark.parametrize("backend", list(BAND_BACKENDS))
+@pytest.mark.parametrize("b,hq,hkv,n,d,pad,window,horizon,softcap,sinks,sliding_window", VARIANT_CASES)
+def test_band_only_variants_match_dense(b, hq, hkv, n, d, pad, window, horizon, softcap, sinks, sliding_window,
+                                        backend):
+    q, k, attn, resp = _inputs(b, hq, hkv, n, d, torch.float32, pad=pad, scale=1.5)
+    sink_logits = (torch.randn(hq, generator=torch.Generator().manual_seed(1)) * 2).to(DEVICE) if sinks else None
+    lse = _row_lse(q, k, attn, q.shape[-1] ** -0.5, softcap=softcap, sliding_window=sliding_window)
+    kernel = BAND_BACKENDS[backend]
+    _check(q, k, attn, resp, window, horizon, config=dict(block_m=16, block_n=16) if kernel is None else None,
+           row_lse=lse, head_distance=False, backend=kernel, softcap=softcap, sinks=sink_logits,
+           sliding_window=sliding_window, **FP32)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16] if CUDA else [torch.bfloat16])
+def test_band_only_half_precision(dtype):
+    n = 1000 if CUDA else 130
+    q, k, attn, resp = _inputs(2, 4, 2, n, 64, dtype, pad="mixed", scale=1.5)
+    lse = _row_lse(q, k, attn, q.shape[-1] ** -0.5)
+    out = _check(q, k, attn, resp, 10, (10, 100), row_lse=lse, head_distance=False, tol=2e-5, hd_rtol=0.0)
+    assert out.waad.abs().max() > 0
+
+
+def test_band_only_reads_the_given_lse():
+    """Band-only trusts the LSE (it never sees the far keys): a normaliser off by log(2) halves every FAI value,
+    where the full sweep, which divides by the row's own mass, is unmoved on WAAD."""
+    q, k, attn, resp = _inputs(2, 2, 1, 80, 16, torch.float32, pad="mixed", scale=1.5)
+    scaling = q.shape[-1] ** -0.5
+    lse = _row_lse(q, k, attn, scaling)
+    exact = triton_attention_stats(q, k, attn, resp, scaling, 10, (2, 30), row_lse=lse, head_distance=False)
+    off = triton_attention_stats(q, k, attn, resp, scaling, 10, (2, 30), row_lse=lse + math.log(2), head_distance=False)
+    torch.testing.assert_close(off.fai, exact.fai / 2, atol=1e-6, rtol=1e-5)
+    full = triton_attention_stats(q, k, attn, resp, scaling, 10, (2, 30), row_lse=lse + math.log(2))
+    torch.testing.assert_close(full.waad, exact.waad, atol=1e-5, rtol=1e-5)
+
+
+def test_head_distance_false_without_lse_keeps_the_full_sweep():
+    q, k, attn, resp = _inputs(2, 4, 2, 70, 16, torch.float32, pad="mixed", scale=1.5)
+    _check(q, k, attn, resp, 10, (10, 100), head_distance=False, **FP32)

@@ -23,6 +23,13 @@ Math. For one query head, scores ``S[t,s] = scaling * q_t . k_s`` over keys ``s 
       FAI_s = sum_{t in R, H_lo <= t-s <= H_hi} A[t,s] / #{t in R : H_lo <= t - s <= H_hi}   (0 if none)
 
   The receiver counts come from a prefix sum of the response mask.
+* Band-only (``row_lse`` given and no head distance wanted: the head groups are kept from an earlier forward). Pass
+  1 is replaced by the WAAD window: with ``A = exp(S - lse)`` (``lse`` including the sink), each row reads only its
+  keys with ``t - s < W`` and the others, all at ``t - s >= W``, hold the rest of its key mass::
+
+      WAAD_t = sum_{t-s<W} A[t,s] (t - s) + W (1 - exp(z_h - lse_t) - sum_{t-s<W} A[t,s])
+
+  (no sink: ``exp(z_h - lse_t) = 0``); pass 2 runs with the given ``lse``. Time ``O(N (W + H_hi - H_lo + block))``.
 
 Attention variants (the layer's own score rule). Softcapping replaces every score by ``c tanh(S / c)`` before
 anything else; a sliding window of ``w`` keys masks the pairs with ``t - s >= w`` (rows start their key stream at
@@ -58,10 +65,16 @@ _ACCELERATOR_TILE = (1024, 1 << 24)
 
 def chunked_attention_stats(
     query, key, attention_mask, response_mask, scaling, window, fai_horizon, *, softcap=None, sinks=None,
-    sliding_window=None, block: int | None = None,
+    sliding_window=None, row_lse=None, head_distance=True, block: int | None = None,
 ) -> AttentionStats:
-    """Same contract as ``stats.dense_attention_stats`` (inputs already validated); ``block`` sets the tile edge."""
+    """Same contract as ``stats.dense_attention_stats`` (inputs already validated); ``block`` sets the tile edge.
+
+    With ``row_lse`` ([B, Hq, >=N], natural log, without the sink) and ``head_distance=False`` only the band passes
+    run (module docstring, "Band-only"); with ``head_distance=True`` pass 1 computes the normaliser itself (it needs
+    every causal pair for the head distance anyway) and ``row_lse`` is not read.
+    """
     variant = _Variant(softcap, sinks, sliding_window)
+    band_only = row_lse is not None and not head_distance
     b, hq, n, _ = query.shape
     default_block, tile_elements = _TILES.get(query.device.type, _ACCELERATOR_TILE)
     block = block or default_block
@@ -69,17 +82,18 @@ def chunked_attention_stats(
     kv_per_chunk = max(1, tile_elements // (group * block * block))  # KV heads (with their query heads) per tile
     waad = torch.zeros(b, hq, n, dtype=torch.float32, device=query.device)
     fai = torch.zeros_like(waad)
-    head_distance = torch.zeros(b, hq, dtype=torch.float32, device=query.device)
+    distance = torch.zeros(b, hq, dtype=torch.float32, device=query.device)
     for i, span in enumerate(_spans(attention_mask, response_mask)):
         if span is None:
             continue
         start, first, stop = span
         part = slice(start, stop)
-        waad[i, :, part], fai[i, :, part], head_distance[i] = _sequence_stats(
+        given = row_lse[i, :, first:stop].float() if band_only else None
+        waad[i, :, part], fai[i, :, part], distance[i] = _sequence_stats(
             query[i, :, part], key[i, :, part], response_mask[i, part], first - start,
-            scaling, window, fai_horizon, block, kv_per_chunk, variant,
+            scaling, window, fai_horizon, block, kv_per_chunk, variant, given,
         )
-    return AttentionStats(waad=waad, fai=fai, head_distance=head_distance)
+    return AttentionStats(waad=waad, fai=fai, head_distance=distance if head_distance else None)
 
 
 def _spans(attention_mask, response_mask):
@@ -114,8 +128,10 @@ class _Variant:
         return out
 
 
-def _sequence_stats(query, key, response, first, scaling, window, fai_horizon, block, kv_per_chunk, variant):
-    """WAAD [Hq, L], FAI [Hq, L], head distance [Hq] of one cropped sequence, ``kv_per_chunk`` GQA groups at a time."""
+def _sequence_stats(query, key, response, first, scaling, window, fai_horizon, block, kv_per_chunk, variant,
+                    given_lse=None):
+    """WAAD [Hq, L], FAI [Hq, L], head distance [Hq] of one cropped sequence, ``kv_per_chunk`` GQA groups at a time;
+    band-only (head distance 0) when the row LSE of rows first..L-1 is given ([Hq, L - first])."""
     hq, length, _ = query.shape
     hkv = key.shape[0]
     group = hq // hkv
@@ -129,9 +145,15 @@ def _sequence_stats(query, key, response, first, scaling, window, fai_horizon, b
         q = query[heads].unflatten(0, (-1, group))  # [kv heads, group, L, D]
         k = key[h0 : h0 + kv_per_chunk]  # [kv heads, L, D]
         sinks = None if variant.sinks is None else variant.sinks[heads].view(-1, group, 1)
-        lse, row_distance, row_waad = _row_pass(q, k, first, scaling, window, block, variant, sinks)
-        waad[heads, first:] = (row_waad * rows).flatten(0, 1)
-        head_distance[heads] = (row_distance * rows).sum(-1).flatten() / rows.sum()
+        if given_lse is None:
+            lse, row_distance, row_waad = _row_pass(q, k, first, scaling, window, block, variant, sinks)
+            head_distance[heads] = (row_distance * rows).sum(-1).flatten() / rows.sum()
+        else:
+            lse = given_lse[heads].unflatten(0, (-1, group))
+            if sinks is not None:
+                lse = torch.logaddexp(lse, sinks)
+            row_waad = _window_pass(q, k, lse, first, scaling, window, block, variant, sinks)
+        waad[heads, first:] = torch.where(rows > 0, row_waad, 0.0).flatten(0, 1)
         lse = lse.masked_fill(rows == 0, float("inf"))  # rows that do not count get A = exp(S - inf) = 0
         column_sums = _band_column_sums(q, k, lse, first, scaling, fai_horizon, block, variant)
         fai[heads] = (column_sums / counts.clamp(min=1)).flatten(0, 1)
@@ -188,6 +210,25 @@ def _row_block(q, k, t0, scaling, window, block, variant, sinks):
             dist_sum += (e * dist).sum(-1)
             waad_sum += (e * dist.clamp(max=window)).sum(-1)
     return m + total.log(), dist_sum / total, waad_sum / total
+
+
+def _window_pass(q, k, lse, first, scaling, window, block, variant, sinks):
+    """Band-only WAAD of rows first..L-1 from their LSE (with the sink): the keys with t - s < W, read here, plus
+    ``W`` times the rest of the row's key mass, ``1 - exp(sink - lse_t) - sum_{t-s<W} A[t,s]`` (those keys are all at
+    ``t - s >= W``)."""
+    length = q.shape[2]
+    parts = []
+    for t0 in range(first, length, block):
+        t1 = min(t0 + block, length)
+        s0 = max(0, t0 - window + 1)
+        scores = variant.scores(q[:, :, t0:t1].float() * scaling @ k[:, None, s0:t1].float().transpose(-1, -2))
+        dist = _distances(t0, s0, scores.shape[-2:], q.device)
+        scores.masked_fill_((dist >= window) | variant.outside(dist), float("-inf"))
+        p = scores.sub_(lse[..., t0 - first : t1 - first, None]).exp_()
+        mass = 1.0 if sinks is None else 1.0 - torch.exp(sinks - lse[..., t0 - first : t1 - first])
+        rest = (mass - p.sum(-1)).clamp(min=0)
+        parts.append((p * dist).sum(-1) + window * rest)
+    return torch.cat(parts, -1)
 
 
 def _band_column_sums(q, k, lse, first, scaling, fai_horizon, block, variant):

@@ -98,8 +98,9 @@ def backend_function(backend: str, device: torch.device):
     """The kernel of ``backend`` (``auto``: triton on CUDA, torch elsewhere) for tensors on ``device``.
 
     The kernel takes validated inputs ``(query, key, attention_mask, response_mask, scaling, window, fai_horizon)``
-    (bool masks, see :func:`check_options` and :func:`check_masks`) and the keywords of :func:`check_variant`
-    (``softcap``, ``sinks``, ``sliding_window``), and returns :class:`AttentionStats`.
+    (bool masks, see :func:`check_options` and :func:`check_masks`), the keywords of :func:`check_variant`
+    (``softcap``, ``sinks``, ``sliding_window``) and ``row_lse`` / ``head_distance`` (see :func:`attention_stats`),
+    and returns :class:`AttentionStats`.
     """
     if backend == "auto":
         backend = "triton" if torch.device(device).type == "cuda" else "torch"
@@ -152,12 +153,15 @@ def _check_finite(name, x, attn):
 
 def dense_attention_stats(
     query, key, attention_mask, response_mask, scaling, window, fai_horizon, *, softcap=None, sinks=None,
-    sliding_window=None,
+    sliding_window=None, row_lse=None, head_distance=True,
 ):
     """Reference: materialise A [B, Hq, N, N] in float32 and apply Eq. 7, 9 and 10 literally.
 
     Scores ``S = scaling q.k``, then ``softcap tanh(S / softcap)`` if ``softcap``; keys with ``t - s >= sliding_window``
-    are masked; ``sinks`` [Hq] adds ``exp(sink_h)`` to every row's normaliser without being a key position.
+    are masked; ``sinks`` [Hq] adds ``exp(sink_h)`` to every row's normaliser without being a key position. With
+    ``row_lse`` [B, Hq, >=N] (natural log, without the sink) the probabilities are ``exp(S - lse)`` with that
+    normaliser (``log(exp(lse) + exp(sink_h))`` with a sink), as the fast backends read it; ``head_distance=False``
+    returns None for it.
     """
     b, hq, n, _ = query.shape
     group = hq // key.shape[1]
@@ -172,7 +176,12 @@ def dense_attention_stats(
         causal &= dist < sliding_window
     allowed = causal[None] & attention_mask[:, None, :] & attention_mask[:, :, None]  # [B, N, N]
     scores = scores.masked_fill(~allowed[:, None], float("-inf"))
-    if sinks is None:
+    if row_lse is not None:
+        lse = row_lse[..., :n].float()
+        if sinks is not None:
+            lse = torch.logaddexp(lse, sinks.float().to(lse.device)[None, :, None])
+        probs = torch.exp(scores - lse[..., None]).nan_to_num(0.0)
+    elif sinks is None:
         probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # padding rows have no key: all zeros
     else:
         sink = sinks.float().to(scores.device)[None, :, None, None].expand(b, hq, n, 1)
@@ -180,13 +189,13 @@ def dense_attention_stats(
     rows = response_mask[:, None, :, None].float()  # [B, 1, N, 1]
     waad = (probs * dist.clamp(max=window)).sum(-1) * rows[..., 0]
     n_rows = response_mask.sum(-1).clamp(min=1).float()[:, None]
-    head_distance = (probs * dist.clamp(min=0)).sum(-1).mul(rows[..., 0]).sum(-1) / n_rows
+    distance = (probs * dist.clamp(min=0)).sum(-1).mul(rows[..., 0]).sum(-1) / n_rows if head_distance else None
     lo, hi = fai_horizon
     band = ((dist >= lo) & (dist <= hi))[None] & response_mask[:, :, None]  # [B, N(t), N(s)]
     counts = band.sum(1).float()  # receivers per key s
     fai = (probs * band[:, None]).sum(-2) / counts.clamp(min=1)[:, None]
     fai = fai * (counts > 0)[:, None] * attention_mask[:, None]
-    return AttentionStats(waad=waad, fai=fai, head_distance=head_distance)
+    return AttentionStats(waad=waad, fai=fai, head_distance=distance)
 
 
 def attention_stats(
@@ -202,6 +211,8 @@ def attention_stats(
     softcap: float | None = None,
     sinks: torch.Tensor | None = None,
     sliding_window: int | None = None,
+    row_lse: torch.Tensor | None = None,
+    head_distance: bool = True,
 ) -> AttentionStats:
     """Head distance, WAAD and FAI of one causal self-attention layer, per query head.
 
@@ -224,9 +235,14 @@ def attention_stats(
         softcap: attention-logit softcapping (Gemma 2), > 0, or None.
         sinks: [Hq] per-head sink logits (GPT-OSS), or None.
         sliding_window: the layer's sliding window (keys with ``t - s < sliding_window`` are seen), >= 1, or None.
+        row_lse: [B, Hq, >=N] natural-log row log-sum-exp of the scores over the allowed keys, without the sink, as
+            SDPA's fused kernels compute it (:mod:`attncredit.attention.lse`); finite at response rows. The
+            probabilities become ``exp(S - lse)``; the triton backend skips its own normaliser with it.
+        head_distance: False skips the head distance (returned as None); with ``row_lse`` the torch and triton
+            backends then read only the keys within ``max(W - 1, H_hi)`` of each row (band-only).
 
     Returns:
-        AttentionStats with float32 ``waad`` [B, Hq, N], ``fai`` [B, Hq, N], ``head_distance`` [B, Hq].
+        AttentionStats with float32 ``waad`` [B, Hq, N], ``fai`` [B, Hq, N], ``head_distance`` [B, Hq] (or None).
 
     Raises:
         ValueError: naming the argument and the expected shape or range, for wrong shapes, Hq not a multiple of
@@ -247,4 +263,26 @@ def attention_stats(
     if not math.isfinite(scaling):
         raise ValueError(f"scaling must be a finite number, got {scaling!r}")
     variant = check_variant(softcap, sinks, sliding_window, query.shape[1], query.device)
-    return backend_function(backend, query.device)(query, key, attn, resp, scaling, window, fai_horizon, **variant)
+    if row_lse is not None:
+        _check_row_lse(row_lse, query, resp)
+    if not isinstance(head_distance, bool):
+        raise ValueError(f"head_distance must be True or False, got {head_distance!r}")
+    return backend_function(backend, query.device)(
+        query, key, attn, resp, scaling, window, fai_horizon, row_lse=row_lse, head_distance=head_distance, **variant
+    )
+
+
+def _check_row_lse(row_lse, query, response_mask) -> None:
+    """Validate a given row LSE: a float [B, Hq, >=N] tensor on the query's device, finite at response rows."""
+    b, hq, n, _ = query.shape
+    if not isinstance(row_lse, torch.Tensor) or row_lse.dim() != 3 or tuple(row_lse.shape[:2]) != (b, hq) or (
+        row_lse.shape[2] < n
+    ):
+        shape = tuple(row_lse.shape) if isinstance(row_lse, torch.Tensor) else type(row_lse).__name__
+        raise ValueError(f"row_lse must be [B={b}, Hq={hq}, >=N={n}], got {shape}")
+    if row_lse.device != query.device or not row_lse.is_floating_point():
+        raise ValueError(f"row_lse must be a float tensor on {query.device}, got {row_lse.dtype} on {row_lse.device}")
+    bad = ~torch.isfinite(row_lse[..., :n]).all(1) & response_mask
+    if bool(bad.any()):
+        i, t = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(f"row_lse has NaN or inf at a response row (batch {i}, position {t}); only other rows may")

@@ -14,9 +14,10 @@ and ends with ``A[t, s] = 2^(x_ts - lse_t)``, ``lse_t = m_t + log2 l_t``, so tha
 
 * head distance (Eq. 7): ``sum_s A[t,s] (t - s) = u_t / l_t``, averaged over response rows;
 * WAAD (Eq. 9):          ``sum_s A[t,s] min(t - s, W) = v_t / l_t``  (every term >= 0: nothing cancels, and rows
-  need not sum to 1, which they do not with a sink). With a given ``row_lse`` the sums use ``2^(x_ts - lse_t)``
-  and are still divided by their own ``l_t`` (plus the sink's ``2^(z_h - lse_t)``), so that an error of the
-  given LSE, which scales every term of a row alike, cancels.
+  need not sum to 1, which they do not with a sink). With a given ``row_lse`` (natural log) the kernel works in
+  natural units, ``e^(scaling q_t . k_s - lse_t)``, with no running maximum, and the full sweep still divides by
+  its own ``l_t`` (plus the sink's ``e^(z_h - lse_t)``), so that an error of the given LSE, which scales every term
+  of a row alike, cancels.
 
 The layer's score rule: with softcapping ``c`` the logit is ``log2(e) c tanh(scaling q.k / c)`` (tanh from exp2
 and a short odd polynomial near 0, float32-accurate to a few ulps); with a sliding window ``w`` the pairs
@@ -35,6 +36,12 @@ FAI (Eq. 10) needs the final ``lse_t``: a second sweep over the diagonal band
 When the row log-sum-exp is given (``row_lse``, natural log, e.g. from the flash/efficient SDPA kernels
 that the layer ran anyway), the kernel skips the running maximum and folds the FAI band into the single
 sweep. Nothing of size N x N is stored: the outputs are O(B Hq N).
+
+Band-only (``row_lse`` given, ``head_distance=False``: the head groups are kept from an earlier forward, see
+``credit_head_regroup_every``): only the key blocks within ``max(W - 1, H_hi)`` of the diagonal are read, so the
+cost is ``O(N (BLOCK_M + max(W, H_hi)))`` per head instead of ``O(N^2)``. With ``A[t, s] = 2^(x_ts - lse_t)`` the
+row's key mass is ``1 - A_sink`` (``A_sink = 2^(z_h - lse_t)``, 0 without a sink), so the keys not read, all at
+``t - s >= W``, add ``W (1 - A_sink - sum_{read} A[t, s])`` to WAAD; FAI's band lies inside the keys read.
 
 Query blocks with no response row do no work (prompt rows are free); keys before the first real token
 (left padding) get no attention; rows and keys after the last real token (right padding) are never
@@ -96,7 +103,7 @@ def _far_step(q, k_base, start_n, offs_n, offs_d, offs_m_f, m_i, l_i, u_i, v_i, 
     x = _logit2(tl.dot(q, k, input_precision=PREC), qk_scale, cap_in, cap_out, HAS_SOFTCAP)
     j = offs_n.to(tl.float32)
     if HAS_LSE:
-        p = tl.exp2(x - lse2[:, None])
+        p = tl.exp(x - lse2[:, None])
         l_b = tl.sum(p, 1)
         l_i = l_i + l_b
         u_i = u_i + (offs_m_f - start_n) * l_b - tl.sum(p * j[None, :], 1)
@@ -116,8 +123,8 @@ def _far_step(q, k_base, start_n, offs_n, offs_d, offs_m_f, m_i, l_i, u_i, v_i, 
 @triton.jit
 def _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp, m_i, l_i, u_i, v_i, lse2,
                stride_kn, stride_kd, qk_scale, cap_in, cap_out, N, kv_start, W, SW, H_LO, H_HI,
-               HEAD_DIM: tl.constexpr, HAS_LSE: tl.constexpr, PREC: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
-               HAS_WINDOW: tl.constexpr):
+               HEAD_DIM: tl.constexpr, HAS_LSE: tl.constexpr, HEAD_DIST: tl.constexpr, PREC: tl.constexpr,
+               HAS_SOFTCAP: tl.constexpr, HAS_WINDOW: tl.constexpr):
     """A key block with the causal, padding and sliding-window masks and the per-element clipped distance."""
     offs = start_n + offs_n
     k = tl.load(k_base + offs[None, :] * stride_kn + offs_d[:, None] * stride_kd,
@@ -130,8 +137,15 @@ def _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp, m
     x = tl.where(valid, x, float("-inf"))
     d_f = dist.to(tl.float32)
     clip = tl.minimum(d_f, W)  # only ever multiplied by p, which is 0 where t < s
-    if HAS_LSE:
-        p = tl.where(valid, tl.exp2(x - lse2[:, None]), 0.0)
+    if HAS_LSE and not HEAD_DIST:  # band-only: the WAAD sums take the keys at t - s < W only
+        p = tl.where(valid, tl.exp(x - lse2[:, None]), 0.0)
+        p_near = tl.where(dist < W, p, 0.0)
+        l_i = l_i + tl.sum(p_near, 1)
+        v_i = v_i + tl.sum(p_near * d_f, 1)
+        band = valid & (dist >= H_LO) & (dist <= H_HI) & row_resp[:, None]
+        tl.atomic_add(fai_base + offs, tl.sum(tl.where(band, p, 0.0), 0), mask=offs < N)
+    elif HAS_LSE:
+        p = tl.where(valid, tl.exp(x - lse2[:, None]), 0.0)
         l_i = l_i + tl.sum(p, 1)
         u_i = u_i + tl.sum(p * d_f, 1)
         v_i = v_i + tl.sum(p * clip, 1)
@@ -156,7 +170,7 @@ def _attention_stats_kernel(
     stride_lb, stride_lh, stride_ln,
     N, HQ, GROUP, qk_scale, cap_in, cap_out, W, SW, H_LO, H_HI,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_LSE: tl.constexpr, PREC: tl.constexpr, DOT_F32: tl.constexpr,
+    HAS_LSE: tl.constexpr, HEAD_DIST: tl.constexpr, PREC: tl.constexpr, DOT_F32: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, HAS_SINK: tl.constexpr, HAS_WINDOW: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)  # heads of one key head are neighbours: they share K in L2
@@ -187,15 +201,16 @@ def _attention_stats_kernel(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     sink2 = 0.0
     if HAS_SINK:  # the sink logit opens every row's normaliser: m = sink, l = 2^(sink - m) = 1
-        sink2 = tl.load(SINKS + h) * 1.4426950408889634
-        if not HAS_LSE:  # with a given LSE the sink's share 2^(sink - lse) is added at the end
+        sink2 = tl.load(SINKS + h)
+        if not HAS_LSE:  # with a given LSE the sink's share e^(sink - lse) is added at the end
+            sink2 = sink2 * 1.4426950408889634
             m_i = m_i * 0.0 + sink2
             l_i = l_i + 1.0
     u_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     v_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     if HAS_LSE:
         lse2 = tl.load(LSE + b64 * stride_lb + h.to(tl.int64) * stride_lh + offs_m * stride_ln,
-                       mask=offs_m < N, other=0.0) * 1.4426950408889634
+                       mask=offs_m < N, other=0.0)
     else:
         lse2 = m_i
 
@@ -219,24 +234,30 @@ def _attention_stats_kernel(
     if HAS_WINDOW:
         edge = tl.cdiv(tl.maximum(qs + BLOCK_M - SW, 0), BLOCK_N) * BLOCK_N
         far_lo = tl.minimum(tl.maximum(far_lo, edge), near_lo)
-    for start_n in range(k_first, far_lo, BLOCK_N):
-        m_i, l_i, u_i, v_i = _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp,
-                                        m_i, l_i, u_i, v_i, lse2, stride_kn, stride_kd, qk_scale, cap_in, cap_out,
-                                        N, kv_start, W, SW, H_LO, H_HI, HEAD_DIM, HAS_LSE, PREC, HAS_SOFTCAP,
-                                        HAS_WINDOW)
-    for start_n in range(far_lo, near_lo, BLOCK_N):
-        m_i, l_i, u_i, v_i = _far_step(q, k_base, start_n, offs_n, offs_d, offs_m_f, m_i, l_i, u_i, v_i, lse2,
-                                       stride_kn, stride_kd, qk_scale, cap_in, cap_out, W, HEAD_DIM, HAS_LSE, PREC,
-                                       HAS_SOFTCAP)
+    if HEAD_DIST or not HAS_LSE:  # band-only: keys before near_lo are all at t - s > max(W - 1, H_hi)
+        for start_n in range(k_first, far_lo, BLOCK_N):
+            m_i, l_i, u_i, v_i = _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp,
+                                            m_i, l_i, u_i, v_i, lse2, stride_kn, stride_kd, qk_scale, cap_in, cap_out,
+                                            N, kv_start, W, SW, H_LO, H_HI, HEAD_DIM, HAS_LSE, HEAD_DIST, PREC, HAS_SOFTCAP,
+                                            HAS_WINDOW)
+        for start_n in range(far_lo, near_lo, BLOCK_N):
+            m_i, l_i, u_i, v_i = _far_step(q, k_base, start_n, offs_n, offs_d, offs_m_f, m_i, l_i, u_i, v_i, lse2,
+                                           stride_kn, stride_kd, qk_scale, cap_in, cap_out, W, HEAD_DIM, HAS_LSE,
+                                           PREC, HAS_SOFTCAP)
     for start_n in range(near_lo, k_end, BLOCK_N):
         m_i, l_i, u_i, v_i = _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp,
                                         m_i, l_i, u_i, v_i, lse2, stride_kn, stride_kd, qk_scale, cap_in, cap_out,
-                                        N, kv_start, W, SW, H_LO, H_HI, HEAD_DIM, HAS_LSE, PREC, HAS_SOFTCAP,
+                                        N, kv_start, W, SW, H_LO, H_HI, HEAD_DIM, HAS_LSE, HEAD_DIST, PREC, HAS_SOFTCAP,
                                         HAS_WINDOW)
 
-    if HAS_LSE:  # divide by the row's mass (keys + sink) as computed here: an error of the given LSE cancels
+    if HAS_LSE and not HEAD_DIST:  # band-only: the keys at t - s >= W hold the rest of the row's key mass
+        mass = 1.0
         if HAS_SINK:
-            l_i = l_i + tl.exp2(sink2 - lse2)
+            mass = mass - tl.exp(sink2 - lse2)
+        waad_row = v_i + W * tl.maximum(mass - l_i, 0.0)
+    elif HAS_LSE:  # divide by the row's mass (keys + sink) as computed here: an error of the given LSE cancels
+        if HAS_SINK:
+            l_i = l_i + tl.exp(sink2 - lse2)
         l_safe = tl.where(l_i > 0, l_i, 1.0)
         dist_row = u_i / l_safe
         waad_row = v_i / l_safe
@@ -262,8 +283,9 @@ def _attention_stats_kernel(
 
     tl.store(WAAD + pid_bh.to(tl.int64) * N + offs_m, waad_row, mask=row_resp)
     # float64 sum over rows: one atomic per program; the mean over up to N rows keeps float32 row accuracy
-    hd_part = tl.sum(tl.where(row_resp, dist_row, 0.0).to(tl.float64), 0)
-    tl.atomic_add(HD + pid_bh, hd_part, mask=has_rows)
+    if HEAD_DIST:
+        hd_part = tl.sum(tl.where(row_resp, dist_row, 0.0).to(tl.float64), 0)
+        tl.atomic_add(HD + pid_bh, hd_part, mask=has_rows)
 
 
 def _interpreted() -> bool:
@@ -302,6 +324,7 @@ def triton_attention_stats(
     sinks: torch.Tensor | None = None,
     sliding_window: int | None = None,
     row_lse: torch.Tensor | None = None,
+    head_distance: bool = True,
     config: dict | None = None,
 ) -> AttentionStats:
     """Head distance, WAAD and FAI of one layer with the fused Triton kernel (see the module docstring).
@@ -311,6 +334,10 @@ def triton_attention_stats(
         row_lse: optional [B, Hq, >=N] float natural-log row log-sum-exp of the (softcapped) scores over the
             allowed keys, without the sink (as returned by SDPA's flash/efficient kernels); skips recomputing it.
             With ``sinks`` the sink is added to it here: ``log(exp(lse) + exp(sink_h))``.
+        head_distance: compute the head distance (Eq. 7), which needs every causal pair. ``False`` with ``row_lse``
+            runs the band-only kernel: only the key blocks within ``max(W - 1, H_hi)`` of the diagonal, with
+            ``WAAD_t = sum_{t-s<W} A[t,s] (t-s) + W (1 - A_sink - sum_{t-s<W} A[t,s])``; ``head_distance`` is
+            then None (also without ``row_lse``, where the full sweep runs for the normaliser).
         config: optional dict overriding the defaults of ``_default_config``: ``block_m``, ``block_n``,
             ``num_warps``, ``num_stages``.
     """
@@ -344,7 +371,10 @@ def triton_attention_stats(
     else:
         lse, lse_strides = waad, (0, 0, 0)  # unused
     dot_f32 = not query.is_cuda and query.dtype == torch.bfloat16
-    cap_in, cap_out = (float(scaling) / softcap, softcap * LOG2E) if softcap is not None else (1.0, 1.0)
+    # logits in base 2 for the online softmax; natural units against a given (natural-log) LSE, so that nothing
+    # rescales the scores and the LSE apart (band-only WAAD carries W times any relative error of the row mass)
+    unit = 1.0 if row_lse is not None else LOG2E
+    cap_in, cap_out = (float(scaling) / softcap, softcap * unit) if softcap is not None else (1.0, 1.0)
     sink_logits = sinks.float().to(dev).contiguous() if sinks is not None else waad  # unused without sinks
     sw = int(sliding_window) if sliding_window is not None else n + 1  # unused without a window
     block_d = max(16, triton.next_power_of_2(d))
@@ -353,22 +383,23 @@ def triton_attention_stats(
         _attention_stats_kernel[grid](
             query, key, lse, sink_logits, bounds, resp, waad, hd_sum, fai_sum,
             *query.stride(), *key.stride(), *lse_strides,
-            n, hq, hq // hkv, float(scaling) * LOG2E, cap_in, cap_out, int(window), sw, int(lo), int(hi),
+            n, hq, hq // hkv, float(scaling) * unit, cap_in, cap_out, int(window), sw, int(lo), int(hi),
             HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"],
-            HAS_LSE=row_lse is not None, PREC="ieee" if query.dtype == torch.float32 or dot_f32 else "tf32",
+            HAS_LSE=row_lse is not None, HEAD_DIST=bool(head_distance),
+            PREC="ieee" if query.dtype == torch.float32 or dot_f32 else "tf32",
             DOT_F32=dot_f32, HAS_SOFTCAP=softcap is not None, HAS_SINK=sinks is not None,
             HAS_WINDOW=sliding_window is not None,
             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         )
     n_rows = response_mask.sum(1).clamp(min=1).double()
-    head_distance = (hd_sum / n_rows[:, None]).float()
+    distance = (hd_sum / n_rows[:, None]).float() if head_distance else None
     # |T(s)| = number of response rows t with s + H_lo <= t <= s + H_hi
     csum = torch.nn.functional.pad(response_mask.int().cumsum(1), (1, 0))  # csum[i] = #resp in [0, i)
     idx = torch.arange(n, device=dev)
     counts = csum[:, (idx + hi + 1).clamp(max=n)] - csum[:, (idx + lo).clamp(max=n)]
     scale = (counts > 0) & attention_mask
     fai = fai_sum / counts.clamp(min=1).float()[:, None, :] * scale[:, None, :]
-    return AttentionStats(waad=waad, fai=fai, head_distance=head_distance)
+    return AttentionStats(waad=waad, fai=fai, head_distance=distance)
 
 
 __all__ = ["triton_attention_stats"]

@@ -14,11 +14,12 @@ import torch
 
 @dataclass
 class AttentionStats:
-    """Statistics of one attention layer. ``waad`` and ``fai`` are [B, Hq, N]; ``head_distance`` is [B, Hq]."""
+    """Statistics of one attention layer. ``waad`` and ``fai`` are [B, Hq, N]; ``head_distance`` is [B, Hq], or None
+    when it was not asked for (band-only statistics, the head groups kept from an earlier forward)."""
 
     waad: torch.Tensor
     fai: torch.Tensor
-    head_distance: torch.Tensor
+    head_distance: torch.Tensor | None
 
 
 # backend name -> what computes it; "auto" is "triton" on CUDA tensors and "torch" elsewhere
