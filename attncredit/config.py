@@ -157,9 +157,11 @@ class AnchorGRPOConfig(GRPOConfig):
         metadata={
             "help": "Recompute the local/global head groups (Eq. 7-8) in the forwards of every k-th optimizer step "
             "(global_step % k == 0, and the run's first forward); in between, every sequence uses the groups of the "
-            "batch-mean head distance of the latest regroup forward, which travel with checkpoints. 1 (default): "
-            "every forward, as credit_head_grouping says; the paper recomputes them from every rollout's attention "
-            "(docs/method.md, Readings)."
+            "batch-mean head distance of the latest regroup forward, which travel with checkpoints, and the statistics "
+            "skip the head distance: with the row log-sum-exp of SDPA's attention kernel they read only the keys "
+            "within max(W - 1, H_hi) of each token (band-only, near free). 1 (default): every forward, as "
+            "credit_head_grouping says; the paper recomputes them from every rollout's attention (docs/method.md, "
+            "Readings)."
         },
     )
     credit_num_probe_layers: int = field(

@@ -259,6 +259,7 @@ class AnchorGRPOTrainer(GRPOTrainer):
             ids, mask = input_ids[start : start + batch_size], attention_mask[start : start + batch_size]
             response_mask = mask.clone()
             response_mask[:, : ids.size(1) - logits_to_keep] = 0
+            regroup = self._regroups_now()
             recorder = (
                 record_attention(
                     model,
@@ -268,6 +269,7 @@ class AnchorGRPOTrainer(GRPOTrainer):
                     window=self.args.credit_window,
                     fai_horizon=tuple(self.args.credit_fai_horizon),
                     backend=self.args.credit_stats_backend,
+                    head_distance=regroup,
                 )
                 if self._needs_attention
                 else contextlib.nullcontext()
@@ -287,6 +289,7 @@ class AnchorGRPOTrainer(GRPOTrainer):
                     completion_ids=ids[:, -logits_to_keep:],
                     clock=recorder.clock if self._needs_attention else None,
                     rollout=rollout,
+                    regroup=regroup,
                 )
             )
         entropy = torch.cat(entropies) if compute_entropy else None
@@ -296,24 +299,29 @@ class AnchorGRPOTrainer(GRPOTrainer):
     # ----------------------------------------------------------------------------------------------------
     # From statistics to gamma and advantages
     # ----------------------------------------------------------------------------------------------------
+    def _regroups_now(self) -> bool:
+        """Whether this forward ranks the head groups afresh (and so needs the head distance): always with
+        ``credit_head_regroup_every`` 1; otherwise on the first forward and on steps that are multiples of k."""
+        every = self.args.credit_head_regroup_every
+        return every == 1 or self._fixed_heads is None or self.state.global_step % every == 0
+
     @torch.no_grad()
     def _credit_weights(
-        self, layer_stats, completion_mask, entropy, *, completion_ids=None, clock=None, rollout=True
+        self, layer_stats, completion_mask, entropy, *, completion_ids=None, clock=None, rollout=True, regroup=True
     ) -> torch.Tensor:
-        """gamma [B, C] of one forward chunk from its probe-layer statistics and entropy (Eq. 7-10, 14-19)."""
+        """gamma [B, C] of one forward chunk from its probe-layer statistics and entropy (Eq. 7-10, 14-19); with
+        ``regroup`` False the kept head groups are used (the statistics then carry no head distance)."""
         start = time.perf_counter()
         args = self.args
         groups = waad = fai = None
         if layer_stats is not None:
-            every = args.credit_head_regroup_every
-            regroup = self._fixed_heads is None or self.state.global_step % every == 0
             groups = group_token_stats(
                 layer_stats,
                 quantile=args.credit_head_quantile,
                 per=args.credit_head_grouping,
                 heads=None if regroup else self._fixed_heads,
             )
-            if every > 1 and regroup:
+            if args.credit_head_regroup_every > 1 and regroup:
                 self._fixed_heads = groups.batch_masks()
             c = completion_mask.size(1)
             waad, fai = groups.waad[:, -c:], groups.fai[:, -c:]

@@ -44,8 +44,9 @@ def test_groups_are_kept_between_regroup_steps_and_resume_with_the_checkpoint(ti
     assert [step for step, _, _ in full] == [0, 1, 2, 3]
     for step, heads, groups in full:
         if step % 2 == 0:  # regroup step: ranked from this forward's head distances
-            assert heads is None and not groups.fixed
-        else:  # kept: the batch groups of the previous (regroup) step, for every sequence
+            assert heads is None and not groups.fixed and groups.head_distance is not None
+        else:  # kept: the batch groups of the previous (regroup) step, for every sequence; band-only statistics
+            assert groups.head_distance is None
             previous = full[step - 1][2].batch_masks()
             assert groups.fixed and all(torch.equal(h, p) for h, p in zip(heads, previous))
             assert torch.equal(groups.local_mask, previous[0].expand_as(groups.local_mask))

@@ -112,12 +112,9 @@ class RhythmRecorder(AttentionRecorder):
         self._attention = attention_mask.bool()
         self._response = response_mask.bool()
 
-    def __call__(self, module, query, key, kwargs):
+    def __call__(self, module, query, key, kwargs, row_lse):
+        super().__call__(module, query, key, kwargs, row_lse)
         layer = module.layer_idx
-        first = layer not in self.stats
-        super().__call__(module, query, key, kwargs)
-        if not first or layer not in self.stats:  # already recorded, or a recomputation in backward
-            return
         scaling = kwargs.get("scaling")
         scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
         variant = {"softcap": kwargs.get("softcap"), "sinks": kwargs.get("s_aux")}
@@ -134,6 +131,7 @@ class RhythmRecorder(AttentionRecorder):
                     window=self.window,
                     fai_horizon=self.credit_fai_horizon,
                     backend=self.backend,
+                    row_lse=row_lse,
                     **variant,
                 )
             )

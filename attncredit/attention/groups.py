@@ -38,7 +38,8 @@ class HeadGroups:
         fai: [B, N] float32, mean FAI over the global group (0 where no response token receives from the token).
         local_mask: [B, n_layers, Hq] bool, the local-focused heads of each sequence.
         global_mask: [B, n_layers, Hq] bool, the global-focused heads of each sequence.
-        head_distance: [B, n_layers, Hq] float32, d of Eq. 7 per sequence and head.
+        head_distance: [B, n_layers, Hq] float32, d of Eq. 7 per sequence and head; None when fixed groups were
+            given and the statistics skipped it (band-only).
         layers: the probe layers, in the order of the ``n_layers`` axis.
         quantile: the group fraction used.
     """
@@ -47,7 +48,7 @@ class HeadGroups:
     fai: torch.Tensor
     local_mask: torch.Tensor
     global_mask: torch.Tensor
-    head_distance: torch.Tensor
+    head_distance: torch.Tensor | None
     layers: list[int]
     quantile: float = 0.3
 
@@ -127,7 +128,8 @@ def group_token_stats(
 
     Args:
         stats: per probe layer statistics, e.g. ``record_attention(...).stats``; each ``waad``/``fai`` is
-            [B, Hq, N] and ``head_distance`` [B, Hq], the same B, Hq and N for every layer.
+            [B, Hq, N] and ``head_distance`` [B, Hq], the same B, Hq and N for every layer (``head_distance`` may be
+            None for every layer when ``heads`` is given).
         quantile: fraction of all (layer, head) pairs in each group, paper default 0.3.
         per: ``"sequence"`` or ``"batch"`` (docs/method.md, "Readings of the paper's ambiguities").
         heads: fixed groups (local, global), bool [n_layers, Hq] each with the same number of heads (e.g. an
@@ -142,27 +144,36 @@ def group_token_stats(
     layers = sorted(stats)
     first = stats[layers[0]]
     shape = tuple(first.waad.shape)
+    has_distance = [stats[layer].head_distance is not None for layer in layers]
+    if not all(has_distance) and (heads is None or any(has_distance)):
+        raise ValueError(
+            "head_distance is None for probe layers "
+            f"{[layer for layer, has in zip(layers, has_distance) if not has]}: it may be skipped only for every layer, "
+            "and only when fixed head groups are given"
+        )
     for layer in layers:
         s = stats[layer]
-        if tuple(s.waad.shape) != shape or tuple(s.fai.shape) != shape or tuple(s.head_distance.shape) != shape[:2]:
+        distance_shape = tuple(s.head_distance.shape) if s.head_distance is not None else shape[:2]
+        if tuple(s.waad.shape) != shape or tuple(s.fai.shape) != shape or distance_shape != shape[:2]:
             raise ValueError(
                 f"layer {layer} statistics have shapes waad {tuple(s.waad.shape)}, fai {tuple(s.fai.shape)}, "
-                f"head_distance {tuple(s.head_distance.shape)}; expected {shape}, {shape}, {shape[:2]} as for layer "
-                f"{layers[0]}"
+                f"head_distance {distance_shape}; expected {shape}, {shape}, {shape[:2]} as for layer {layers[0]}"
             )
-    head_distance = torch.stack([stats[layer].head_distance.float() for layer in layers], dim=1)  # [B, L, Hq]
+    head_distance = (
+        torch.stack([stats[layer].head_distance.float() for layer in layers], dim=1) if all(has_distance) else None
+    )  # [B, L, Hq]
     if heads is None:
         local, glob = select_head_groups(head_distance, quantile, per)
         k = group_size(local[0].numel(), quantile)  # the same count for every sequence
     else:
         k = int(heads[0].sum())
-        want = tuple(head_distance.shape[1:])
-        if any(tuple(m.shape) != want for m in heads) or int(heads[1].sum()) != k or k < 1:
+        want = (shape[0], len(layers), shape[1])
+        if any(tuple(m.shape) != want[1:] for m in heads) or int(heads[1].sum()) != k or k < 1:
             raise ValueError(
-                f"fixed head groups must be two bool [n_layers, Hq] = {want} masks with the same number of heads, "
+                f"fixed head groups must be two bool [n_layers, Hq] = {want[1:]} masks with the same number of heads, "
                 f"got {tuple(heads[0].shape)} and {tuple(heads[1].shape)} with {k} and {int(heads[1].sum())} heads"
             )
-        local, glob = (m.to(device=head_distance.device, dtype=torch.bool).expand_as(head_distance) for m in heads)
+        local, glob = (m.to(device=first.waad.device, dtype=torch.bool).expand(want) for m in heads)
     w_local = local.float() / k
     w_global = glob.float() / k
     waad = sum(torch.einsum("bh,bhn->bn", w_local[:, i], stats[layer].waad.float()) for i, layer in enumerate(layers))

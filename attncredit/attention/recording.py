@@ -39,6 +39,7 @@ Semantics:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import time
@@ -51,6 +52,7 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_
 
 from ..errors import ConfigError
 from . import stats as _stats
+from .lse import RowLSECapture
 from .probes import probe_layers
 from .types import AttentionStats
 
@@ -74,11 +76,17 @@ def attncredit_sdpa_attention_forward(
     attention_mask: torch.Tensor | None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    """transformers' ``sdpa_attention_forward``, plus statistics for the module's layer while it is recorded."""
+    """transformers' ``sdpa_attention_forward``, plus statistics for the module's layer while it is recorded: SDPA's
+    call is then answered by its own fused kernel with the row log-sum-exp kept (:class:`RowLSECapture`, same
+    output bit for bit), which the statistics use instead of a normaliser sweep of their own."""
     recorder = module.__dict__.get(_RECORDER_ATTR)
-    if recorder is not None:
-        recorder(module, query, key, dict(kwargs, attention_mask=attention_mask))
-    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    if recorder is None or not recorder.wants(module):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    capture = RowLSECapture() if recorder.kernel_lse else None
+    with capture if capture is not None else contextlib.nullcontext():
+        output = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    recorder(module, query, key, dict(kwargs, attention_mask=attention_mask), capture.lse if capture else None)
+    return output
 
 
 def attncredit_eager_attention_forward(
@@ -91,8 +99,8 @@ def attncredit_eager_attention_forward(
 ):
     """The model's own ``eager_attention_forward`` (softcapping, sinks, ...), plus statistics while recorded."""
     recorder = module.__dict__.get(_RECORDER_ATTR)
-    if recorder is not None:
-        recorder(module, query, key, dict(kwargs, attention_mask=attention_mask))
+    if recorder is not None and recorder.wants(module):
+        recorder(module, query, key, dict(kwargs, attention_mask=attention_mask), None)
     return _eager_function(type(module))(module, query, key, value, attention_mask, **kwargs)
 
 
@@ -171,10 +179,15 @@ class _LayerDiscovery:
     """Recorder used by the probe forward of :func:`enable_recording`: the layers that reach the function, and the
     score modifiers each passes (sliding window, softcap, sinks)."""
 
+    kernel_lse = False
+
     def __init__(self):
         self.layers: dict[int, dict] = {}
 
-    def __call__(self, module, query, key, kwargs):
+    def wants(self, module) -> bool:
+        return True
+
+    def __call__(self, module, query, key, kwargs, row_lse):
         self.layers[module.layer_idx] = {
             "sliding_window": kwargs.get("sliding_window"),
             "softcap": kwargs.get("softcap"),
@@ -384,9 +397,15 @@ class AttentionRecorder:
         fai_horizon: FAI receiver band (H_lo, H_hi) (Eq. 10), paper default (10, 100).
         backend: statistics backend (:data:`attncredit.attention.types.BACKENDS`): ``auto``, ``dense``, ``torch``
             or ``triton``.
+        head_distance: compute the head distance (Eq. 7); ``False`` when the head groups are kept from an earlier
+            forward: where the row LSE is known, only the keys near the diagonal are then read (band-only).
+        kernel_lse: on the SDPA route, take each probe layer's row log-sum-exp from the attention kernel SDPA runs
+            (:mod:`attncredit.attention.lse`; the output stays bit-identical, and kernels that cannot give it fall
+            back, logged once); ``False``: the statistics always compute the normaliser themselves.
 
     After the ``with`` block, ``stats[layer]`` is an ``AttentionStats`` (float32 ``waad`` [B, Hq, N], ``fai``
-    [B, Hq, N], ``head_distance`` [B, Hq]) for every probe layer, and ``clock`` holds the time spent computing them.
+    [B, Hq, N], ``head_distance`` [B, Hq] or None) for every probe layer, ``kernel_lse_layers`` the probe layers whose
+    row LSE came from the attention kernel, and ``clock`` holds the time spent computing the statistics.
 
     Raises:
         ConfigError: the model was not prepared with :func:`enable_recording`, or a probe layer is not an attention
@@ -404,6 +423,8 @@ class AttentionRecorder:
         window: int = 10,
         fai_horizon: tuple[int, int] = (10, 100),
         backend: str = "auto",
+        head_distance: bool = True,
+        kernel_lse: bool = True,
     ):
         base = _transformers_model(model)
         self.model_name = type(base).__name__
@@ -423,6 +444,11 @@ class AttentionRecorder:
                 )
         self.window, self.fai_horizon = _stats.check_options(window, fai_horizon, backend)
         self.backend = backend
+        for name, flag in (("head_distance", head_distance), ("kernel_lse", kernel_lse)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False, got {flag!r}")
+        self.head_distance, self.kernel_lse = head_distance, kernel_lse
+        self.kernel_lse_layers: list[int] = []
         if attention_mask.dim() != 2:
             raise ValueError(f"attention_mask must be [B, N], got shape {tuple(attention_mask.shape)}")
         attention_mask, response_mask = _stats.check_masks(
@@ -465,10 +491,14 @@ class AttentionRecorder:
         return False
 
     # -- called by the attention function, for probe layers only ------------------------------------------------
-    def __call__(self, module: nn.Module, query: torch.Tensor, key: torch.Tensor, kwargs: dict) -> None:
+    def wants(self, module: nn.Module) -> bool:
+        """Record once: a later call for the layer (a second forward, checkpoint recomputation) passes through."""
+        return module.layer_idx not in self.stats and not _in_backward()
+
+    def __call__(self, module: nn.Module, query: torch.Tensor, key: torch.Tensor, kwargs: dict, row_lse) -> None:
+        """Statistics of ``module``'s layer from its query, key and score rule (``kwargs``), and the row LSE of its
+        attention kernel where known ([B, Hq, >=N] natural log, or None)."""
         layer = module.layer_idx
-        if layer in self.stats or _in_backward():  # record once; checkpoint recomputation passes through
-            return
         attention_mask, response_mask = self._masks
         b, _, n, _ = query.shape
         if key.shape[2] != n:
@@ -498,11 +528,14 @@ class AttentionRecorder:
         self._check_layer_mask(layer, kwargs.get("attention_mask"), attention_mask, response_mask, variant)
         scaling = kwargs.get("scaling")
         scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+        if row_lse is not None:
+            self.kernel_lse_layers.append(layer)
+            row_lse = row_lse.detach()
         started = self.clock.start(query.device)
         with torch.no_grad():
             self.stats[layer] = self._stats_fn(
                 query.detach(), key.detach(), attention_mask, response_mask, scaling, self.window, self.fai_horizon,
-                **variant,
+                row_lse=row_lse, head_distance=self.head_distance, **variant,
             )
         self.clock.stop(started)
 
