@@ -16,59 +16,31 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_step import length_reward, qwen3_model, word_tokenizer  # noqa: E402
+from bench_step import PhaseTimer, length_reward, qwen3_model, word_tokenizer  # noqa: E402
 
 PHASES = ("generate", "critic", "score", "train", "step")
 
 
-class PPOPhaseTimer:
-    """Synchronised wall-clock timers around the trainer's phases; one record per optimizer step."""
+PPO_METHODS = ("_generate", "_generate_and_score_completions", "training_step", "_critic_values", "_critic_step")
 
-    def __init__(self, trainer):
-        self.steps: list[dict] = []
-        self.current = defaultdict(float)
-        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-        for name in ("_generate", "_generate_and_score_completions", "training_step", "_critic_values", "_critic_step"):
-            original = getattr(trainer, name)
 
-            def timed(*args, _original=original, _name=name, **kwargs):
-                sync()
-                start = time.perf_counter()
-                out = _original(*args, **kwargs)
-                sync()
-                self.current[_name] += time.perf_counter() - start
-                return out
-
-            setattr(trainer, name, timed)
-
-        from transformers import TrainerCallback
-
-        timer = self
-
-        class StepEnd(TrainerCallback):
-            def on_step_end(self, args, state, control, **kwargs):
-                c = timer.current
-                rollout = c["_generate_and_score_completions"]
-                critic = c["_critic_values"] + c["_critic_step"]
-                timer.steps.append(
-                    {
-                        "generate": c["_generate"],
-                        "critic": critic,
-                        "score": rollout - c["_generate"] - c["_critic_values"],
-                        "train": c["training_step"] - rollout - c["_critic_step"],
-                        "step": c["training_step"],
-                    }
-                )
-                timer.current = defaultdict(float)
-
-        trainer.add_callback(StepEnd())
+def ppo_phases(totals) -> dict:
+    """PPO step phases from the method totals: generate, critic (value forward on the rollout + critic update),
+    score (the rest of the rollout), train (the rest of the step), step."""
+    rollout = totals["_generate_and_score_completions"]
+    return {
+        "generate": totals["_generate"],
+        "critic": totals["_critic_values"] + totals["_critic_step"],
+        "score": rollout - totals["_generate"] - totals["_critic_values"],
+        "train": totals["training_step"] - rollout - totals["_critic_step"],
+        "step": totals["training_step"],
+    }
 
 
 def run(strategy: str, opts, tokenizer, dataset) -> list[dict]:
@@ -103,7 +75,7 @@ def run(strategy: str, opts, tokenizer, dataset) -> list[dict]:
         processing_class=tokenizer,
         critic=ValueModel.from_causal_lm(model),
     )
-    timer = PPOPhaseTimer(trainer)
+    timer = PhaseTimer(trainer, PPO_METHODS, ppo_phases)
     trainer.train()
     del trainer
     torch.cuda.empty_cache() if torch.cuda.is_available() else None

@@ -78,13 +78,19 @@ def length_reward(completions, **kwargs):
 
 
 class PhaseTimer:
-    """Wraps a trainer's methods with synchronised wall-clock timers; one record per optimizer step."""
+    """Synchronised wall-clock time of a trainer's methods, one record of phases per optimizer step.
 
-    def __init__(self, trainer):
+    Each method named in ``methods`` is wrapped: CUDA is synchronised before and after the call, and its wall time is
+    added to this step's total for that method (a call nested in another counts in both, e.g. ``_generate`` inside
+    ``_generate_and_score_completions`` inside ``training_step``; a method not called in a step totals 0). At the end
+    of each optimizer step ``phases(totals)`` turns the totals into the step's record, appended to ``steps``.
+    """
+
+    def __init__(self, trainer, methods, phases):
         self.steps: list[dict] = []
         self.current = defaultdict(float)
         sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-        for name in ("_generate", "_generate_and_score_completions", "training_step"):
+        for name in methods:
             original = getattr(trainer, name)
 
             def timed(*args, _original=original, _name=name, **kwargs):
@@ -103,14 +109,21 @@ class PhaseTimer:
 
         class StepEnd(TrainerCallback):
             def on_step_end(self, args, state, control, **kwargs):
-                c = timer.current
-                gen = c["_generate"]
-                score = c["_generate_and_score_completions"] - gen
-                step = c["training_step"]
-                timer.steps.append({"generate": gen, "score": score, "train": step - gen - score, "step": step})
+                timer.steps.append(phases(timer.current))
                 timer.current = defaultdict(float)
 
         trainer.add_callback(StepEnd())
+
+
+GRPO_METHODS = ("_generate", "_generate_and_score_completions", "training_step")
+
+
+def grpo_phases(totals) -> dict:
+    """GRPO step phases from the method totals: generate, score (the rest of the rollout), train (the rest), step."""
+    generate = totals["_generate"]
+    rollout = totals["_generate_and_score_completions"]
+    step = totals["training_step"]
+    return {"generate": generate, "score": rollout - generate, "train": step - rollout, "step": step}
 
 
 def run(kind: str, case: str, opts, tokenizer, dataset) -> list[dict]:
@@ -145,7 +158,7 @@ def run(kind: str, case: str, opts, tokenizer, dataset) -> list[dict]:
         train_dataset=dataset,
         processing_class=tokenizer,
     )
-    timer = PhaseTimer(trainer)
+    timer = PhaseTimer(trainer, GRPO_METHODS, grpo_phases)
     trainer.train()
     del trainer
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
