@@ -27,19 +27,19 @@ from bench_step import PhaseTimer, length_reward, qwen3_model, word_tokenizer  #
 PHASES = ("generate", "critic", "score", "train", "step")
 
 
-PPO_METHODS = ("_generate", "_generate_and_score_completions", "training_step", "_critic_values", "_critic_step")
+PPO_METHODS = ("_generate", "_generate_and_score_completions", "_critic_values", "_critic_step")
 
 
 def ppo_phases(totals) -> dict:
-    """PPO step phases from the method totals: generate, critic (value forward on the rollout + critic update),
-    score (the rest of the rollout), train (the rest of the step), step."""
+    """PPO step phases from the totals: generate, critic (value forward on the rollout + critic update), score (the
+    rest of the rollout), train (the rest of the step), step."""
     rollout = totals["_generate_and_score_completions"]
     return {
         "generate": totals["_generate"],
         "critic": totals["_critic_values"] + totals["_critic_step"],
         "score": rollout - totals["_generate"] - totals["_critic_values"],
-        "train": totals["training_step"] - rollout - totals["_critic_step"],
-        "step": totals["training_step"],
+        "train": totals["_step"] - rollout - totals["_critic_step"],
+        "step": totals["_step"],
     }
 
 

@@ -78,17 +78,21 @@ def length_reward(completions, **kwargs):
 
 
 class PhaseTimer:
-    """Synchronised wall-clock time of a trainer's methods, one record of phases per optimizer step.
+    """Synchronised wall-clock time of a trainer's optimizer steps and of some of its methods, one record per step.
 
-    Each method named in ``methods`` is wrapped: CUDA is synchronised before and after the call, and its wall time is
-    added to this step's total for that method (a call nested in another counts in both, e.g. ``_generate`` inside
-    ``_generate_and_score_completions`` inside ``training_step``; a method not called in a step totals 0). At the end
-    of each optimizer step ``phases(totals)`` turns the totals into the step's record, appended to ``steps``.
+    ``_step`` is the whole optimizer step: from the Trainer's ``on_step_begin`` event to the end of its
+    ``on_step_end`` callbacks (this timer's callback is added last), i.e. rollout, loss forward and backward of
+    every micro-batch, gradient clipping, optimizer step and the step-end callbacks; the logging that follows
+    ``on_step_end`` is not in it. Each method named in ``methods`` is wrapped: CUDA is synchronised before and after
+    the call, and its wall time is added to this step's total for that method (a call nested in another counts in
+    both, e.g. ``_generate`` inside ``_generate_and_score_completions``; a method not called in a step totals 0).
+    At each step's end ``phases(totals)`` turns the totals into the step's record, appended to ``steps``.
     """
 
     def __init__(self, trainer, methods, phases):
         self.steps: list[dict] = []
         self.current = defaultdict(float)
+        self.start = 0.0
         sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
         for name in methods:
             original = getattr(trainer, name)
@@ -107,22 +111,28 @@ class PhaseTimer:
 
         timer = self
 
-        class StepEnd(TrainerCallback):
-            def on_step_end(self, args, state, control, **kwargs):
-                timer.steps.append(phases(timer.current))
+        class StepClock(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                sync()
                 timer.current = defaultdict(float)
+                timer.start = time.perf_counter()
 
-        trainer.add_callback(StepEnd())
+            def on_step_end(self, args, state, control, **kwargs):
+                sync()
+                timer.current["_step"] = time.perf_counter() - timer.start
+                timer.steps.append(phases(timer.current))
+
+        trainer.add_callback(StepClock())
 
 
-GRPO_METHODS = ("_generate", "_generate_and_score_completions", "training_step")
+GRPO_METHODS = ("_generate", "_generate_and_score_completions")
 
 
 def grpo_phases(totals) -> dict:
-    """GRPO step phases from the method totals: generate, score (the rest of the rollout), train (the rest), step."""
+    """GRPO step phases from the totals: generate, score (the rest of the rollout), train (the rest), step."""
     generate = totals["_generate"]
     rollout = totals["_generate_and_score_completions"]
-    step = totals["training_step"]
+    step = totals["_step"]
     return {"generate": generate, "score": rollout - generate, "train": step - rollout, "step": step}
 
 
