@@ -2,20 +2,37 @@
 
 A random-init model of Qwen3-1.7B's shape (28 layers, 16 query / 8 KV heads, head_dim 128, hidden 2048,
 vocab 151936) trains on random-word prompts with HF generate and fixed-length completions
-(``min_new_tokens = max_completion_length``), so every run sees the same token counts. Two cases:
+(``min_new_tokens = max_completion_length``), so every run sees the same token counts. Generation is TRL's own:
+``generate`` with the default dynamic KV cache, the fastest TRL's trainer offers without vLLM (it disables
+compilation; docs/benchmarks.md, generation speed). Two cases:
 
 * ``old-logps``: ``steps_per_generation=2``, so TRL runs its no-grad old-log-prob forward and attncredit
-  records the statistics there;
+  records the statistics there (it generates on every other step: the timed steps must be an even number);
 * ``loss``: ``steps_per_generation=1``, TRL runs no such forward and attncredit records in the loss forward.
 
-Runs alternate (TRL, attncredit, TRL, attncredit, ...); the first ``--warmup`` steps of every run are
-dropped; per phase the mean over the remaining steps of all rounds is reported (a mean, not a median: with
-``steps_per_generation=2`` every other step generates, and the mean is the amortised cost):
+Runs alternate (TRL, attncredit, TRL, attncredit, ...), each with a fresh model of the same initialisation; the
+first ``--warmup`` steps of every run are dropped. ``--warmup-run-tokens T`` first trains one untimed step per
+case and trainer with T-token completions, so that the process's one-time costs (CUDA and library start-up,
+Triton compilation of the statistics kernels) are paid before the timed runs, which can then time every step
+(``--warmup 0``) of long completions. Per phase the mean over the timed steps of all rounds is reported (a mean,
+not a median: with ``steps_per_generation=2`` every other step generates, and the mean is the amortised cost):
 ``generate`` (TRL's ``_generate``), ``score`` (rest of ``_generate_and_score_completions``: rewards and the
-old-log-prob forward), ``train`` (the rest of the step: loss forward, backward, optimizer) and ``step``.
-The last lines are a table with the ratios attncredit / TRL.
+old-log-prob forward), ``train`` (the rest of the step: loss forward, backward, gradient clipping, optimizer),
+``step`` (the whole optimizer step) and ``non-gen`` (step - generate: the sharper figure, since the run-to-run
+noise of generation can hide a 1% difference). ``--regroup-every K`` sets attncredit's
+``credit_head_regroup_every``: the head groups are recomputed in the steps whose 0-based global step is a multiple
+of K (always the first step of a run, so a run needs more than K steps to time steps without regrouping). The last
+lines are a table with the ratios attncredit / TRL.
 
-    python scripts/bench_step.py [--tokens-prompt 256 --tokens-completion 256 --rounds 2 --steps 5]
+    python scripts/bench_step.py [--tokens-prompt 384 --tokens-completion 128 --steps 7 --warmup 1 --rounds 2]
+    python scripts/bench_step.py --preset long  # 256 + 4096 tokens, case loss: about 5-6 minutes on one H200
+    python scripts/bench_step.py --preset long --tokens-completion 2048 --rounds 2  # about 5-6.5 minutes
+
+``--preset long`` (8 completions x (256 prompt + 4096 completion) tokens, one timed step per trainer after a
+64-token warm-up run, one round, case ``loss``) is sized for about 5-6 minutes on one H200 (an estimate from
+docs/benchmarks.md, where HF generate took 27-38 ms per generated token for this shape, about the same at 16 and
+at 32 completions: a 4096-token rollout takes 1.8-2.6 minutes, two of them plus about a minute of start-up,
+warm-up runs and training steps); explicit flags override its values.
 """
 
 from __future__ import annotations
@@ -23,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
 from collections import defaultdict
 
@@ -136,21 +154,43 @@ def grpo_phases(totals) -> dict:
     return {"generate": generate, "score": rollout - generate, "train": step - rollout, "step": step}
 
 
-def run(kind: str, case: str, opts, tokenizer, dataset) -> list[dict]:
+#: steps_per_generation of each case
+CASES = {"old-logps": 2, "loss": 1}
+
+PRESETS = {
+    "long": {
+        "tokens_prompt": 256,
+        "tokens_completion": 4096,
+        "batch": 8,
+        "generations": 8,
+        "steps": 1,
+        "warmup": 0,
+        "rounds": 1,
+        "cases": ["loss"],
+        "warmup_run_tokens": 64,
+    },
+}
+
+
+def run(kind: str, case: str, opts, tokenizer, dataset, output_dir: str, completion: int, steps: int) -> list[dict]:
+    """Train ``steps`` steps of one trainer (``"trl"`` or ``"attncredit"``) on ``case``; the per-step records."""
     from trl import GRPOConfig, GRPOTrainer
 
     from attncredit import AnchorGRPOConfig, AnchorGRPOTrainer
 
-    config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if kind == "trl" else (AnchorGRPOConfig, AnchorGRPOTrainer)
-    extra = {"credit_strategy": "coupled"} if kind == "attncredit" else {}
+    if kind == "trl":
+        config_cls, trainer_cls, extra = GRPOConfig, GRPOTrainer, {}
+    else:
+        config_cls, trainer_cls = AnchorGRPOConfig, AnchorGRPOTrainer
+        extra = {"credit_strategy": "coupled", "credit_head_regroup_every": opts.regroup_every}
     args = config_cls(
-        output_dir=f"/tmp/bench_step_{kind}_{case}",
-        max_steps=opts.steps,
+        output_dir=output_dir,
+        max_steps=steps,
         per_device_train_batch_size=opts.batch,
         num_generations=opts.generations,
-        steps_per_generation=2 if case == "old-logps" else 1,
-        max_completion_length=opts.tokens_completion,
-        generation_kwargs={"min_new_tokens": opts.tokens_completion},
+        steps_per_generation=CASES[case],
+        max_completion_length=completion,
+        generation_kwargs={"min_new_tokens": completion},
         learning_rate=1e-6,
         beta=0.0,
         bf16=torch.cuda.is_available(),
@@ -172,24 +212,78 @@ def run(kind: str, case: str, opts, tokenizer, dataset) -> list[dict]:
     trainer.train()
     del trainer
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
-    return timer.steps[opts.warmup :]
+    return timer.steps
+
+
+def int_at_least(low: int):
+    """argparse type: an integer >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    return parse
+
+
+def case_list(text: str) -> list[str]:
+    """argparse type: comma-separated cases, each once."""
+    cases = [c.strip() for c in text.split(",")]
+    for c in cases:
+        if c not in CASES:
+            raise argparse.ArgumentTypeError(f"unknown case {c!r} (allowed: {', '.join(CASES)})")
+    if len(set(cases)) != len(cases):
+        raise argparse.ArgumentTypeError(f"a case is named twice in {text!r}")
+    return cases
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; ``--preset`` sets the defaults of the flags it names, explicit flags override them."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="long: 256 + 4096 tokens, 1 timed step, case loss")
+    parser.add_argument("--tokens-prompt", type=int_at_least(1), default=256)
+    parser.add_argument("--tokens-completion", type=int_at_least(1), default=256)
+    parser.add_argument("--batch", type=int_at_least(2), default=16, help="completions per optimizer step")
+    parser.add_argument("--generations", type=int_at_least(2), default=8, help="completions per prompt")
+    parser.add_argument("--steps", type=int_at_least(1), default=6, help="optimizer steps per run")
+    parser.add_argument("--warmup", type=int_at_least(0), default=2, help="untimed first steps of every run")
+    parser.add_argument(
+        "--warmup-run-tokens", type=int_at_least(0), default=0,
+        help="before the timed runs, one untimed step per case and trainer with this many completion tokens (0: none)",
+    )  # fmt: skip
+    parser.add_argument("--rounds", type=int_at_least(1), default=2)
+    parser.add_argument("--cases", type=case_list, default=list(CASES), help=f"comma-separated: {', '.join(CASES)}")
+    parser.add_argument(
+        "--regroup-every", type=int_at_least(1), default=1,
+        help="attncredit's credit_head_regroup_every: recompute the head groups on steps 0, K, 2K, ... of a run",
+    )  # fmt: skip
+    parser.add_argument("--json", default=None, help="also write the raw step records here")
+    parser.add_argument("--layers", type=int_at_least(1), default=28, help="model depth (Qwen3-1.7B: 28)")
+    parser.add_argument("--hidden", type=int_at_least(1), default=2048, help="hidden size (Qwen3-1.7B: 2048)")
+    parser.add_argument("--vocab", type=int_at_least(3), default=151936, help="vocabulary size (Qwen3: 151936)")
+    preset = parser.parse_known_args(argv)[0].preset
+    if preset:
+        parser.set_defaults(**PRESETS[preset])
+    opts = parser.parse_args(argv)
+    timed = opts.steps - opts.warmup
+    if timed < 1:
+        parser.error(f"--warmup {opts.warmup} leaves no timed step of --steps {opts.steps}: it must be below it")
+    if opts.batch % opts.generations:
+        parser.error(f"--batch {opts.batch} must be a multiple of --generations {opts.generations} (whole groups)")
+    if "old-logps" in opts.cases and timed % 2:
+        parser.error(
+            f"case old-logps generates on every other step: --steps {opts.steps} minus --warmup {opts.warmup} "
+            f"must be even so that the timed steps amortise generation and the old-log-prob forward"
+        )
+    return opts
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens-prompt", type=int, default=256)
-    parser.add_argument("--tokens-completion", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=16, help="completions per optimizer step")
-    parser.add_argument("--generations", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--cases", default="old-logps,loss")
-    parser.add_argument("--json", default=None, help="also write the raw step records here")
-    parser.add_argument("--layers", type=int, default=28, help="model depth (Qwen3-1.7B: 28)")
-    parser.add_argument("--hidden", type=int, default=2048, help="hidden size (Qwen3-1.7B: 2048)")
-    parser.add_argument("--vocab", type=int, default=151936, help="vocabulary size (Qwen3: 151936)")
-    opts = parser.parse_args()
+    opts = parse_args()
 
     from datasets import Dataset
 
@@ -203,23 +297,36 @@ def main() -> None:
     dataset = Dataset.from_list([{"prompt": p} for p in prompts])
 
     records = {}
-    for case in opts.cases.split(","):
-        for round_ in range(opts.rounds):
-            for kind in ("trl", "attncredit"):
-                steps = run(kind, case, opts, tokenizer, dataset)
-                records.setdefault((case, kind), []).extend(steps)
-                mean = statistics.fmean(s["step"] for s in steps)
-                print(f"round {round_} {case:9s} {kind:10s} mean step {mean:.3f}s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench_step_") as tmp:
+        if opts.warmup_run_tokens:
+            for case in opts.cases:
+                for kind in ("trl", "attncredit"):
+                    start = time.perf_counter()
+                    run(kind, case, opts, tokenizer, dataset, f"{tmp}/warmup_{kind}_{case}", opts.warmup_run_tokens, 1)
+                    print(f"warm-up {case:9s} {kind:10s} {opts.warmup_run_tokens} tokens, "
+                          f"{time.perf_counter() - start:.1f}s", flush=True)  # fmt: skip
+        for case in opts.cases:
+            for round_ in range(opts.rounds):
+                for kind in ("trl", "attncredit"):
+                    output_dir = f"{tmp}/{kind}_{case}_{round_}"
+                    steps = run(kind, case, opts, tokenizer, dataset, output_dir, opts.tokens_completion, opts.steps)
+                    steps = steps[opts.warmup :]
+                    records.setdefault((case, kind), []).extend(steps)
+                    mean = statistics.fmean(s["step"] for s in steps)
+                    print(f"round {round_} {case:9s} {kind:10s} mean step {mean:.3f}s", flush=True)
     if opts.json:
         with open(opts.json, "w") as f:
             json.dump({f"{c}/{k}": v for (c, k), v in records.items()}, f, indent=1)
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    print(f"\nGRPO step, {opts.layers} layers x {opts.hidden} hidden (Qwen3-1.7B: 28 x 2048), {opts.batch} completions x ({opts.tokens_prompt} prompt + "
-          f"{opts.tokens_completion} completion) tokens, {device}; mean seconds per step over "
-          f"{opts.rounds} rounds x {opts.steps - opts.warmup} steps")
+    print(
+        f"\nGRPO step, {opts.layers} layers x {opts.hidden} hidden (Qwen3-1.7B: 28 x 2048), {opts.batch} completions x "
+        f"({opts.tokens_prompt} prompt + {opts.tokens_completion} completion) tokens, {device}; attncredit: coupled "
+        f"credit, head groups every {opts.regroup_every} step(s); mean seconds per step over {opts.rounds} rounds x "
+        f"{opts.steps - opts.warmup} steps"
+    )
     print(f"{'case':10s} {'phase':9s} {'TRL':>8s} {'attncredit':>10s} {'ratio':>7s}")
-    for case in opts.cases.split(","):
+    for case in opts.cases:
         for phase in ("generate", "score", "train", "step"):
             a = statistics.fmean(s[phase] for s in records[(case, "trl")])
             b = statistics.fmean(s[phase] for s in records[(case, "attncredit")])
