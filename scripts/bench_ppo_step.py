@@ -16,13 +16,21 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_step import PhaseTimer, length_reward, qwen3_model, word_tokenizer  # noqa: E402
+from bench_step import (  # noqa: E402
+    PhaseTimer,
+    int_at_least,
+    length_reward,
+    prompt_dataset,
+    qwen3_model,
+    word_tokenizer,
+)
 
 PHASES = ("generate", "critic", "score", "train", "step")
 
@@ -43,13 +51,13 @@ def ppo_phases(totals) -> dict:
     }
 
 
-def run(strategy: str, opts, tokenizer, dataset) -> list[dict]:
+def run(strategy: str, opts, tokenizer, dataset, output_dir: str) -> list[dict]:
+    """Train ``opts.steps`` steps of AnchorPPOTrainer with ``credit_strategy=strategy``; the timed step records."""
     from attncredit import AnchorPPOConfig, AnchorPPOTrainer
     from attncredit.ppo import ValueModel
 
     args = AnchorPPOConfig(
-        output_dir=f"/tmp/bench_ppo_{strategy}",
-        overwrite_output_dir=True,  # every round starts over in the same folder
+        output_dir=output_dir,
         max_steps=opts.steps,
         per_device_train_batch_size=opts.batch,
         num_generations=opts.generations,
@@ -84,35 +92,34 @@ def run(strategy: str, opts, tokenizer, dataset) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens-prompt", type=int, default=128)
-    parser.add_argument("--tokens-completion", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=16, help="completions per optimizer step")
-    parser.add_argument("--generations", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--tokens-prompt", type=int_at_least(1), default=128)
+    parser.add_argument("--tokens-completion", type=int_at_least(1), default=128)
+    parser.add_argument("--batch", type=int_at_least(2), default=16, help="completions per optimizer step")
+    parser.add_argument("--generations", type=int_at_least(2), default=4, help="completions per prompt")
+    parser.add_argument("--steps", type=int_at_least(1), default=4, help="optimizer steps per run")
+    parser.add_argument("--warmup", type=int_at_least(0), default=1, help="untimed first steps of every run")
+    parser.add_argument("--rounds", type=int_at_least(1), default=1)
     parser.add_argument("--json", default=None, help="also write the raw step records here")
-    parser.add_argument("--layers", type=int, default=28, help="model depth (Qwen3-1.7B: 28)")
-    parser.add_argument("--hidden", type=int, default=2048, help="hidden size (Qwen3-1.7B: 2048)")
-    parser.add_argument("--vocab", type=int, default=151936, help="vocabulary size (Qwen3: 151936)")
+    parser.add_argument("--layers", type=int_at_least(1), default=28, help="model depth (Qwen3-1.7B: 28)")
+    parser.add_argument("--hidden", type=int_at_least(1), default=2048, help="hidden size (Qwen3-1.7B: 2048)")
+    parser.add_argument("--vocab", type=int_at_least(3), default=151936, help="vocabulary size (Qwen3: 151936)")
     opts = parser.parse_args()
-
-    from datasets import Dataset
+    if opts.warmup >= opts.steps:
+        parser.error(f"--warmup {opts.warmup} leaves no timed step of --steps {opts.steps}: it must be below it")
+    if opts.batch % opts.generations:
+        parser.error(f"--batch {opts.batch} must be a multiple of --generations {opts.generations} (whole groups)")
 
     tokenizer = word_tokenizer(opts.vocab)
-    g = torch.Generator().manual_seed(0)
-    prompts = [
-        " ".join(f"w{i}" for i in torch.randint(2, opts.vocab, (opts.tokens_prompt,), generator=g).tolist())
-        for _ in range(64)
-    ]
-    dataset = Dataset.from_list([{"prompt": p} for p in prompts])
+    dataset = prompt_dataset(opts.vocab, opts.tokens_prompt)
 
     records = defaultdict(list)
-    for round_ in range(opts.rounds):
-        for strategy in ("none", "coupled"):
-            steps = run(strategy, opts, tokenizer, dataset)
-            records[strategy].extend(steps)
-            print(f"round {round_} {strategy:8s} mean step {statistics.fmean(s['step'] for s in steps):.3f}s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench_ppo_") as tmp:
+        for round_ in range(opts.rounds):
+            for strategy in ("none", "coupled"):
+                steps = run(strategy, opts, tokenizer, dataset, f"{tmp}/{strategy}_{round_}")
+                records[strategy].extend(steps)
+                mean = statistics.fmean(s["step"] for s in steps)
+                print(f"round {round_} {strategy:8s} mean step {mean:.3f}s", flush=True)
     if opts.json:
         with open(opts.json, "w") as f:
             json.dump(records, f, indent=1)

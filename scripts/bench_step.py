@@ -86,6 +86,15 @@ def qwen3_model(vocab_size: int, seed: int, layers: int = 28, hidden: int = 2048
     return model
 
 
+def prompt_dataset(vocab_size: int, tokens: int, n: int = 64):
+    """``n`` prompts of ``tokens`` random words (ids 2 .. vocab_size-1, seed 0) as a ``datasets.Dataset``."""
+    from datasets import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    words = torch.randint(2, vocab_size, (n, tokens), generator=g).tolist()
+    return Dataset.from_list([{"prompt": " ".join(f"w{i}" for i in row)} for row in words])
+
+
 def length_reward(completions, **kwargs):
     """Deterministic reward with spread inside groups: share of even word ids in the completion."""
     out = []
@@ -284,17 +293,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     opts = parse_args()
-
-    from datasets import Dataset
-
-    vocab = opts.vocab
-    tokenizer = word_tokenizer(vocab)
-    g = torch.Generator().manual_seed(0)
-    prompts = [
-        " ".join(f"w{i}" for i in torch.randint(2, vocab, (opts.tokens_prompt,), generator=g).tolist())
-        for _ in range(64)
-    ]
-    dataset = Dataset.from_list([{"prompt": p} for p in prompts])
+    tokenizer = word_tokenizer(opts.vocab)
+    dataset = prompt_dataset(opts.vocab, opts.tokens_prompt)
 
     records = {}
     with tempfile.TemporaryDirectory(prefix="bench_step_") as tmp:
