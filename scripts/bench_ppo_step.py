@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_step import (  # noqa: E402
     PhaseTimer,
+    free_memory,
     int_at_least,
     length_reward,
     prompt_dataset,
@@ -85,8 +86,8 @@ def run(strategy: str, opts, tokenizer, dataset, output_dir: str) -> list[dict]:
     )
     timer = PhaseTimer(trainer, PPO_METHODS, ppo_phases)
     trainer.train()
-    del trainer
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    del trainer, model
+    free_memory()
     return timer.steps[opts.warmup :]
 
 
