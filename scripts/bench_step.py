@@ -14,7 +14,8 @@ Runs alternate (TRL, attncredit, TRL, attncredit, ...), each with a fresh model 
 first ``--warmup`` steps of every run are dropped. ``--warmup-run-tokens T`` first trains one untimed step per
 case and trainer with T-token completions, so that the process's one-time costs (CUDA and library start-up,
 Triton compilation of the statistics kernels) are paid before the timed runs, which can then time every step
-(``--warmup 0``) of long completions. Per phase the mean over the timed steps of all rounds is reported (a mean,
+(``--warmup 0``) of long completions (Triton compiles a kernel again for a length that differs in divisibility
+by 16, so T and ``--tokens-completion`` should both be multiples of 16, or both not). Per phase the mean over the timed steps of all rounds is reported (a mean,
 not a median: with ``steps_per_generation=2`` every other step generates, and the mean is the amortised cost):
 ``generate`` (TRL's ``_generate``), ``score`` (rest of ``_generate_and_score_completions``: rewards and the
 old-log-prob forward), ``train`` (the rest of the step: loss forward, backward, gradient clipping, optimizer),
