@@ -1,25 +1,35 @@
 """Cost of recording attention statistics in a no-grad forward, on a model of Qwen3-4B's shape (GPU).
 
-Three measurements per sequence length N (batch B = tokens // N, so every row fills about the same tokens):
+Per sequence length N (batch B = tokens // N, so every row fills about the same tokens), ``--part model`` times
+the no-grad forward of the model, alternating after a warm-up (median of ``--reps``):
 
-  (a) ``sdpa``:   the no-grad SDPA forward of the model (time, peak memory);
-  (b) ``record``: the same forward inside ``record_attention`` on the 5 probe layers (triton backend), as a ratio
-                  to (a), measured in the same run: the two alternate after a warm-up and the median is taken;
-  (c) ``eager``:  the naive route, an eager forward with ``output_attentions=True`` (time, memory, or OOM).
+  (a) ``sdpa``:    plain SDPA (time, peak memory);
+  (b) ``regroup``: inside ``record_attention`` on the 5 probe layers (triton backend) with the head distance, the
+                   row LSE taken from SDPA's own kernel: what a step that regroups the heads costs;
+  (c) ``kept``:    the same without the head distance (band-only): a step with kept head groups
+                   (``credit_head_regroup_every`` > 1);
+  (d) ``own``:     (b) with the statistics computing the normaliser themselves (``kernel_lse=False``);
+  (e) ``eager``:   the naive route, an eager forward with ``output_attentions=True`` (time, or OOM).
 
-The model is randomly initialised from Qwen3-4B's config (36 layers, 32 query / 8 KV heads, head_dim 128,
-hidden 2560, intermediate 9728, bf16), with a smaller vocabulary (32000 instead of 151936) to save memory; the
-vocabulary only changes the embedding and the LM head, which are the same in (a) and (b). The prompt is the first
-``--prompt`` tokens of each row, the rest is the response; there is no padding.
+(b)-(d) are reported as ratios to (a) measured in the same run, with the number of probe layers whose LSE came
+from SDPA's kernel. The model is randomly initialised from Qwen3-4B's config (36 layers, 32 query / 8 KV heads,
+head_dim 128, hidden 2560, intermediate 9728, bf16), with a smaller vocabulary (32000 instead of 151936) to save
+memory; the vocabulary only changes the embedding and the LM head, the same in every mode. The prompt is the first
+``--prompt`` tokens of each row, the rest is the response; ``--left-pad`` left-pads every other row (SDPA then
+gets a padding mask instead of its causal flag, as in a batch of rollouts).
 
-``--part kernel`` times the statistics kernel alone on one layer's q/k of the same shapes, next to that layer's
-SDPA (and tries a few block configurations). Run: ``python scripts/bench_attention_stats.py --part all``.
+``--part kernel`` times one layer's q/k of the same shapes: SDPA, SDPA with its LSE captured, and the statistics
+kernel in the three modes (own / lse / band), the regroup mode also for a few block configurations, with each
+mode's error against the chunked torch backend. The summary tables print last.
+
+    python scripts/bench_attention_stats.py --part all --json out.json [--left-pad 37]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import logging
 import gc
 import json
 import statistics
@@ -79,19 +89,24 @@ def qwen3_4b_config(vocab_size: int, tiny: bool = False):
 # ----------------------------------------------------------------------------------------------------------------
 # kernel alone
 # ----------------------------------------------------------------------------------------------------------------
-KERNEL_CONFIGS = {  # name -> config override (the default config is tried first, as "default")
+KERNEL_CONFIGS = {  # name -> config override of the regroup-step kernel (full sweep, given LSE); "default" first
     "default": {},
-    "128x128w4s3": dict(block_m=128, block_n=128, num_warps=4, num_stages=3),
+    "128x128w8s3": dict(block_m=128, block_n=128, num_warps=8, num_stages=3),
     "128x64w8s3": dict(block_m=128, block_n=64, num_warps=8, num_stages=3),
     "64x64w4s3": dict(block_m=64, block_n=64, num_warps=4, num_stages=3),
     "128x64w4s2": dict(block_m=128, block_n=64, num_warps=4, num_stages=2),
-    "128x32w4s3": dict(block_m=128, block_n=32, num_warps=4, num_stages=3),
+    "128x32w4s4": dict(block_m=128, block_n=32, num_warps=4, num_stages=4),
 }
 
 
 def bench_kernel(lengths, tokens, prompt, reps):
+    """One layer of the Qwen3-4B shape: SDPA, SDPA with its row LSE captured, and the statistics kernel in its three
+    modes: ``own`` (it computes the normaliser), ``lse`` (full sweep with the captured LSE: a regroup step) and
+    ``band`` (band-only with the captured LSE: a kept-groups step); the ``lse`` mode also for KERNEL_CONFIGS."""
     import torch.nn.functional as F
 
+    from attncredit.attention.chunked import chunked_attention_stats
+    from attncredit.attention.lse import RowLSECapture
     from attncredit.attention.triton_stats import triton_attention_stats
 
     rows = []
@@ -106,52 +121,46 @@ def bench_kernel(lengths, tokens, prompt, reps):
         resp[:, : min(prompt, n - 1)] = False
         scale = 128**-0.5
         row = dict(n=n, batch=b)
-        row["sdpa_ms"] = _time_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True), reps)
-        lse = None
-        try:  # the flash kernel returns the row log-sum-exp that the stats could reuse
-            flash = torch.ops.aten._scaled_dot_product_flash_attention
-            try:
-                out = flash(q, k, v, 0.0, True, False, scale=scale)  # GQA without repeating K/V
-                kr, vr = k, v
-                row["flash_op_gqa_native"] = True
-            except Exception as err:  # noqa: BLE001
-                row["flash_op_gqa_native"] = f"{type(err).__name__}: {err}"[:200]
-                kr, vr = k.repeat_interleave(4, 1), v.repeat_interleave(4, 1)
-                out = flash(q, kr, vr, 0.0, True, False, scale=scale)
-            lse = out[1]
-            row["flash_op_ms"] = _time_ms(
-                lambda: flash(q, kr, vr, 0.0, True, False, scale=scale), reps
-            )
-            ref = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-            row["flash_op_equals_sdpa"] = bool(torch.equal(out[0], ref))
-            row["lse_shape"] = list(lse.shape)
-            del kr, vr, out, ref
-        except Exception as err:  # noqa: BLE001 - informative only
-            row["flash_op_error"] = f"{type(err).__name__}: {err}"[:200]
-        for name, cfg in KERNEL_CONFIGS.items():
-            for tag, row_lse in (("", None), ("+lse", lse)):
-                if tag and (row_lse is None or name != "default"):
+
+        def sdpa():
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True, scale=scale)
+
+        def sdpa_lse():
+            with RowLSECapture() as capture:
+                out = sdpa()
+            return out, capture.lse
+
+        out, lse = sdpa_lse()
+        row["lse_captured"] = lse is not None
+        row["lse_output_equal"] = bool(torch.equal(out, sdpa()))
+        row["sdpa_ms"] = _time_ms(sdpa, reps)
+        row["sdpa_lse_ms"] = _time_ms(sdpa_lse, reps)
+        modes = {"own": dict(row_lse=None), "lse": dict(row_lse=lse), "band": dict(row_lse=lse, head_distance=False)}
+        for mode, kwargs in modes.items():
+            if mode != "own" and lse is None:
+                continue
+            for name, cfg in KERNEL_CONFIGS.items():
+                if name != "default" and mode != "lse":
                     continue
                 try:
-                    fn = lambda: triton_attention_stats(  # noqa: E731
-                        q, k, attn, resp, scale, 10, (10, 100), row_lse=row_lse, config=cfg
-                    )
-                    row[f"stats_{name}{tag}_ms"] = _time_ms(fn, reps)
-                except Exception as err:  # noqa: BLE001
-                    row[f"stats_{name}{tag}_error"] = f"{type(err).__name__}: {err}"[:300]
-        # a check of the default config against the chunked torch backend on the first rows
-        from attncredit.attention.stats import attention_stats
-
-        nb = min(b, 1)
-        out = attention_stats(q[:nb, :4], k[:nb, :1], attention_mask=attn[:nb], response_mask=resp[:nb], backend="triton")
-        ref = attention_stats(q[:nb, :4], k[:nb, :1], attention_mask=attn[:nb], response_mask=resp[:nb], backend="torch")
-        row["max_err_vs_torch"] = {
-            f: float((getattr(out, f) - getattr(ref, f)).abs().max()) for f in ("waad", "fai", "head_distance")
-        }
-        row["max_ref"] = {f: float(getattr(ref, f).abs().max()) for f in ("waad", "fai", "head_distance")}
+                    fn = lambda: triton_attention_stats(q, k, attn, resp, scale, 10, (10, 100), config=cfg, **kwargs)  # noqa: E731
+                    row[f"stats_{mode}_{name}_ms"] = _time_ms(fn, reps)
+                except Exception as err:  # noqa: BLE001 - a config the GPU cannot run is reported, not fatal
+                    row[f"stats_{mode}_{name}_error"] = f"{type(err).__name__}: {err}"[:300]
+        # accuracy of each mode against the chunked torch backend (its own normaliser) on one sequence, 4 heads
+        ref = chunked_attention_stats(q[:1, :4], k[:1, :1], attn[:1], resp[:1], scale, 10, (10, 100))
+        for mode, kwargs in modes.items():
+            if mode != "own" and lse is None:
+                continue
+            kw = dict(kwargs, row_lse=None if kwargs["row_lse"] is None else kwargs["row_lse"][:1, :4])
+            got = triton_attention_stats(q[:1, :4], k[:1, :1], attn[:1], resp[:1], scale, 10, (10, 100), **kw)
+            row[f"max_err_{mode}"] = {
+                f: float((getattr(got, f) - getattr(ref, f)).abs().max())
+                for f in ("waad", "fai", "head_distance") if getattr(got, f) is not None
+            }
         print(json.dumps(row), flush=True)
         rows.append(row)
-        del q, k, v, lse
+        del q, k, v, lse, out
         gc.collect()
         torch.cuda.empty_cache()
     return rows
@@ -172,23 +181,16 @@ def _peak_gib(fn):
     return torch.cuda.max_memory_allocated() / GIB
 
 
-def best_alternative(kernel_rows, lengths=(8192, 32768), margin=0.95):
-    """(name, config) of the kernel variant fastest at ``lengths`` if it beats the default by 5%, else None."""
-    rows = [r for r in kernel_rows if r["n"] in lengths] or kernel_rows
-    totals = {}
-    for name in KERNEL_CONFIGS:
-        times = [r.get(f"stats_{name}_ms") for r in rows]
-        if all(isinstance(t, float) for t in times):
-            totals[name] = sum(times)
-    if "default" not in totals:
-        return None
-    best = min(totals, key=totals.get)
-    if best != "default" and totals[best] < margin * totals["default"]:
-        return best, KERNEL_CONFIGS[best]
-    return None
+# model modes: record_attention keywords of each recorded forward
+MODEL_MODES = {
+    "regroup": dict(head_distance=True),  # a regroup step: full sweep, row LSE from SDPA's kernel
+    "kept": dict(head_distance=False),  # a step with kept head groups: band-only
+    "own": dict(head_distance=True, kernel_lse=False),  # the statistics compute the normaliser themselves
+}
 
 
-def bench_model(lengths, tokens, prompt, reps, vocab_size, eager, tiny=False, alternative=None):
+def bench_model(lengths, tokens, prompt, left_pad, reps, vocab_size, eager, tiny=False):
+    """No-grad forwards of the Qwen3-4B shape: plain SDPA and recording in each of MODEL_MODES, alternated."""
     from transformers import AutoModelForCausalLM
 
     from attncredit.attention.probes import probe_layers
@@ -209,59 +211,48 @@ def bench_model(lengths, tokens, prompt, reps, vocab_size, eager, tiny=False, al
         b = max(1, tokens // n)
         ids = torch.randint(0, vocab_size, (b, n), device=DEVICE)
         attn = torch.ones(b, n, dtype=torch.long, device=DEVICE)
+        attn[1::2, : min(left_pad, n // 2)] = 0  # every other row left-padded, as in a batch of rollouts
         resp = attn.clone()
         resp[:, : min(prompt, n - 1)] = 0
-        rec_holder = {}
-        import attncredit.attention.triton_stats as ts
-
-        default_config = ts._default_config
+        lse_layers = {}
 
         def sdpa():
             with torch.no_grad():
                 return model(input_ids=ids, attention_mask=attn, use_cache=False).logits
 
-        def record():
-            with torch.no_grad(), record_attention(model, layers, attn, resp, backend=backend) as rec:
-                logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits
-            rec_holder["stats"] = rec.stats
-            return logits
+        def recorded(mode):
+            def fn():
+                with torch.no_grad(), record_attention(model, layers, attn, resp, backend=backend,
+                                                       **MODEL_MODES[mode]) as rec:
+                    logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits
+                lse_layers[mode] = len(rec.kernel_lse_layers)
+                return logits
+            fn.__name__ = mode
+            return fn
 
-        def record_alt():  # the same, with the kernel variant that the kernel part found faster
-            ts._default_config = lambda query: {**default_config(query), **alternative[1]}
-            try:
-                return record()
-            finally:
-                ts._default_config = default_config
-
-        fns = [sdpa, record] + ([record_alt] if alternative else [])
-
+        fns = [sdpa] + [recorded(mode) for mode in MODEL_MODES]
         for _ in range(2):  # warm-up (kernel compilation, allocator)
             for fn in fns:
                 fn()
-        times = {fn: [] for fn in fns}
+        times = {fn.__name__: [] for fn in fns}
         for i in range(reps):  # alternate, and rotate which goes first
             for fn in fns[i % len(fns):] + fns[: i % len(fns)]:
                 _sync()
                 t0 = time.perf_counter()
                 fn()
                 _sync()
-                times[fn].append((time.perf_counter() - t0) * 1e3)
-        t_sdpa, t_rec = times[sdpa], times[record]
-        rec_holder.clear()
-        mem_sdpa = _peak_gib(sdpa)
-        mem_rec = _peak_gib(record)
-        row = dict(n=n, batch=b, sdpa_ms=statistics.median(t_sdpa), record_ms=statistics.median(t_rec),
-                   sdpa_ms_all=t_sdpa, record_ms_all=t_rec, sdpa_peak_gib=mem_sdpa, record_peak_gib=mem_rec)
-        row["time_ratio"] = row["record_ms"] / row["sdpa_ms"]
-        row["mem_ratio"] = mem_rec / mem_sdpa
-        if alternative:
-            row["alt_name"] = alternative[0]
-            row["record_alt_ms"] = statistics.median(times[record_alt])
-            row["time_ratio_alt"] = row["record_alt_ms"] / row["sdpa_ms"]
-        rec_holder.clear()
+                times[fn.__name__].append((time.perf_counter() - t0) * 1e3)
+        row = dict(n=n, batch=b, left_pad=left_pad, kernel_lse_layers=lse_layers, times_ms=times)
+        row["sdpa_ms"] = statistics.median(times["sdpa"])
+        for mode in MODEL_MODES:
+            row[f"{mode}_ms"] = statistics.median(times[mode])
+            row[f"{mode}_ratio"] = row[f"{mode}_ms"] / row["sdpa_ms"]
+        row["sdpa_peak_gib"] = _peak_gib(sdpa)
+        row["regroup_peak_gib"] = _peak_gib(fns[1])
+        row["mem_ratio"] = row["regroup_peak_gib"] / row["sdpa_peak_gib"]
         if eager:
             row.update(_eager(model, ids, attn))
-        print(json.dumps({k: v for k, v in row.items() if not k.endswith("_all")}), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if k != "times_ms"}), flush=True)
         rows.append(row)
         del ids, attn, resp
         gc.collect()
@@ -291,6 +282,7 @@ def _eager(model, ids, attn):
             torch.cuda.empty_cache()
         from attncredit.attention.recording import enable_recording
 
+        model.set_attn_implementation("sdpa")  # back to SDPA: enable_recording keeps the route it finds
         enable_recording(model, verify=False)
     return result
 
@@ -301,6 +293,7 @@ def main(argv=None):
     parser.add_argument("--lengths", default="1024,4096,8192,16384,32768")
     parser.add_argument("--tokens", type=int, default=32768, help="tokens per batch (batch = tokens // N)")
     parser.add_argument("--prompt", type=int, default=128, help="prompt tokens per row (not response rows)")
+    parser.add_argument("--left-pad", type=int, default=0, help="left padding of every other row (model part)")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--vocab-size", type=int, default=32000)
     parser.add_argument("--no-eager", action="store_true")
@@ -335,34 +328,43 @@ def main(argv=None):
         vocab_size=args.vocab_size,
     )
     print(json.dumps(meta), flush=True)
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("attncredit.attention.lse").setLevel(logging.INFO)  # which kernel gives the row LSE
     results = dict(meta=meta)
-    alternative = None
     if args.part in ("all", "kernel"):
         results["kernel"] = bench_kernel(lengths, args.tokens, args.prompt, args.reps)
-        alternative = best_alternative(results["kernel"])
-        results["alternative"] = alternative
-        print(f"kernel variant faster than the default: {alternative}", flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1))
     if args.part in ("all", "model"):
         results["model"] = bench_model(
-            lengths, args.tokens, args.prompt, args.reps, args.vocab_size, not args.no_eager, tiny=args.smoke,
-            alternative=alternative,
+            lengths, args.tokens, args.prompt, args.left_pad, args.reps, args.vocab_size, not args.no_eager,
+            tiny=args.smoke,
         )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+    print(f"\n{meta['gpu']}, {meta['date']}, torch {meta['torch']}, triton {meta['triton']}, transformers "
+          f"{meta['transformers']}; Qwen3-4B shape, {args.tokens} tokens/batch, prompt {args.prompt}")
+    if "kernel" in results:
+        print("one layer (B x 32q/8kv x N x 128, bf16), ms: SDPA, SDPA with its LSE kept, statistics own / lse / band")
+        print(f"{'N':>6} {'B':>3} | {'sdpa':>7} {'+lse':>7} {'same':>5} | {'own':>7} {'lse':>7} {'band':>7} | best lse config")
+        for r in results["kernel"]:
+            lse_times = {k[len("stats_lse_"):-3]: v for k, v in r.items() if k.startswith("stats_lse_") and k.endswith("_ms")}
+            best = min(lse_times, key=lse_times.get) if lse_times else "-"
+            print(f"{r['n']:>6} {r['batch']:>3} | {r['sdpa_ms']:>7.2f} {r['sdpa_lse_ms']:>7.2f} "
+                  f"{str(r['lse_output_equal']):>5} | {r.get('stats_own_default_ms', float('nan')):>7.2f} "
+                  f"{r.get('stats_lse_default_ms', float('nan')):>7.2f} {r.get('stats_band_default_ms', float('nan')):>7.2f}"
+                  f" | {best} {lse_times.get(best, float('nan')):.2f}")
     if "model" in results:
-        print(f"\n{meta['gpu']}, {meta['date']}, torch {meta['torch']}, triton {meta['triton']}; "
-              f"Qwen3-4B shape (vocab {args.vocab_size}), {args.tokens} tokens/batch, 5 probe layers")
-        print(f"{'N':>6} {'B':>3} | {'sdpa ms':>8} {'GiB':>6} | {'record ms':>9} {'x sdpa':>7} {'GiB':>6} {'x mem':>6} | "
-              f"{'eager ms':>9} {'GiB':>6}")
+        print(f"model, no-grad forward, 5 probe layers, left padding {args.left_pad} on every other row: time x SDPA")
+        print(f"{'N':>6} {'B':>3} | {'sdpa ms':>8} {'GiB':>6} | {'regroup':>8} {'kept':>8} {'own':>8} | "
+              f"{'LSE layers':>10} {'x mem':>6} | {'eager ms':>9}")
         for r in results["model"]:
-            e_ms, e_mem = r.get("eager_ms", "-"), r.get("eager_peak_gib", "-")
+            e_ms = r.get("eager_ms", "-")
             e_ms = f"{e_ms:.0f}" if isinstance(e_ms, float) else e_ms
-            e_mem = f"{e_mem:.1f}" if isinstance(e_mem, float) else e_mem
-            print(f"{r['n']:>6} {r['batch']:>3} | {r['sdpa_ms']:>8.1f} {r['sdpa_peak_gib']:>6.1f} | {r['record_ms']:>9.1f} "
-                  f"{r['time_ratio']:>7.3f} {r['record_peak_gib']:>6.1f} {r['mem_ratio']:>6.3f} | {e_ms:>9} {e_mem:>6}"
-                  + (f" | {r['alt_name']}: x {r['time_ratio_alt']:.3f}" if "alt_name" in r else ""))
+            lse = r["kernel_lse_layers"]
+            print(f"{r['n']:>6} {r['batch']:>3} | {r['sdpa_ms']:>8.1f} {r['sdpa_peak_gib']:>6.1f} | "
+                  f"{r['regroup_ratio']:>8.4f} {r['kept_ratio']:>8.4f} {r['own_ratio']:>8.4f} | "
+                  f"{lse.get('regroup', 0):>4}/{lse.get('kept', 0):<5} {r['mem_ratio']:>6.3f} | {e_ms:>9}")
 
 
 if __name__ == "__main__":
