@@ -302,3 +302,20 @@ def test_from_pretrained_with_registered_name(tiny_qwen2):
     inputs = _batch(model.config.vocab_size)
     rec, _ = _record(model, inputs, layers=[0])
     assert sorted(rec.stats) == [0]
+
+
+def test_a_mask_the_statistics_do_not_model_is_refused_on_exit(tiny_qwen2):
+    """A layer mask that hides keys the statistics count (two packed documents in one row) is found on the device
+    during the forward and raised, naming the layer, when the context closes."""
+    model = enable_recording(_load(tiny_qwen2))
+    n = 24
+    input_ids = torch.randint(4, model.config.vocab_size, (1, n), generator=torch.Generator().manual_seed(0))
+    packed = torch.ones(n, n, dtype=torch.bool).tril()
+    packed[12:, :12] = False  # the second document does not see the first
+    ones = torch.ones(1, n, dtype=torch.long)
+    with pytest.raises(ValueError, match=rf"layer {LAYERS[0]} of Qwen2ForCausalLM: its attention mask lets response"):
+        with torch.no_grad(), record_attention(model, LAYERS, ones, ones, backend="dense"):
+            model(input_ids, attention_mask=packed[None, None])
+    with torch.no_grad(), record_attention(model, LAYERS, ones, ones, backend="dense") as rec:
+        model(input_ids, attention_mask=torch.ones(n, n, dtype=torch.bool).tril()[None, None])  # plain causal: fine
+    assert sorted(rec.stats) == LAYERS

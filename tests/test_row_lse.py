@@ -56,7 +56,12 @@ def test_capture_is_sdpa_bit_for_bit_with_the_lse(fresh_decisions, device, dtype
         out = F.scaled_dot_product_attention(q, k, v, **kwargs)
     grads = torch.autograd.grad(out.square().sum(), (q, k, v))
     assert torch.equal(out, reference)
-    assert all(torch.equal(a, r) for a, r in zip(grads, ref_grads))
+    again = torch.autograd.grad(F.scaled_dot_product_attention(q, k, v, **kwargs).square().sum(), (q, k, v))
+    if all(torch.equal(a, r) for a, r in zip(again, ref_grads)):
+        assert all(torch.equal(a, r) for a, r in zip(grads, ref_grads))
+    else:  # a backward with atomics (CUDA float32: the efficient kernel) differs from itself run to run
+        for a, r, r2 in zip(grads, ref_grads, again):
+            assert float((a - r).abs().max()) <= 4 * float((r2 - r).abs().max()) + 1e-6
     if capture.lse is None:  # the kernel SDPA chose cannot give it bit-identically here (logged): nothing to check
         assert device == "cuda"
         return

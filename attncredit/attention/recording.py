@@ -461,6 +461,7 @@ class AttentionRecorder:
         self._modules: list[nn.Module] = []
         self._stats_fn = None
         self._checked_masks: dict = {}  # layer masks already compared with the statistics' pattern, by identity
+        self._mask_verdicts: list = []  # (layer, sliding window, device bool: the mask disagreed), read on exit
         self.clock = StatsClock()  # time spent in the statistics of the recorded layers
 
     # -- context protocol -------------------------------------------------------------------------------------
@@ -481,6 +482,9 @@ class AttentionRecorder:
         self._modules = []
         self._masks = None  # keep no reference to the caller's tensors
         self._model = None
+        verdicts, self._mask_verdicts = self._mask_verdicts, []
+        if exc_type is None:
+            self._raise_on_bad_masks(verdicts)
         if exc_type is None and len(self.stats) != len(self.layers):
             missing = [layer for layer in self.layers if layer not in self.stats]
             raise RuntimeError(
@@ -543,38 +547,55 @@ class AttentionRecorder:
         """Check that the mask the layer applies lets each response row t see exactly the keys the statistics give
         probability: real keys ``s <= t`` with ``t - s < sliding_window``. Once per distinct mask tensor (layers of
         one type share it); rows outside the response (prompt, image tokens, padding) may attend as the model likes.
-        A 4-D bool mask (SDPA) allows True, a float mask (eager) allows 0; None is SDPA's causal path."""
+        A 4-D bool mask (SDPA) allows True, a float mask (eager) allows 0; None is SDPA's causal path. The comparison
+        runs on the mask's device in blocks of rows, without a host sync: its verdict is read on leaving the context
+        (``__exit__``)."""
         sliding_window = variant.get("sliding_window")
         key = None if mask is None else (mask.data_ptr(), tuple(mask.shape), sliding_window)
         if key in self._checked_masks:
             return
+        self._checked_masks[key] = True
         b, n = attention_mask.shape
         if mask is None:
-            ok = (sliding_window is None or n <= sliding_window) and bool(attention_mask.all())
-        elif mask.dim() != 4 or mask.shape[-2:] != (n, n) or mask.shape[0] not in (1, b) or mask.shape[1] != 1:
-            ok = False
-        else:
-            idx = torch.arange(n, device=mask.device)
-            dist = idx[:, None] - idx[None, :]
-            ok = True
-            for i in range(b):  # [N, N] at a time
-                allowed = mask[min(i, mask.shape[0] - 1), 0]
-                allowed = allowed if allowed.dtype == torch.bool else allowed == 0
-                expected = (dist >= 0) & attention_mask[i].to(mask.device)[None, :]
+            if sliding_window is not None and n > sliding_window:
+                self._raise_bad_mask(layer, sliding_window)
+            self._mask_verdicts.append((layer, sliding_window, ~attention_mask.all()))
+            return
+        if mask.dim() != 4 or mask.shape[-2:] != (n, n) or mask.shape[0] not in (1, b) or mask.shape[1] != 1:
+            self._raise_bad_mask(layer, sliding_window)
+        idx = torch.arange(n, device=mask.device)
+        rows_per_block = max(1, (1 << 26) // max(n, 1))  # [rows, N] temporaries of at most 64M elements
+        bad = torch.zeros((), dtype=torch.bool, device=mask.device)
+        for i in range(b):
+            allowed = mask[min(i, mask.shape[0] - 1), 0]
+            real = attention_mask[i].to(mask.device)
+            response = response_mask[i].to(mask.device)
+            for t0 in range(0, n, rows_per_block):
+                t = idx[t0 : t0 + rows_per_block, None]
+                block = allowed[t0 : t0 + rows_per_block]
+                block = block if block.dtype == torch.bool else block == 0
+                expected = (idx[None, :] <= t) & real[None, :]
                 if sliding_window is not None:
-                    expected &= dist < sliding_window
-                rows = response_mask[i].to(mask.device)
-                if bool((allowed[rows] != expected[rows]).any()):
-                    ok = False
-                    break
-        if not ok:
-            raise ValueError(
-                f"layer {layer} of {self.model_name}: its attention mask lets response tokens see other keys than "
-                f"real keys s <= t{'' if sliding_window is None else f' with t - s < {sliding_window}'} (packed "
-                "sequences, chunked or bidirectional attention on the completion), which attention statistics do not "
-                "model"
-            )
-        self._checked_masks[key] = True
+                    expected &= idx[None, :] > t - sliding_window
+                bad |= ((block != expected) & response[t0 : t0 + rows_per_block, None]).any()
+        self._mask_verdicts.append((layer, sliding_window, bad))
+
+    def _raise_on_bad_masks(self, verdicts) -> None:
+        """Raise for the first checked layer mask that disagreed with the statistics' pattern (one host sync)."""
+        if not verdicts:
+            return
+        flags = torch.stack([bad.to(verdicts[0][2].device) for _, _, bad in verdicts]).tolist()
+        for (layer, sliding_window, _), bad in zip(verdicts, flags):
+            if bad:
+                self._raise_bad_mask(layer, sliding_window)
+
+    def _raise_bad_mask(self, layer, sliding_window):
+        raise ValueError(
+            f"layer {layer} of {self.model_name}: its attention mask lets response tokens see other keys than "
+            f"real keys s <= t{'' if sliding_window is None else f' with t - s < {sliding_window}'} (packed "
+            "sequences, chunked or bidirectional attention on the completion), which attention statistics do not "
+            "model"
+        )
 
 
 record_attention = AttentionRecorder  # the public name of the context manager (used like ``torch.no_grad``)

@@ -14,10 +14,9 @@ and ends with ``A[t, s] = 2^(x_ts - lse_t)``, ``lse_t = m_t + log2 l_t``, so tha
 
 * head distance (Eq. 7): ``sum_s A[t,s] (t - s) = u_t / l_t``, averaged over response rows;
 * WAAD (Eq. 9):          ``sum_s A[t,s] min(t - s, W) = v_t / l_t``  (every term >= 0: nothing cancels, and rows
-  need not sum to 1, which they do not with a sink). With a given ``row_lse`` (natural log) the kernel works in
-  natural units, ``e^(scaling q_t . k_s - lse_t)``, with no running maximum, and the full sweep still divides by
-  its own ``l_t`` (plus the sink's ``e^(z_h - lse_t)``), so that an error of the given LSE, which scales every term
-  of a row alike, cancels.
+  need not sum to 1, which they do not with a sink). With a given ``row_lse`` the sums use ``2^(x_ts - lse_t)``
+  (``lse_t`` converted to base 2) with no running maximum, and are still divided by their own ``l_t`` (plus the
+  sink's ``2^(z_h - lse_t)``), so that an error of the given LSE, which scales every term of a row alike, cancels.
 
 The layer's score rule: with softcapping ``c`` the logit is ``log2(e) c tanh(scaling q.k / c)`` (tanh from exp2
 and a short odd polynomial near 0, float32-accurate to a few ulps); with a sliding window ``w`` the pairs
@@ -103,7 +102,7 @@ def _far_step(q, k_base, start_n, offs_n, offs_d, offs_m_f, m_i, l_i, u_i, v_i, 
     x = _logit2(tl.dot(q, k, input_precision=PREC), qk_scale, cap_in, cap_out, HAS_SOFTCAP)
     j = offs_n.to(tl.float32)
     if HAS_LSE:
-        p = tl.exp(x - lse2[:, None])
+        p = tl.exp2(x - lse2[:, None])
         l_b = tl.sum(p, 1)
         l_i = l_i + l_b
         u_i = u_i + (offs_m_f - start_n) * l_b - tl.sum(p * j[None, :], 1)
@@ -138,14 +137,14 @@ def _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp, m
     d_f = dist.to(tl.float32)
     clip = tl.minimum(d_f, W)  # only ever multiplied by p, which is 0 where t < s
     if HAS_LSE and not HEAD_DIST:  # band-only: the WAAD sums take the keys at t - s < W only
-        p = tl.where(valid, tl.exp(x - lse2[:, None]), 0.0)
+        p = tl.where(valid, tl.exp2(x - lse2[:, None]), 0.0)
         p_near = tl.where(dist < W, p, 0.0)
         l_i = l_i + tl.sum(p_near, 1)
         v_i = v_i + tl.sum(p_near * d_f, 1)
         band = valid & (dist >= H_LO) & (dist <= H_HI) & row_resp[:, None]
         tl.atomic_add(fai_base + offs, tl.sum(tl.where(band, p, 0.0), 0), mask=offs < N)
     elif HAS_LSE:
-        p = tl.where(valid, tl.exp(x - lse2[:, None]), 0.0)
+        p = tl.where(valid, tl.exp2(x - lse2[:, None]), 0.0)
         l_i = l_i + tl.sum(p, 1)
         u_i = u_i + tl.sum(p * d_f, 1)
         v_i = v_i + tl.sum(p * clip, 1)
@@ -201,16 +200,15 @@ def _attention_stats_kernel(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     sink2 = 0.0
     if HAS_SINK:  # the sink logit opens every row's normaliser: m = sink, l = 2^(sink - m) = 1
-        sink2 = tl.load(SINKS + h)
-        if not HAS_LSE:  # with a given LSE the sink's share e^(sink - lse) is added at the end
-            sink2 = sink2 * 1.4426950408889634
+        sink2 = tl.load(SINKS + h) * 1.4426950408889634
+        if not HAS_LSE:  # with a given LSE the sink's share 2^(sink - lse) is added at the end
             m_i = m_i * 0.0 + sink2
             l_i = l_i + 1.0
     u_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     v_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     if HAS_LSE:
         lse2 = tl.load(LSE + b64 * stride_lb + h.to(tl.int64) * stride_lh + offs_m * stride_ln,
-                       mask=offs_m < N, other=0.0)
+                       mask=offs_m < N, other=0.0) * 1.4426950408889634
     else:
         lse2 = m_i
 
@@ -253,11 +251,11 @@ def _attention_stats_kernel(
     if HAS_LSE and not HEAD_DIST:  # band-only: the keys at t - s >= W hold the rest of the row's key mass
         mass = 1.0
         if HAS_SINK:
-            mass = mass - tl.exp(sink2 - lse2)
+            mass = mass - tl.exp2(sink2 - lse2)
         waad_row = v_i + W * tl.maximum(mass - l_i, 0.0)
     elif HAS_LSE:  # divide by the row's mass (keys + sink) as computed here: an error of the given LSE cancels
         if HAS_SINK:
-            l_i = l_i + tl.exp(sink2 - lse2)
+            l_i = l_i + tl.exp2(sink2 - lse2)
         l_safe = tl.where(l_i > 0, l_i, 1.0)
         dist_row = u_i / l_safe
         waad_row = v_i / l_safe
@@ -371,10 +369,7 @@ def triton_attention_stats(
     else:
         lse, lse_strides = waad, (0, 0, 0)  # unused
     dot_f32 = not query.is_cuda and query.dtype == torch.bfloat16
-    # logits in base 2 for the online softmax; natural units against a given (natural-log) LSE, so that nothing
-    # rescales the scores and the LSE apart (band-only WAAD carries W times any relative error of the row mass)
-    unit = 1.0 if row_lse is not None else LOG2E
-    cap_in, cap_out = (float(scaling) / softcap, softcap * unit) if softcap is not None else (1.0, 1.0)
+    cap_in, cap_out = (float(scaling) / softcap, softcap * LOG2E) if softcap is not None else (1.0, 1.0)
     sink_logits = sinks.float().to(dev).contiguous() if sinks is not None else waad  # unused without sinks
     sw = int(sliding_window) if sliding_window is not None else n + 1  # unused without a window
     block_d = max(16, triton.next_power_of_2(d))
@@ -383,7 +378,7 @@ def triton_attention_stats(
         _attention_stats_kernel[grid](
             query, key, lse, sink_logits, bounds, resp, waad, hd_sum, fai_sum,
             *query.stride(), *key.stride(), *lse_strides,
-            n, hq, hq // hkv, float(scaling) * unit, cap_in, cap_out, int(window), sw, int(lo), int(hi),
+            n, hq, hq // hkv, float(scaling) * LOG2E, cap_in, cap_out, int(window), sw, int(lo), int(hi),
             HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"],
             HAS_LSE=row_lse is not None, HEAD_DIST=bool(head_distance),
             PREC="ieee" if query.dtype == torch.float32 or dot_f32 else "tf32",
