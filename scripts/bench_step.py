@@ -201,7 +201,11 @@ def run(kind: str, case: str, opts, tokenizer, dataset, output_dir: str, complet
         config_cls, trainer_cls, extra = GRPOConfig, GRPOTrainer, {}
     else:
         config_cls, trainer_cls = AnchorGRPOConfig, AnchorGRPOTrainer
-        extra = {"credit_strategy": "coupled", "credit_head_regroup_every": opts.regroup_every}
+        extra = {
+            "credit_strategy": "coupled",
+            "credit_head_regroup_every": opts.regroup_every,
+            "credit_log_every": opts.credit_log_every,
+        }
     args = config_cls(
         output_dir=output_dir,
         max_steps=steps,
@@ -280,6 +284,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--regroup-every", type=int_at_least(1), default=1,
         help="attncredit's credit_head_regroup_every: recompute the head groups on steps 0, K, 2K, ... of a run",
     )  # fmt: skip
+    parser.add_argument(
+        "--credit-log-every", type=int_at_least(0), default=0,
+        help="attncredit's credit_log_every (default 0 here: a token view is drawn once per N steps, at step 0 too, "
+        "and its plotting would land in the one timed step of a short run)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-cudnn-attention", action="store_true",
+        help="switch SDPA's cuDNN kernel off for both trainers (torch.backends.cuda.enable_cudnn_sdp(False)): cuDNN "
+        "plans each new key length once per process, which the first long generation pays token by token",
+    )  # fmt: skip
     parser.add_argument("--json", default=None, help="also write the raw step records here")
     parser.add_argument("--layers", type=int_at_least(1), default=28, help="model depth (Qwen3-1.7B: 28)")
     parser.add_argument("--hidden", type=int_at_least(1), default=2048, help="hidden size (Qwen3-1.7B: 2048)")
@@ -303,6 +317,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     opts = parse_args()
+    if opts.no_cudnn_attention:
+        torch.backends.cuda.enable_cudnn_sdp(False)
     tokenizer = word_tokenizer(opts.vocab)
     dataset = prompt_dataset(opts.vocab, opts.tokens_prompt)
 
