@@ -36,9 +36,9 @@ def test_lora_reference_pass_never_records_and_only_lora_weights_train(
     recordings = []  # one entry per probe layer whose statistics were computed
     original_call = recording.AttentionRecorder.__call__
 
-    def counting_call(self, module, query, key, kwargs):
+    def counting_call(self, module, query, key, kwargs, row_lse):
         before = len(self.stats)
-        original_call(self, module, query, key, kwargs)
+        original_call(self, module, query, key, kwargs, row_lse)
         if len(self.stats) > before:
             recordings.append({"layer": module.layer_idx, "adapter_off": adapters_disabled(self._model)})
 
