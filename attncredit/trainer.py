@@ -270,6 +270,7 @@ class AnchorGRPOTrainer(GRPOTrainer):
                     fai_horizon=tuple(self.args.credit_fai_horizon),
                     backend=self.args.credit_stats_backend,
                     head_distance=regroup,
+                    heads=None if regroup else self._kept_heads(),
                 )
                 if self._needs_attention
                 else contextlib.nullcontext()
@@ -304,6 +305,11 @@ class AnchorGRPOTrainer(GRPOTrainer):
         ``credit_head_regroup_every`` 1; otherwise on the first forward and on steps that are multiples of k."""
         every = self.args.credit_head_regroup_every
         return every == 1 or self._fixed_heads is None or self.state.global_step % every == 0
+
+    def _kept_heads(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Per probe layer, the kept (local, global) heads: the heads whose WAAD, resp. FAI, the credit reads."""
+        local, glob = self._fixed_heads
+        return {layer: (local[i], glob[i]) for i, layer in enumerate(sorted(self.probe_layers))}
 
     @torch.no_grad()
     def _credit_weights(

@@ -211,3 +211,29 @@ def test_kernel_lse_can_be_switched_off(tiny_qwen2):
     assert rec.kernel_lse_layers == [] and sorted(rec.stats) == LAYERS
     with pytest.raises(ValueError, match="kernel_lse must be True or False, got 'yes'"):
         _record(model, _batch(model.config.vocab_size), kernel_lse="yes")
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS[1:])
+def test_kept_groups_need_only_their_heads(tiny_qwen2, backend):
+    """With the kept groups named, the band-only forward computes WAAD for the local and FAI for the global heads
+    only; the group averages the credit reads are the same as from every head's statistics."""
+    from attncredit.attention import group_token_stats
+
+    model = enable_recording(_load(tiny_qwen2))
+    inputs = _batch(model.config.vocab_size, n=60)
+    hq = model.config.num_attention_heads
+    local = torch.zeros(len(LAYERS), hq, dtype=torch.bool)
+    glob = torch.zeros_like(local)
+    local[0, 0] = local[2, 3] = True
+    glob[1, 1] = glob[2, 0] = True
+    heads = {layer: (local[i], glob[i]) for i, layer in enumerate(LAYERS)}
+    every, _ = _record(model, inputs, backend=backend, head_distance=False)
+    subset, _ = _record(model, inputs, backend=backend, head_distance=False, heads=heads)
+    a = group_token_stats(every.stats, heads=(local, glob))
+    b = group_token_stats(subset.stats, heads=(local, glob))
+    torch.testing.assert_close(b.waad, a.waad, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(b.fai, a.fai, atol=1e-7, rtol=1e-6)
+    assert float(a.waad.max()) > 0 and float(a.fai.max()) > 0
+    assert bool((subset.stats[LAYERS[0]].waad[:, 1:] == 0).all())  # not a local head of that layer: skipped
+    with pytest.raises(ValueError, match="heads must map every probe layer"):
+        _record(model, inputs, backend=backend, head_distance=False, heads={LAYERS[0]: heads[LAYERS[0]]})

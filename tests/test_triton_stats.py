@@ -258,3 +258,26 @@ def test_band_only_reads_the_given_lse():
 def test_head_distance_false_without_lse_keeps_the_full_sweep():
     q, k, attn, resp = _inputs(2, 4, 2, 70, 16, torch.float32, pad="mixed", scale=1.5)
     _check(q, k, attn, resp, 10, (10, 100), head_distance=False, **FP32)
+
+
+@pytest.mark.parametrize("backend", list(BAND_BACKENDS))
+def test_band_only_head_subset(backend):
+    """Kept groups need WAAD of the local heads and FAI of the global heads only: those equal the dense values, every
+    other value is 0 (the triton kernel skips them; a WAAD-only head reads only its last W keys)."""
+    q, k, attn, resp = _inputs(2, 6, 2, 150, 16, torch.float32, pad="mixed", scale=1.5)
+    scaling = q.shape[-1] ** -0.5
+    lse = _row_lse(q, k, attn, scaling)
+    waad_heads = torch.tensor([True, False, False, True, False, False], device=DEVICE)
+    fai_heads = torch.tensor([False, True, False, True, False, False], device=DEVICE)
+    ref = stats_mod.dense_attention_stats(q, k, attn, resp, scaling, 5, (3, 40))
+    kernel = BAND_BACKENDS[backend] or triton_attention_stats
+    kwargs = dict(config=dict(block_m=16, block_n=16)) if backend == "triton" else {}
+    out = kernel(q, k, attn, resp, scaling, 5, (3, 40), row_lse=lse, head_distance=False,
+                 heads=(waad_heads, fai_heads), **kwargs)
+    assert out.head_distance is None
+    torch.testing.assert_close(out.waad[:, waad_heads], ref.waad[:, waad_heads], atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(out.fai[:, fai_heads], ref.fai[:, fai_heads], atol=1e-6, rtol=1e-5)
+    assert bool((out.waad[:, ~waad_heads] == 0).all()) and bool((out.fai[:, ~fai_heads] == 0).all())
+    assert float(out.waad[:, waad_heads].max()) > 1 and float(out.fai[:, fai_heads].max()) > 0
+    with pytest.raises(ValueError, match=r"heads must be \(waad_heads, fai_heads\), two bool \[Hq=6\]"):
+        stats_mod.attention_stats(q, k, attention_mask=attn, response_mask=resp, heads=(waad_heads,))

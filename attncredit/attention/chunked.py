@@ -65,13 +65,14 @@ _ACCELERATOR_TILE = (1024, 1 << 24)
 
 def chunked_attention_stats(
     query, key, attention_mask, response_mask, scaling, window, fai_horizon, *, softcap=None, sinks=None,
-    sliding_window=None, row_lse=None, head_distance=True, block: int | None = None,
+    sliding_window=None, row_lse=None, head_distance=True, heads=None, block: int | None = None,
 ) -> AttentionStats:
     """Same contract as ``stats.dense_attention_stats`` (inputs already validated); ``block`` sets the tile edge.
 
     With ``row_lse`` ([B, Hq, >=N], natural log, without the sink) and ``head_distance=False`` only the band passes
     run (module docstring, "Band-only"); with ``head_distance=True`` pass 1 computes the normaliser itself (it needs
-    every causal pair for the head distance anyway) and ``row_lse`` is not read.
+    every causal pair for the head distance anyway) and ``row_lse`` is not read. ``heads`` (waad_heads, fai_heads)
+    zeroes WAAD and FAI outside them.
     """
     variant = _Variant(softcap, sinks, sliding_window)
     band_only = row_lse is not None and not head_distance
@@ -93,7 +94,8 @@ def chunked_attention_stats(
             query[i, :, part], key[i, :, part], response_mask[i, part], first - start,
             scaling, window, fai_horizon, block, kv_per_chunk, variant, given,
         )
-    return AttentionStats(waad=waad, fai=fai, head_distance=distance if head_distance else None)
+    stats = AttentionStats(waad=waad, fai=fai, head_distance=distance if head_distance else None)
+    return stats.keep_heads(*heads) if heads is not None else stats
 
 
 def _spans(attention_mask, response_mask):

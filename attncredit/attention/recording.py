@@ -399,6 +399,9 @@ class AttentionRecorder:
             or ``triton``.
         head_distance: compute the head distance (Eq. 7); ``False`` when the head groups are kept from an earlier
             forward: where the row LSE is known, only the keys near the diagonal are then read (band-only).
+        heads: optional ``{layer: (waad_heads, fai_heads)}`` (bool [Hq] each) for every probe layer: WAAD is needed
+            only for the first set and FAI only for the second (the kept local and global groups); the other values
+            are 0, and the band-only kernel skips them.
         kernel_lse: on the SDPA route, take each probe layer's row log-sum-exp from the attention kernel SDPA runs
             (:mod:`attncredit.attention.lse`; the output stays bit-identical, and kernels that cannot give it fall
             back, logged once); ``False``: the statistics always compute the normaliser themselves.
@@ -424,6 +427,7 @@ class AttentionRecorder:
         fai_horizon: tuple[int, int] = (10, 100),
         backend: str = "auto",
         head_distance: bool = True,
+        heads: dict | None = None,
         kernel_lse: bool = True,
     ):
         base = _transformers_model(model)
@@ -448,6 +452,10 @@ class AttentionRecorder:
             if not isinstance(flag, bool):
                 raise ValueError(f"{name} must be True or False, got {flag!r}")
         self.head_distance, self.kernel_lse = head_distance, kernel_lse
+        if heads is not None and (not isinstance(heads, dict) or sorted(heads) != self.layers):
+            got = sorted(heads) if isinstance(heads, dict) else type(heads).__name__
+            raise ValueError(f"heads must map every probe layer {self.layers} to (waad_heads, fai_heads), got {got}")
+        self.heads = heads
         self.kernel_lse_layers: list[int] = []
         if attention_mask.dim() != 2:
             raise ValueError(f"attention_mask must be [B, N], got shape {tuple(attention_mask.shape)}")
@@ -532,6 +540,8 @@ class AttentionRecorder:
         self._check_layer_mask(layer, kwargs.get("attention_mask"), attention_mask, response_mask, variant)
         scaling = kwargs.get("scaling")
         scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+        heads = self.heads[layer] if self.heads is not None else None
+        _stats.check_heads(heads, query.shape[1])
         if row_lse is not None:
             self.kernel_lse_layers.append(layer)
             row_lse = row_lse.detach()
@@ -539,7 +549,7 @@ class AttentionRecorder:
         with torch.no_grad():
             self.stats[layer] = self._stats_fn(
                 query.detach(), key.detach(), attention_mask, response_mask, scaling, self.window, self.fai_horizon,
-                row_lse=row_lse, head_distance=self.head_distance, **variant,
+                row_lse=row_lse, head_distance=self.head_distance, heads=heads, **variant,
             )
         self.clock.stop(started)
 

@@ -99,7 +99,8 @@ def backend_function(backend: str, device: torch.device):
 
     The kernel takes validated inputs ``(query, key, attention_mask, response_mask, scaling, window, fai_horizon)``
     (bool masks, see :func:`check_options` and :func:`check_masks`), the keywords of :func:`check_variant`
-    (``softcap``, ``sinks``, ``sliding_window``) and ``row_lse`` / ``head_distance`` (see :func:`attention_stats`),
+    (``softcap``, ``sinks``, ``sliding_window``) and ``row_lse`` / ``head_distance`` / ``heads`` (see
+    :func:`attention_stats`),
     and returns :class:`AttentionStats`.
     """
     if backend == "auto":
@@ -153,7 +154,7 @@ def _check_finite(name, x, attn):
 
 def dense_attention_stats(
     query, key, attention_mask, response_mask, scaling, window, fai_horizon, *, softcap=None, sinks=None,
-    sliding_window=None, row_lse=None, head_distance=True,
+    sliding_window=None, row_lse=None, head_distance=True, heads=None,
 ):
     """Reference: materialise A [B, Hq, N, N] in float32 and apply Eq. 7, 9 and 10 literally.
 
@@ -161,7 +162,7 @@ def dense_attention_stats(
     are masked; ``sinks`` [Hq] adds ``exp(sink_h)`` to every row's normaliser without being a key position. With
     ``row_lse`` [B, Hq, >=N] (natural log, without the sink) the probabilities are ``exp(S - lse)`` with that
     normaliser (``log(exp(lse) + exp(sink_h))`` with a sink), as the fast backends read it; ``head_distance=False``
-    returns None for it.
+    returns None for it; ``heads`` (waad_heads, fai_heads) zeroes WAAD and FAI outside them.
     """
     b, hq, n, _ = query.shape
     group = hq // key.shape[1]
@@ -195,7 +196,8 @@ def dense_attention_stats(
     counts = band.sum(1).float()  # receivers per key s
     fai = (probs * band[:, None]).sum(-2) / counts.clamp(min=1)[:, None]
     fai = fai * (counts > 0)[:, None] * attention_mask[:, None]
-    return AttentionStats(waad=waad, fai=fai, head_distance=distance)
+    stats = AttentionStats(waad=waad, fai=fai, head_distance=distance)
+    return stats.keep_heads(*heads) if heads is not None else stats
 
 
 def attention_stats(
@@ -213,6 +215,7 @@ def attention_stats(
     sliding_window: int | None = None,
     row_lse: torch.Tensor | None = None,
     head_distance: bool = True,
+    heads: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> AttentionStats:
     """Head distance, WAAD and FAI of one causal self-attention layer, per query head.
 
@@ -240,6 +243,9 @@ def attention_stats(
             probabilities become ``exp(S - lse)``; the triton backend skips its own normaliser with it.
         head_distance: False skips the head distance (returned as None); with ``row_lse`` the torch and triton
             backends then read only the keys within ``max(W - 1, H_hi)`` of each row (band-only).
+        heads: (waad_heads, fai_heads), bool [Hq] each: WAAD is needed only for the first set and FAI only for the
+            second (the kept local and global head groups); the others are returned as 0, and the band-only triton
+            kernel skips them.
 
     Returns:
         AttentionStats with float32 ``waad`` [B, Hq, N], ``fai`` [B, Hq, N], ``head_distance`` [B, Hq] (or None).
@@ -267,9 +273,22 @@ def attention_stats(
         _check_row_lse(row_lse, query, resp)
     if not isinstance(head_distance, bool):
         raise ValueError(f"head_distance must be True or False, got {head_distance!r}")
+    check_heads(heads, query.shape[1])
     return backend_function(backend, query.device)(
-        query, key, attn, resp, scaling, window, fai_horizon, row_lse=row_lse, head_distance=head_distance, **variant
+        query, key, attn, resp, scaling, window, fai_horizon, row_lse=row_lse, head_distance=head_distance,
+        heads=heads, **variant
     )
+
+
+def check_heads(heads, num_heads: int) -> None:
+    """Validate a head subset: None, or (waad_heads, fai_heads), two bool tensors of shape [Hq]."""
+    if heads is None:
+        return
+    ok = isinstance(heads, (tuple, list)) and len(heads) == 2 and all(
+        isinstance(m, torch.Tensor) and m.dtype == torch.bool and tuple(m.shape) == (num_heads,) for m in heads
+    )
+    if not ok:
+        raise ValueError(f"heads must be (waad_heads, fai_heads), two bool [Hq={num_heads}] tensors, got {heads!r}")
 
 
 def _check_row_lse(row_lse, query, response_mask) -> None:

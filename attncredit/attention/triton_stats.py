@@ -121,7 +121,7 @@ def _far_step(q, k_base, start_n, offs_n, offs_d, offs_m_f, m_i, l_i, u_i, v_i, 
 
 @triton.jit
 def _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp, m_i, l_i, u_i, v_i, lse2,
-               stride_kn, stride_kd, qk_scale, cap_in, cap_out, N, kv_start, W, SW, H_LO, H_HI,
+               stride_kn, stride_kd, qk_scale, cap_in, cap_out, N, kv_start, W, SW, H_LO, H_HI, fai_keys,
                HEAD_DIM: tl.constexpr, HAS_LSE: tl.constexpr, HEAD_DIST: tl.constexpr, PREC: tl.constexpr,
                HAS_SOFTCAP: tl.constexpr, HAS_WINDOW: tl.constexpr):
     """A key block with the causal, padding and sliding-window masks and the per-element clipped distance."""
@@ -142,7 +142,7 @@ def _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp, m
         l_i = l_i + tl.sum(p_near, 1)
         v_i = v_i + tl.sum(p_near * d_f, 1)
         band = valid & (dist >= H_LO) & (dist <= H_HI) & row_resp[:, None]
-        tl.atomic_add(fai_base + offs, tl.sum(tl.where(band, p, 0.0), 0), mask=offs < N)
+        tl.atomic_add(fai_base + offs, tl.sum(tl.where(band, p, 0.0), 0), mask=(offs < N) & fai_keys)
     elif HAS_LSE:
         p = tl.where(valid, tl.exp2(x - lse2[:, None]), 0.0)
         l_i = l_i + tl.sum(p, 1)
@@ -163,14 +163,14 @@ def _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp, m
 
 @triton.jit
 def _attention_stats_kernel(
-    Q, K, LSE, SINKS, BOUNDS, RESP, WAAD, HD, FAI,
+    Q, K, LSE, SINKS, BOUNDS, RESP, HEADS, WAAD, HD, FAI,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_lb, stride_lh, stride_ln,
     N, HQ, GROUP, qk_scale, cap_in, cap_out, W, SW, H_LO, H_HI,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_LSE: tl.constexpr, HEAD_DIST: tl.constexpr, PREC: tl.constexpr, DOT_F32: tl.constexpr,
-    HAS_SOFTCAP: tl.constexpr, HAS_SINK: tl.constexpr, HAS_WINDOW: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr, HAS_SINK: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_HEADS: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)  # heads of one key head are neighbours: they share K in L2
     pid_m = tl.num_programs(1) - 1 - tl.program_id(1)  # longest query blocks first
@@ -214,6 +214,13 @@ def _attention_stats_kernel(
 
     # key blocks (aligned to BLOCK_N) that the response rows of this block need: [k_first, k_end)
     has_rows = (qs < r_end) & (qs + BLOCK_M > r_start)
+    # band-only with a head subset: bit 0 of HEADS[h] asks for WAAD, bit 1 for FAI; a head with neither does nothing
+    mode = 3
+    if HAS_HEADS:
+        mode = tl.load(HEADS + h).to(tl.int32)
+        has_rows = has_rows & (mode != 0)
+    waad_rows = row_resp & (((tl.zeros([BLOCK_M], dtype=tl.int32) + mode) & 1) != 0)  # rows whose WAAD is stored
+    fai_keys = ((tl.zeros([BLOCK_N], dtype=tl.int32) + mode) & 2) != 0  # FAI sums are added (per key lane)
     if HAS_WINDOW:  # row qs sees keys from qs - SW + 1 on
         k_first = (tl.maximum(kv_start, qs - SW + 1) // BLOCK_N) * BLOCK_N
     else:
@@ -222,6 +229,8 @@ def _attention_stats_kernel(
     # near blocks: some t - s < W, or (with a given LSE) some key inside the FAI band
     if HAS_LSE:
         reach = tl.maximum(W - 1, H_HI)
+        if HAS_HEADS:  # a WAAD-only head reads only the keys at t - s < W
+            reach = tl.where((mode & 2) != 0, reach, W - 1)
     else:
         reach = W - 1
     near_lo = tl.maximum((tl.maximum(qs - reach, 0) // BLOCK_N) * BLOCK_N, k_first)
@@ -236,7 +245,7 @@ def _attention_stats_kernel(
         for start_n in range(k_first, far_lo, BLOCK_N):
             m_i, l_i, u_i, v_i = _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp,
                                             m_i, l_i, u_i, v_i, lse2, stride_kn, stride_kd, qk_scale, cap_in, cap_out,
-                                            N, kv_start, W, SW, H_LO, H_HI, HEAD_DIM, HAS_LSE, HEAD_DIST, PREC, HAS_SOFTCAP,
+                                            N, kv_start, W, SW, H_LO, H_HI, fai_keys, HEAD_DIM, HAS_LSE, HEAD_DIST, PREC, HAS_SOFTCAP,
                                             HAS_WINDOW)
         for start_n in range(far_lo, near_lo, BLOCK_N):
             m_i, l_i, u_i, v_i = _far_step(q, k_base, start_n, offs_n, offs_d, offs_m_f, m_i, l_i, u_i, v_i, lse2,
@@ -245,7 +254,7 @@ def _attention_stats_kernel(
     for start_n in range(near_lo, k_end, BLOCK_N):
         m_i, l_i, u_i, v_i = _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp,
                                         m_i, l_i, u_i, v_i, lse2, stride_kn, stride_kd, qk_scale, cap_in, cap_out,
-                                        N, kv_start, W, SW, H_LO, H_HI, HEAD_DIM, HAS_LSE, HEAD_DIST, PREC, HAS_SOFTCAP,
+                                        N, kv_start, W, SW, H_LO, H_HI, fai_keys, HEAD_DIM, HAS_LSE, HEAD_DIST, PREC, HAS_SOFTCAP,
                                         HAS_WINDOW)
 
     if HAS_LSE and not HEAD_DIST:  # band-only: the keys at t - s >= W hold the rest of the row's key mass
@@ -279,7 +288,7 @@ def _attention_stats_kernel(
             p = tl.where(band, tl.exp2(x - lse2[:, None]), 0.0)
             tl.atomic_add(fai_base + offs, tl.sum(p, 0), mask=offs < N)
 
-    tl.store(WAAD + pid_bh.to(tl.int64) * N + offs_m, waad_row, mask=row_resp)
+    tl.store(WAAD + pid_bh.to(tl.int64) * N + offs_m, waad_row, mask=waad_rows)
     # float64 sum over rows: one atomic per program; the mean over up to N rows keeps float32 row accuracy
     if HEAD_DIST:
         hd_part = tl.sum(tl.where(row_resp, dist_row, 0.0).to(tl.float64), 0)
@@ -326,6 +335,7 @@ def triton_attention_stats(
     sliding_window: int | None = None,
     row_lse: torch.Tensor | None = None,
     head_distance: bool = True,
+    heads: tuple[torch.Tensor, torch.Tensor] | None = None,
     config: dict | None = None,
 ) -> AttentionStats:
     """Head distance, WAAD and FAI of one layer with the fused Triton kernel (see the module docstring).
@@ -339,6 +349,9 @@ def triton_attention_stats(
             runs the band-only kernel: only the key blocks within ``max(W - 1, H_hi)`` of the diagonal, with
             ``WAAD_t = sum_{t-s<W} A[t,s] (t-s) + W (1 - A_sink - sum_{t-s<W} A[t,s])``; ``head_distance`` is
             then None (also without ``row_lse``, where the full sweep runs for the normaliser).
+        heads: optional (waad_heads, fai_heads), bool [Hq] each: WAAD is wanted only for the first set and FAI only
+            for the second (the kept local and global groups); the other values are returned as 0. Band-only skips
+            them: a WAAD-only head reads just the keys at ``t - s < W``, a head in neither set nothing.
         config: optional dict overriding the defaults of ``_default_config``: ``block_m``, ``block_n``,
             ``num_warps``, ``num_stages``.
     """
@@ -349,7 +362,8 @@ def triton_attention_stats(
     if query.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         query = query.float()
     key = key.to(query.dtype)
-    cfg = {**_default_config(query, band_only=row_lse is not None and not head_distance), **(config or {})}
+    band_only = row_lse is not None and not head_distance
+    cfg = {**_default_config(query, band_only=band_only), **(config or {})}
     dev = query.device
     attention_mask = attention_mask.to(dev, torch.bool)
     response_mask = response_mask.to(dev, torch.bool)
@@ -357,6 +371,7 @@ def triton_attention_stats(
     r_start, r_end = _span(response_mask)
     bounds = torch.stack([kv_start, kv_end, r_start, r_end], 1).to(torch.int32).contiguous()
     resp = response_mask.to(torch.int8).contiguous()
+    head_mode = (heads[0].to(dev, torch.int8) + 2 * heads[1].to(dev, torch.int8)).contiguous() if heads else resp
 
     waad = torch.zeros(b, hq, n, dtype=torch.float32, device=dev)
     fai_sum = torch.zeros(b, hq, n, dtype=torch.float32, device=dev)
@@ -379,14 +394,14 @@ def triton_attention_stats(
     grid = (b * hq, triton.cdiv(n, cfg["block_m"]))
     if n > 0 and b * hq > 0:
         _attention_stats_kernel[grid](
-            query, key, lse, sink_logits, bounds, resp, waad, hd_sum, fai_sum,
+            query, key, lse, sink_logits, bounds, resp, head_mode, waad, hd_sum, fai_sum,
             *query.stride(), *key.stride(), *lse_strides,
             n, hq, hq // hkv, float(scaling) * LOG2E, cap_in, cap_out, int(window), sw, int(lo), int(hi),
             HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"],
             HAS_LSE=row_lse is not None, HEAD_DIST=bool(head_distance),
             PREC="ieee" if query.dtype == torch.float32 or dot_f32 else "tf32",
             DOT_F32=dot_f32, HAS_SOFTCAP=softcap is not None, HAS_SINK=sinks is not None,
-            HAS_WINDOW=sliding_window is not None,
+            HAS_WINDOW=sliding_window is not None, HAS_HEADS=band_only and heads is not None,
             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         )
     n_rows = response_mask.sum(1).clamp(min=1).double()
@@ -397,7 +412,8 @@ def triton_attention_stats(
     counts = csum[:, (idx + hi + 1).clamp(max=n)] - csum[:, (idx + lo).clamp(max=n)]
     scale = (counts > 0) & attention_mask
     fai = fai_sum / counts.clamp(min=1).float()[:, None, :] * scale[:, None, :]
-    return AttentionStats(waad=waad, fai=fai, head_distance=distance)
+    stats = AttentionStats(waad=waad, fai=fai, head_distance=distance)
+    return stats.keep_heads(*heads) if heads is not None and not band_only else stats
 
 
 __all__ = ["triton_attention_stats"]

@@ -21,6 +21,15 @@ class AttentionStats:
     fai: torch.Tensor
     head_distance: torch.Tensor | None
 
+    def keep_heads(self, waad_heads: torch.Tensor, fai_heads: torch.Tensor) -> AttentionStats:
+        """These statistics with WAAD kept only for ``waad_heads`` and FAI only for ``fai_heads`` (bool [Hq] each),
+        0 elsewhere: what a backend returns when asked for a head subset (``heads``)."""
+        waad_heads = waad_heads.to(self.waad.device, torch.bool)[None, :, None]
+        fai_heads = fai_heads.to(self.fai.device, torch.bool)[None, :, None]
+        return AttentionStats(
+            waad=self.waad * waad_heads, fai=self.fai * fai_heads, head_distance=self.head_distance
+        )
+
 
 # backend name -> what computes it; "auto" is "triton" on CUDA tensors and "torch" elsewhere
 BACKENDS = {
