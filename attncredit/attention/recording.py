@@ -574,7 +574,7 @@ class AttentionRecorder:
         if mask.dim() != 4 or mask.shape[-2:] != (n, n) or mask.shape[0] not in (1, b) or mask.shape[1] != 1:
             self._raise_bad_mask(layer, sliding_window)
         idx = torch.arange(n, device=mask.device)
-        rows_per_block = max(1, (1 << 26) // max(n, 1))  # [rows, N] temporaries of at most 64M elements
+        rows_per_block = max(1, (1 << 24) // max(n, 1))  # [rows, N] temporaries of at most 16M elements
         bad = torch.zeros((), dtype=torch.bool, device=mask.device)
         for i in range(b):
             allowed = mask[min(i, mask.shape[0] - 1), 0]
