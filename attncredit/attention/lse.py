@@ -39,7 +39,7 @@ _NAMES = {-1: "error", 0: "math", _FLASH: "flash", _EFFICIENT: "efficient", _CUD
 _MASK_FILLS = {_CUDNN: (-65504.0, -math.inf)}
 _DEFAULT_FILLS = (-math.inf,)
 
-_DECISIONS: dict[tuple, float | None] = {}  # kind -> working mask fill (inf-free float), or None: plain SDPA
+_DECISIONS: dict[tuple, float | None] = {}  # kind -> the mask fill that reproduced SDPA, or None: plain SDPA
 
 
 def _sdpa_arguments(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
