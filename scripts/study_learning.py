@@ -136,7 +136,10 @@ def start_accuracy(args) -> dict:
     """Held-out avg@k of the untrained model for each of ``args.levels``; also written to <out>/start_accuracy.json."""
     import torch
 
-    from attncredit.evaluation.generate import SamplingSettings, make_generator
+    from attncredit.evaluation import SamplingSettings, benchmark_metrics, make_generator, sample_and_score
+
+    def score(completions, rows):
+        return [{"reward": r} for r in accuracy(completions, [row["answer"] for row in rows])]
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -147,12 +150,11 @@ def start_accuracy(args) -> dict:
     for level in args.levels:
         rows = make_rows(test_problems(level, args.num_test))
         start = time.perf_counter()
-        samples = generator.generate(generator.render([r["prompt"] for r in rows]), sampling)
-        scores = [accuracy([s.text for s in per], [r["answer"]] * len(per)) for per, r in zip(samples, rows)]
-        flat = [x for per in scores for x in per]
+        records, _ = sample_and_score(generator, rows, sampling, score)
+        scores = [[r["reward"] for r in per] for per in records]
         spread = sum(0 < sum(per) < len(per) for per in scores) / len(scores)
-        results[level] = {"avg@k": sum(flat) / len(flat), "groups_with_spread": spread,
-                          "seconds": time.perf_counter() - start, "example": samples[0][0].text}
+        results[level] = {"avg@k": benchmark_metrics(scores)[f"avg@{args.k}"], "groups_with_spread": spread,
+                          "seconds": time.perf_counter() - start, "example": records[0][0]["completion"]}
         print(json.dumps({"level": level, "levels": LEVELS[level], **results[level]}), flush=True)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)

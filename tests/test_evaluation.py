@@ -20,6 +20,7 @@ from attncredit.evaluation import (
     default_ks,
     parse_benchmarks,
     pass_at_k,
+    sample_and_score,
     score_completions,
 )
 from attncredit.evaluation.generate import SamplingSettings, resolve_backend
@@ -236,6 +237,32 @@ def test_prompt_and_end_ids_are_the_trainers(tiny_qwen2, tmp_path):
     generator.tokenizer.chat_template = None
     with pytest.raises(ConfigError, match="no chat template"):
         generator.render([[{"role": "user", "content": "2 + 2?"}]])
+
+
+def test_sample_and_score_keeps_each_problems_answers_with_their_scores(tiny_qwen2):
+    """The loop under evaluate_benchmark and the learning study: n answers per row in row order, each scored with
+    its own row, the score names merged into the answer's record; a scorer that drops answers is refused."""
+    from attncredit.evaluation.generate import make_generator
+
+    generator = make_generator(str(tiny_qwen2), backend="hf", batch_size=4)
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}], "answer": str(i + 1)} for i in range(3)]
+    sampling = SamplingSettings(n=2, temperature=1.0, max_new_tokens=3)
+    seen = []
+
+    def score(completions, flat_rows):
+        seen.extend(zip(completions, flat_rows))
+        return [{"reward": float(row["answer"]), "chars": len(c[0]["content"])} for c, row in zip(completions, flat_rows)]
+
+    records, seconds = sample_and_score(generator, rows, sampling, score)
+    assert seconds > 0 and [len(group) for group in records] == [2, 2, 2]
+    assert [row["answer"] for _, row in seen] == ["1", "1", "2", "2", "3", "3"]
+    assert [c[0]["content"] for c, _ in seen] == [r["completion"] for group in records for r in group]
+    for row, group in zip(rows, records):
+        for r in group:
+            assert list(r) == ["completion", "reward", "chars", "num_tokens", "finish_reason"]
+            assert r["reward"] == float(row["answer"]) and r["chars"] == len(r["completion"]) and 1 <= r["num_tokens"] <= 3
+    with pytest.raises(ValueError, match="score returned 5 results for 6 answers"):
+        sample_and_score(generator, rows, sampling, lambda completions, flat_rows: [{}] * 5)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """scripts/study_learning.py without a model: the task generator, its held-out split, the reward and the level rule."""
 
+import argparse
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -54,3 +56,24 @@ def test_level_rule_takes_the_one_nearest_30_percent_within_10_to_50(study, caps
     with pytest.raises(SystemExit):
         study.choose_level({1: {"avg@k": 0.9}, 2: {"avg@k": 0.05}})
     assert "no level has an untrained held-out accuracy in [10%, 50%]" in capsys.readouterr().err
+
+
+def test_start_accuracy_averages_each_problems_answers_with_the_study_reward(study, tiny_qwen2, tmp_path, monkeypatch):
+    """``start``: k answers per held-out problem through the evaluation loop, each scored against its own problem's
+    answer; avg@k is their mean, groups_with_spread the share of problems with both right and wrong answers."""
+    answers = []
+
+    def every_other(completions, answer, **kwargs):  # a random tiny model answers nothing right: a known pattern
+        answers.extend(answer)
+        return [float(i % 2 == 0) for i in range(len(completions))]
+
+    monkeypatch.setattr(study, "accuracy", every_other)
+    args = argparse.Namespace(model=str(tiny_qwen2), levels=[1, 2], num_test=3, k=2, temperature=0.6, max_new_tokens=3,
+                              batch_size=8, cache="auto", threads=None, out=str(tmp_path))
+    results = study.start_accuracy(args)
+    assert answers == [str(value) for level in (1, 2) for _, value in study.test_problems(level, 3) for _ in range(2)]
+    for level in (1, 2):
+        assert results[level]["avg@k"] == 0.5 and results[level]["groups_with_spread"] == 1.0
+        assert isinstance(results[level]["example"], str)
+    saved = json.loads((tmp_path / "start_accuracy.json").read_text())
+    assert saved["k"] == 2 and saved["results"]["2"]["avg@k"] == 0.5

@@ -3,7 +3,8 @@
 * ``metrics``: ``pass_at_k`` (unbiased, Chen et al. 2021), ``avg_at_k``, ``benchmark_metrics``;
 * ``benchmarks``: ``BENCHMARKS`` (name -> dataset split, scorer, the paper's k), ``parse_benchmarks``;
 * ``generate``: ``make_generator(model, backend="auto"|"vllm"|"hf")``, ``SamplingSettings``;
-* ``runner``: ``EvalPlan``, ``run_evaluation``, ``write_results``, ``format_table`` (used by ``scripts/evaluate.py``).
+* ``runner``: ``EvalPlan``, ``run_evaluation``, ``write_results``, ``format_table`` (used by ``scripts/evaluate.py``);
+  ``sample_and_score``, the generate-and-score loop under them (also used by ``scripts/study_learning.py``).
 
 Comparing training runs' logs is analysis: ``attncredit.analysis.runs`` (``scripts/compare_runs.py``).
 
@@ -18,7 +19,15 @@ Example::
 from .benchmarks import BENCHMARKS, PAPER_SETS, Benchmark, list_benchmarks, parse_benchmarks, score_completions
 from .generate import BACKENDS, SamplingSettings, make_generator, resolve_backend
 from .metrics import avg_at_k, benchmark_metrics, default_ks, pass_at_k
-from .runner import EvalPlan, format_table, load_benchmark_rows, run_evaluation, summary, write_results
+from .runner import (
+    EvalPlan,
+    format_table,
+    load_benchmark_rows,
+    run_evaluation,
+    sample_and_score,
+    summary,
+    write_results,
+)
 
 __all__ = [
     "BENCHMARKS",
@@ -39,6 +48,7 @@ __all__ = [
     "format_table",
     "load_benchmark_rows",
     "run_evaluation",
+    "sample_and_score",
     "summary",
     "write_results",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import platform
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from attncredit.errors import ConfigError
 
@@ -94,6 +95,41 @@ def load_benchmark_rows(plan: EvalPlan) -> dict[str, list[dict]]:
     return rows
 
 
+def sample_and_score(
+    generator: Generator,
+    rows: list[dict],
+    sampling: SamplingSettings,
+    score: Callable[[list, list[dict]], list[dict]],
+    progress=None,
+) -> tuple[list[list[dict]], float]:
+    """Generate ``sampling.n`` answers to each row's ``prompt`` and score them: the evaluation loop of
+    ``evaluate_benchmark`` and of ``scripts/study_learning.py``.
+
+    ``score(completions, rows)`` gets every answer as TRL's conversational ``[{"role": "assistant", "content":
+    text}]`` with its problem's row (a row repeated once per answer) and returns one dict of named scores per
+    answer (e.g. ``{"reward": 1.0}``). Returns, per row, the records ``{"completion", <score names>...,
+    "num_tokens", "finish_reason"}`` of its ``sampling.n`` answers, and the seconds spent rendering and
+    generating. ``progress``: a tqdm-like bar advanced by answers done.
+    """
+    start = time.perf_counter()
+    samples = generator.generate(generator.render([row["prompt"] for row in rows]), sampling, progress=progress)
+    generation_seconds = time.perf_counter() - start
+    flat_rows = [row for row, group in zip(rows, samples) for _ in group]
+    completions = [[{"role": "assistant", "content": s.text}] for group in samples for s in group]
+    scores = score(completions, flat_rows)
+    if len(scores) != len(completions):
+        raise ValueError(f"score returned {len(scores)} results for {len(completions)} answers; it needs one per answer")
+    scores = iter(scores)
+    records = [
+        [
+            {"completion": s.text, **next(scores), "num_tokens": s.num_tokens, "finish_reason": s.finish_reason}
+            for s in group
+        ]
+        for group in samples
+    ]
+    return records, generation_seconds
+
+
 def evaluate_benchmark(
     benchmark: Benchmark, rows: list[dict], generator: Generator, plan: EvalPlan, show_progress: bool = True
 ) -> dict:
@@ -101,49 +137,34 @@ def evaluate_benchmark(
     from tqdm.auto import tqdm
 
     sampling = plan.sampling_for(benchmark)
+
+    def score(completions, flat_rows):
+        rewards, correct = score_completions(benchmark.task, completions, flat_rows, strict=plan.strict)
+        formats = format_scores(completions, flat_rows)
+        return [{"reward": r, "correct": bool(c), "format": f} for r, c, f in zip(rewards, correct, formats)]
+
     start = time.perf_counter()
-    prompt_ids = generator.render([row["prompt"] for row in rows])
     bar = None
     if show_progress and generator.name != "vllm":  # vLLM draws its own tqdm bar
         bar = tqdm(total=len(rows) * sampling.n, desc=f"{benchmark.name} (n={sampling.n})", unit="sample")
     try:
-        samples = generator.generate(prompt_ids, sampling, progress=bar)
+        records_per_row, gen_seconds = sample_and_score(generator, rows, sampling, score, progress=bar)
     finally:
         if bar is not None:
             bar.close()
-    gen_seconds = time.perf_counter() - start
 
-    flat_rows = [row for row, group in zip(rows, samples) for _ in group]
-    completions = [[{"role": "assistant", "content": s.text}] for group in samples for s in group]
-    rewards, correct = score_completions(benchmark.task, completions, flat_rows, strict=plan.strict)
-    formats = format_scores(completions, flat_rows)
-
-    problems, per_problem, cursor = [], [], 0
-    for index, (row, group) in enumerate(zip(rows, samples)):
-        records = []
-        for s in group:
-            records.append(
-                {
-                    "completion": s.text,
-                    "reward": rewards[cursor],
-                    "correct": bool(correct[cursor]),
-                    "format": formats[cursor],
-                    "num_tokens": s.num_tokens,
-                    "finish_reason": s.finish_reason,
-                }
-            )
-            cursor += 1
-        per_problem.append([r["correct"] for r in records])
-        problems.append(
-            {
-                "index": index,
-                "prompt": row["prompt"],
-                "answer": row["answer"],
-                **{k: row[k] for k in _ROW_FIELDS if k in row},
-                "num_correct": sum(r["correct"] for r in records),
-                "samples": records,
-            }
-        )
+    problems = [
+        {
+            "index": index,
+            "prompt": row["prompt"],
+            "answer": row["answer"],
+            **{k: row[k] for k in _ROW_FIELDS if k in row},
+            "num_correct": sum(r["correct"] for r in records),
+            "samples": records,
+        }
+        for index, (row, records) in enumerate(zip(rows, records_per_row))
+    ]
+    per_problem = [[r["correct"] for r in records] for records in records_per_row]
     metrics = benchmark_metrics(per_problem, ks=plan.pass_ks or default_ks(sampling.n))
     all_samples = [r for p in problems for r in p["samples"]]
     metrics.update(
