@@ -79,9 +79,11 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
 
             disable_dropout_in_model(critic)
         if args.gradient_checkpointing:
-            critic.backbone.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs or {"use_reentrant": False}
-            )
+            checkpointing_kwargs = args.gradient_checkpointing_kwargs or {"use_reentrant": False}
+            if hasattr(critic.backbone, "activation_checkpointing_enable"):  # transformers >= 5.20: the old name warns
+                critic.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpointing_kwargs)
+            else:
+                critic.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs)
         optimizer = torch.optim.AdamW(
             [p for p in critic.parameters() if p.requires_grad],
             lr=args.critic_learning_rate,
