@@ -125,10 +125,19 @@ def load_data(script_args, split: str, limit: int | None, seed: int):
 
 
 def quiet_console() -> None:
-    """Deprecation notices that TRL and transformers raise about each other's calls, and matplotlib's note on
-    control characters in token views: nothing a user can act on. One progress bar: training's. Call it before
-    importing attncredit (which imports TRL)."""
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    """Hide what a user cannot act on: TRL's use of names transformers deprecated, and matplotlib's note on
+    control characters in token views. One progress bar: training's. Call it before importing attncredit (which
+    imports TRL).
+
+    transformers >= 5.20 renamed gradient checkpointing to activation checkpointing and raises a FutureWarning at
+    each old name, which TRL 1.16 still uses: its config default ``gradient_checkpointing=True``
+    (``TrainingArguments.__post_init__``), and ``is_gradient_checkpointing``, ``gradient_checkpointing_disable``
+    and ``gradient_checkpointing_enable`` around every generation (``trl.models.utils.unwrap_model_for_generation``).
+    Only these messages are hidden (the recipe configs keep ``gradient_checkpointing``: transformers 5.17-5.19 have
+    no ``activation_checkpointing``); attncredit itself calls no deprecated name (tests/test_future_warnings.py)."""
+    warnings.filterwarnings(
+        "ignore", message=r"`(is_)?gradient_checkpointing(_enable|_disable)?` is deprecated", category=FutureWarning
+    )
     warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
     import datasets
     import transformers
