@@ -143,7 +143,9 @@ def bench_kernel(lengths, tokens, prompt, reps):
                 if name != "default" and mode == "own":
                     continue
                 try:
-                    fn = lambda: triton_attention_stats(q, k, attn, resp, scale, 10, (10, 100), config=cfg, **kwargs)  # noqa: E731
+                    def fn(cfg=cfg, kwargs=kwargs):
+                        return triton_attention_stats(q, k, attn, resp, scale, 10, (10, 100), config=cfg, **kwargs)
+
                     row[f"stats_{mode}_{name}_ms"] = _time_ms(fn, reps)
                 except Exception as err:  # noqa: BLE001 - a config the GPU cannot run is reported, not fatal
                     row[f"stats_{mode}_{name}_error"] = f"{type(err).__name__}: {err}"[:300]
@@ -346,7 +348,8 @@ def main(argv=None):
           f"{meta['transformers']}; Qwen3-4B shape, {args.tokens} tokens/batch, prompt {args.prompt}")
     if "kernel" in results:
         print("one layer (B x 32q/8kv x N x 128, bf16), ms: SDPA, SDPA with its LSE kept, statistics own / lse / band")
-        print(f"{'N':>6} {'B':>3} | {'sdpa':>7} {'+lse':>7} {'same':>5} | {'own':>7} {'lse':>7} {'band':>7} | fastest configs")
+        print(f"{'N':>6} {'B':>3} | {'sdpa':>7} {'+lse':>7} {'same':>5} | {'own':>7} {'lse':>7} {'band':>7} | "
+              "fastest configs")
         for r in results["kernel"]:
             best = []
             for mode in ("lse", "band"):
@@ -356,7 +359,8 @@ def main(argv=None):
                 best.append(f"{mode} {name} {times.get(name, float('nan')):.2f}")
             print(f"{r['n']:>6} {r['batch']:>3} | {r['sdpa_ms']:>7.2f} {r['sdpa_lse_ms']:>7.2f} "
                   f"{str(r['lse_output_equal']):>5} | {r.get('stats_own_default_ms', float('nan')):>7.2f} "
-                  f"{r.get('stats_lse_default_ms', float('nan')):>7.2f} {r.get('stats_band_default_ms', float('nan')):>7.2f}"
+                  f"{r.get('stats_lse_default_ms', float('nan')):>7.2f} "
+                  f"{r.get('stats_band_default_ms', float('nan')):>7.2f}"
                   f" | {', '.join(best)}")
     if "model" in results:
         print(f"model, no-grad forward, 5 probe layers, left padding {args.left_pad} on every other row: time x SDPA")

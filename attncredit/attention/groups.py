@@ -146,10 +146,10 @@ def group_token_stats(
     shape = tuple(first.waad.shape)
     has_distance = [stats[layer].head_distance is not None for layer in layers]
     if not all(has_distance) and (heads is None or any(has_distance)):
+        missing = [layer for layer, has in zip(layers, has_distance) if not has]
         raise ValueError(
-            "head_distance is None for probe layers "
-            f"{[layer for layer, has in zip(layers, has_distance) if not has]}: it may be skipped only for every layer, "
-            "and only when fixed head groups are given"
+            f"head_distance is None for probe layers {missing}: it may be skipped only for every layer, and only "
+            "when fixed head groups are given"
         )
     for layer in layers:
         s = stats[layer]

@@ -79,7 +79,9 @@ def _run_kernel(choice, fill, query, key, value, mask, dropout_p, is_causal, sca
         if query.shape[-1] % 8:
             return None
         scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
-        out, lse = aten._scaled_dot_product_flash_attention(query, key, value, dropout_p, is_causal, False, scale=scale)[:2]
+        out, lse = aten._scaled_dot_product_flash_attention(
+            query, key, value, dropout_p, is_causal, False, scale=scale
+        )[:2]
     elif choice == _EFFICIENT:
         if mask is not None:
             mask = _efficient_bias(mask, query, key)
@@ -135,7 +137,9 @@ def _with_lse(sdpa, args, kwargs):
     """(output, lse) through SDPA's own kernel, or None (unsupported or failed check: plain SDPA runs)."""
     query, key, value, mask, dropout_p, is_causal, scale, enable_gqa = _sdpa_arguments(*args, **kwargs)
     grad = torch.is_grad_enabled() and any(x.requires_grad for x in (query, key, value))
-    choice = int(torch._fused_sdp_choice(query, key, value, mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa))
+    choice = int(
+        torch._fused_sdp_choice(query, key, value, mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa)
+    )
     kind = (_NAMES.get(choice, str(choice)), query.device.type, query.dtype, None if mask is None else mask.dtype,
             bool(is_causal), bool(enable_gqa), grad)
     if kind not in _DECISIONS:
@@ -149,7 +153,8 @@ def _with_lse(sdpa, args, kwargs):
 def _decide(sdpa, kind, choice, args, kwargs) -> float | None:
     """Check the kernel of ``choice`` against SDPA on this first call of ``kind``; log the decision once."""
     query, key, value, mask, dropout_p, is_causal, scale, _ = _sdpa_arguments(*args, **kwargs)
-    what = f"SDPA's {kind[0]} kernel ({kind[1]}, {str(kind[2]).removeprefix('torch.')}, mask {kind[3]}, causal {kind[4]})"
+    dtype = str(kind[2]).removeprefix("torch.")
+    what = f"SDPA's {kind[0]} kernel ({kind[1]}, {dtype}, mask {kind[3]}, causal {kind[4]})"
     fallback = "; the attention statistics compute the row normaliser themselves (a causal sweep per probe layer)"
     if dropout_p:
         logger.info("attncredit: attention dropout %s draws random numbers; %s", dropout_p, fallback.lstrip("; "))

@@ -245,8 +245,8 @@ def _attention_stats_kernel(
         for start_n in range(k_first, far_lo, BLOCK_N):
             m_i, l_i, u_i, v_i = _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp,
                                             m_i, l_i, u_i, v_i, lse2, stride_kn, stride_kd, qk_scale, cap_in, cap_out,
-                                            N, kv_start, W, SW, H_LO, H_HI, fai_keys, HEAD_DIM, HAS_LSE, HEAD_DIST, PREC, HAS_SOFTCAP,
-                                            HAS_WINDOW)
+                                            N, kv_start, W, SW, H_LO, H_HI, fai_keys, HEAD_DIM, HAS_LSE, HEAD_DIST,
+                                            PREC, HAS_SOFTCAP, HAS_WINDOW)
         for start_n in range(far_lo, near_lo, BLOCK_N):
             m_i, l_i, u_i, v_i = _far_step(q, k_base, start_n, offs_n, offs_d, offs_m_f, m_i, l_i, u_i, v_i, lse2,
                                            stride_kn, stride_kd, qk_scale, cap_in, cap_out, W, HEAD_DIM, HAS_LSE,
@@ -254,8 +254,8 @@ def _attention_stats_kernel(
     for start_n in range(near_lo, k_end, BLOCK_N):
         m_i, l_i, u_i, v_i = _near_step(q, k_base, fai_base, start_n, offs_n, offs_d, offs_m, row_resp,
                                         m_i, l_i, u_i, v_i, lse2, stride_kn, stride_kd, qk_scale, cap_in, cap_out,
-                                        N, kv_start, W, SW, H_LO, H_HI, fai_keys, HEAD_DIM, HAS_LSE, HEAD_DIST, PREC, HAS_SOFTCAP,
-                                        HAS_WINDOW)
+                                        N, kv_start, W, SW, H_LO, H_HI, fai_keys, HEAD_DIM, HAS_LSE, HEAD_DIST, PREC,
+                                        HAS_SOFTCAP, HAS_WINDOW)
 
     if HAS_LSE and not HEAD_DIST:  # band-only: the keys at t - s >= W hold the rest of the row's key mass
         mass = 1.0
