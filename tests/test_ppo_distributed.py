@@ -5,35 +5,13 @@ and differ from where they started. Whitening is over the whole batch: each rank
 the logged (global) mean is 0 and the std 1.
 """
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from test_trainer_distributed import free_port
-
-SCRIPT = Path(__file__).parent / "scripts" / "train_tiny_ppo.py"
-
-
-def launch_two_processes(model_dir, out_dir, overrides: dict) -> list[dict]:
-    """`accelerate launch --multi_gpu` with 2 processes; use_cpu=True makes each rank join a gloo group."""
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-        str(SCRIPT), str(model_dir), str(out_dir), json.dumps(overrides),
-    ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    return [json.loads((Path(out_dir) / f"rank{r}.json").read_text()) for r in range(2)]
+from tiny_training import launch_two_processes
 
 
 def test_two_ranks_train_identical_policy_and_critic(tiny_qwen2, tmp_path):
-    ranks = launch_two_processes(tiny_qwen2, tmp_path, {"max_steps": 2})
+    ranks = launch_two_processes(tiny_qwen2, tmp_path, {"max_steps": 2}, trainer="ppo")
     assert [r["process_index"] for r in ranks] == [0, 1]
     assert all(r["num_processes"] == 2 for r in ranks)
     for key in ("policy", "critic"):

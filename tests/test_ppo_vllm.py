@@ -6,51 +6,16 @@ from its own no-grad forward, the attention credit from that old-log-prob forwar
 ``GAE x gamma`` advantages.
 """
 
-import json
-import os
-import subprocess
-from pathlib import Path
-
 import pytest
+
+from tiny_training import NO_VLLM, VLLM_PYTHON, train_with_vllm_colocate
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "tests" / "scripts" / "train_tiny_ppo.py"
-VLLM_PYTHON = os.environ.get("ATTNCREDIT_VLLM_PYTHON")
 
-
-@pytest.mark.skipif(
-    not VLLM_PYTHON,
-    reason="ATTNCREDIT_VLLM_PYTHON is not set: build a vLLM venv with `bash scripts/setup_vllm_cpu_env.sh .venv-vllm` "
-    "and run `ATTNCREDIT_VLLM_PYTHON=.venv-vllm/bin/python pytest`",
-)
+@pytest.mark.skipif(not VLLM_PYTHON, reason=NO_VLLM)
 def test_ppo_with_vllm_colocate(tiny_model_dirs, tmp_path):
-    python = Path(VLLM_PYTHON).expanduser().absolute()
-    assert python.is_file(), f"ATTNCREDIT_VLLM_PYTHON={VLLM_PYTHON} does not exist"
-    overrides = {
-        "use_vllm": True,
-        "vllm_mode": "colocate",
-        "vllm_max_model_length": 256,
-        "vllm_cpu": True,
-        "max_steps": 2,
-    }
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-    }
-    proc = subprocess.run(
-        [str(python), str(SCRIPT), str(tiny_model_dirs["llama"]), str(tmp_path), json.dumps(overrides)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-8000:]
-    r = json.loads((tmp_path / "rank0.json").read_text())
+    r = train_with_vllm_colocate(tiny_model_dirs["llama"], tmp_path, trainer="ppo")
     assert r["runs_old_logps_forward"]
     assert r["loss_advantage_dims"] == [2, 2]
     steps = [h for h in r["log_history"] if "loss" in h]

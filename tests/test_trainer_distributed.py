@@ -4,38 +4,11 @@ Each rank records its attention statistics and computes gamma for its own rows, 
 summaries are reduced for logging; DDP keeps the weights identical on both ranks.
 """
 
-import json
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).parent / "scripts" / "train_tiny.py"
+from tiny_training import launch_two_processes
+
 GATHERS = {"all_gather", "all_gather_into_tensor", "all_gather_object", "gather"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch_two_processes(model_dir, out_dir, overrides: dict) -> list[dict]:
-    # `accelerate launch --multi_gpu` starts one process per rank through torch's elastic launcher; with
-    # use_cpu=True in the training arguments each rank joins a gloo process group on the CPU.
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-        str(SCRIPT), str(model_dir), str(out_dir), json.dumps(overrides),
-    ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    return [json.loads((Path(out_dir) / f"rank{r}.json").read_text()) for r in range(2)]
 
 
 def test_two_ranks_compute_gamma_locally_and_end_with_identical_weights(tiny_qwen2, tmp_path):
@@ -72,5 +45,5 @@ def test_two_ranks_compute_gamma_locally_and_end_with_identical_weights(tiny_qwe
     assert local[0] != local[1]
 
     # DDP: gradients averaged, identical updates on both ranks.
-    assert ranks[0]["weights_after"] == ranks[1]["weights_after"]
-    assert ranks[0]["weights_after"] != ranks[0]["weights_before"]
+    assert ranks[0]["policy_after"] == ranks[1]["policy_after"]
+    assert ranks[0]["policy_after"] != ranks[0]["policy_before"]

@@ -1,7 +1,29 @@
-"""Shared pieces of the tiny trainer tests (in-process and tests/scripts/train_tiny.py): reward, prompts, small
-config, and a spy on the advantages the loss reads."""
+"""Shared pieces of the tiny GRPO and PPO trainer tests: reward, prompts, small configs, a spy on the advantages the
+loss reads, a weights digest, and the launchers of tests/scripts/train_tiny.py (under `accelerate launch` or in the
+vLLM venv)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from datasets import Dataset
+
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+ROOT = SCRIPTS.parents[1]
+VLLM_PYTHON = os.environ.get("ATTNCREDIT_VLLM_PYTHON")
+NO_VLLM = (
+    "ATTNCREDIT_VLLM_PYTHON is not set: build a vLLM venv with `bash scripts/setup_vllm_cpu_env.sh .venv-vllm` "
+    "and run `ATTNCREDIT_VLLM_PYTHON=.venv-vllm/bin/python pytest`"
+)
+
+
+def subprocess_env() -> dict:
+    """This process's environment, offline, with one thread per process and quiet tokenizers."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 
 
 def digit_reward(completions, **kwargs):
@@ -16,8 +38,11 @@ def prompts(n=8):
     )
 
 
-def tiny_args(output_dir, **overrides) -> dict:
-    """AnchorGRPOConfig fields of a 1-2 step run: 4 completions of at most 16 tokens per step, on the CPU."""
+def tiny_args(output_dir, trainer="grpo", **overrides) -> dict:
+    """AnchorGRPOConfig (``trainer="grpo"``) or AnchorPPOConfig (``"ppo"``: plus the critic's learning rate) fields of
+    a 1-2 step run: 4 completions of at most 16 tokens per step, on the CPU."""
+    if trainer not in ("grpo", "ppo"):
+        raise ValueError(f"trainer={trainer!r} is invalid; allowed: 'grpo', 'ppo'")
     args = dict(
         output_dir=str(output_dir),
         max_steps=2,
@@ -33,6 +58,8 @@ def tiny_args(output_dir, **overrides) -> dict:
         bf16=False,
         credit_strategy="coupled",
     )
+    if trainer == "ppo":
+        args["critic_learning_rate"] = 1e-3
     args.update(overrides)
     return args
 
@@ -53,3 +80,74 @@ class AdvantageReads(dict):
     def __setitem__(self, key, value):
         super().__setitem__(key, value)
         self._inner[key] = value
+
+
+def weights_hash(model) -> str:
+    """sha256 of the full (unsharded) state dict of a plain, DDP or FSDP2 model, in float32, names included; under
+    FSDP2 every rank must call it (it gathers the shards)."""
+    import hashlib
+
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_two_processes(model_dir, out_dir, overrides: dict, trainer="grpo") -> list[dict]:
+    """Run tests/scripts/train_tiny.py with 2 processes and return each rank's JSON record.
+
+    `accelerate launch --multi_gpu` starts one process per rank through torch's elastic launcher; with use_cpu=True
+    in the training arguments each rank joins a gloo process group on the CPU."""
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        str(SCRIPTS / "train_tiny.py"), "--trainer", trainer, str(model_dir), str(out_dir), json.dumps(overrides),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return [json.loads((Path(out_dir) / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def train_with_vllm_colocate(model_dir, out_dir, trainer="grpo") -> dict:
+    """Run tests/scripts/train_tiny.py for 2 steps with ``use_vllm=True, vllm_mode="colocate"`` in the vLLM venv
+    (``ATTNCREDIT_VLLM_PYTHON``) and return its JSON record."""
+    python = Path(VLLM_PYTHON).expanduser().absolute()
+    assert python.is_file(), f"ATTNCREDIT_VLLM_PYTHON={VLLM_PYTHON} does not exist"
+    overrides = {
+        "use_vllm": True,
+        "vllm_mode": "colocate",
+        "vllm_max_model_length": 256,
+        "vllm_cpu": True,  # enforce_eager and plain linear weights (see patch_vllm_for_cpu_tests)
+        "max_steps": 2,
+    }
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),  # this checkout
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),  # GiB
+    }
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [str(python), str(SCRIPTS / "train_tiny.py"), "--trainer", trainer, str(model_dir), str(out_dir),
+         json.dumps(overrides)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )  # fmt: skip
+    print(f"vLLM colocate {trainer} run: {time.perf_counter() - started:.0f} s")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-8000:]
+    return json.loads((Path(out_dir) / "rank0.json").read_text())
+

