@@ -1,9 +1,10 @@
 """Shared pieces of the tiny GRPO and PPO trainer tests: reward, prompts, small configs, a spy on the advantages the
-loss reads, a weights digest, and the launchers of tests/scripts/train_tiny.py (under `accelerate launch` or in the
-vLLM venv)."""
+loss reads, a weights digest, and the launchers of the subprocess runs (tests/scripts/train_tiny.py under
+`accelerate launch` or in the vLLM venv; tests/scripts/run_recipe.py killed after a checkpoint and resumed)."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -151,3 +152,92 @@ def train_with_vllm_colocate(model_dir, out_dir, trainer="grpo") -> dict:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-8000:]
     return json.loads((Path(out_dir) / "rank0.json").read_text())
 
+
+def resume_recipe_config(path: Path, model, out, **fields) -> Path:
+    """Write the YAML config of a 4-step recipe run with a checkpoint every 2 steps (the SIGKILL + resume tests):
+    countdown prompts, the ``digits`` reward, up to 16 tokens, seed 7; ``fields`` add or replace entries."""
+    import yaml
+
+    config = dict(
+        model_name_or_path=str(model),
+        dtype="float32",
+        dataset_name="countdown",
+        dataset_options={"num_numbers": 3, "num_train": 64, "num_test": 8},
+        reward_funcs=["digits"],
+        output_dir=str(out),
+        max_steps=4,
+        per_device_train_batch_size=4,
+        max_completion_length=16,
+        temperature=1.0,
+        learning_rate=1.0e-3,
+        beta=0.0,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=2,
+        report_to="none",
+        use_cpu=True,
+        seed=7,
+        bf16=False,
+    )
+    config.update(fields)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def start_recipe(trainer: str, config: Path, *extra: str) -> subprocess.Popen:
+    """Start recipes/<trainer>_anchor.py on ``config`` (through tests/scripts/run_recipe.py, which adds the
+    ``digits`` reward) in a subprocess, stdout and stderr together in ``proc.stdout``."""
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPTS / "run_recipe.py"), "--trainer", trainer, "--config", str(config), *extra],
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen) -> None:
+    """Wait for a run started by start_recipe and fail with the end of its output unless it exited with 0."""
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-6000:]
+
+
+def kill_after_checkpoints(runs: dict, timeout: float = 600) -> None:
+    """SIGKILL every run as soon as its checkpoint's trainer_state.json (written last) is complete JSON.
+
+    ``runs`` maps a name to (process, checkpoint folder); all are polled together, so a fast run is not left
+    training past its checkpoint while another one is awaited."""
+    pending = dict(runs)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for name, (proc, checkpoint) in list(pending.items()):
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} ended (code {proc.returncode}) before {checkpoint.name}: {proc.stdout.read()[-4000:]}")
+            try:
+                json.loads((checkpoint / "trainer_state.json").read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                continue
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=60)
+            del pending[name]
+        time.sleep(0.02)
+    for proc, _ in pending.values():
+        proc.kill()
+    assert not pending, f"no checkpoint after {timeout} s for {sorted(pending)}"
+
+
+def logged_steps(output_dir: Path) -> dict[int, dict]:
+    """Last metrics.jsonl entry with a loss for each step (a resumed run logs its steps again)."""
+    entries = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+    return {e["step"]: e for e in entries if "loss" in e}
+
+
+def assert_same_tensors(file_a: Path, file_b: Path) -> None:
+    """The two safetensors files hold the same names and bit-identical tensors."""
+    import torch
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(file_a), load_file(file_b)
+    assert wa.keys() == wb.keys(), (file_a, file_b)
+    differ = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not differ, (file_a, file_b, differ[:5])

@@ -1,29 +1,31 @@
-"""Run recipes/grpo_anchor.py unchanged, with one extra reward name for tiny random models.
+"""Run recipes/grpo_anchor.py or recipes/ppo_anchor.py unchanged, with one extra reward name for tiny random models.
 
-    python tests/scripts/run_recipe.py --config X.yaml [--field value ...]
+    python tests/scripts/run_recipe.py [--trainer grpo|ppo] --config X.yaml [--field value ...]
 
 ``digits`` (the share of digits in a completion) gives reward spread inside every group even for a random model,
 so advantages, gradients and the credit strategy's choices all matter; the packaged rewards score random text 0.
 """
 
+import argparse
 import importlib.util
 import sys
 from pathlib import Path
 
-RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "grpo_anchor.py"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared digits reward
+from tiny_training import digit_reward  # noqa: E402
 
-
-def digits(completions, **kwargs):
-    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
-    return [sum(ch.isdigit() for ch in t) / max(len(t), 1) for t in texts]
-
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 if __name__ == "__main__":
     import rewards
 
-    rewards.REWARD_FUNCS["digits"] = digits
-    spec = importlib.util.spec_from_file_location("grpo_anchor", RECIPE)
+    parser = argparse.ArgumentParser(allow_abbrev=False, add_help=False)
+    parser.add_argument("--trainer", choices=("grpo", "ppo"), default="grpo")
+    known, recipe_argv = parser.parse_known_args(sys.argv[1:])
+    rewards.REWARD_FUNCS["digits"] = digit_reward
+    name = f"{known.trainer}_anchor"
+    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
     recipe = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = recipe  # dataclasses resolve field types through the module
     spec.loader.exec_module(recipe)
-    recipe.main(sys.argv[1:])
+    recipe.main(recipe_argv)
