@@ -1,8 +1,6 @@
 """AnchorPPOTrainer on a real TRL loop with a tiny real-architecture model: the critic learns, warm-up, KL in the
 reward, credit on GAE advantages, LoRA."""
 
-import hashlib
-
 import pytest
 import torch
 from datasets import Dataset
@@ -11,17 +9,12 @@ from transformers import AutoModelForCausalLM, TrainerCallback
 
 from attncredit import AnchorPPOConfig, AnchorPPOTrainer
 from attncredit.models import load_tokenizer
+from tiny_training import digit_reward, tiny_args, weights_hash
 
 
 def prompt_reward(prompts, completions, **kwargs):
     """1 for the 'yes' prompts, 0 for the 'no' ones, whatever the completion: a critic can predict it from the prompt."""
     return [1.0 if "yes" in p[-1]["content"] else 0.0 for p in prompts]
-
-
-def digit_reward(completions, **kwargs):
-    """Share of digits in the completion: spread between completions of a random model."""
-    texts = [c[0]["content"] for c in completions]
-    return [sum(ch.isdigit() for ch in t) / max(len(t), 1) for t in texts]
 
 
 def yes_no_prompts(n=16):
@@ -31,26 +24,10 @@ def yes_no_prompts(n=16):
 
 
 def ppo_args(output_dir, **overrides) -> dict:
-    """A few steps of 8 completions (one per prompt) of at most 8 tokens, on the CPU."""
-    args = dict(
-        output_dir=str(output_dir),
-        max_steps=2,
-        per_device_train_batch_size=8,
-        num_generations=1,
-        max_completion_length=8,
-        learning_rate=1e-5,
-        critic_learning_rate=1e-3,
-        lr_scheduler_type="constant",
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        seed=0,
-        bf16=False,
-        credit_strategy="none",
-    )
-    args.update(overrides)
-    return args
+    """A few steps of 8 completions (one per prompt) of at most 8 tokens, on the CPU, without credit."""
+    args = dict(per_device_train_batch_size=8, num_generations=1, max_completion_length=8, learning_rate=1e-5,
+                lr_scheduler_type="constant", credit_strategy="none")  # fmt: skip
+    return tiny_args(output_dir, trainer="ppo", **{**args, **overrides})
 
 
 def make_trainer(
@@ -66,14 +43,6 @@ def make_trainer(
         peft_config=peft_config,
         eval_dataset=eval_dataset,
     )
-
-
-def digest(module) -> str:
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().float().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def logged(trainer, key):
@@ -100,7 +69,7 @@ def test_critic_learns_a_reward_it_can_predict_from_the_prompt(tiny_qwen2, tmp_p
     from attncredit.ppo import ValueModel
 
     reloaded = ValueModel.from_pretrained(str(tmp_path / "final" / "critic"))
-    assert digest(reloaded) == digest(trainer.accelerator.unwrap_model(trainer.critic))
+    assert weights_hash(reloaded) == weights_hash(trainer.accelerator.unwrap_model(trainer.critic))
 
 
 class Snapshots(TrainerCallback):
@@ -111,7 +80,8 @@ class Snapshots(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         t = self.trainer
-        self.steps.append((digest(t.accelerator.unwrap_model(t.model)), digest(t.accelerator.unwrap_model(t.critic))))
+        unwrap = t.accelerator.unwrap_model
+        self.steps.append((weights_hash(unwrap(t.model)), weights_hash(unwrap(t.critic))))
 
 
 def test_critic_warmup_trains_only_the_critic(tiny_qwen2, tmp_path):
@@ -119,7 +89,7 @@ def test_critic_warmup_trains_only_the_critic(tiny_qwen2, tmp_path):
     snapshots = Snapshots()
     snapshots.trainer = trainer
     trainer.add_callback(snapshots)
-    policy0, critic0 = digest(trainer.model), digest(trainer.critic)
+    policy0, critic0 = weights_hash(trainer.model), weights_hash(trainer.critic)
     trainer.train()
     (p1, c1), (p2, c2), (p3, c3) = snapshots.steps
     assert p1 == p2 == policy0  # warm-up: the policy is untouched
@@ -186,13 +156,13 @@ def test_lora_policy_with_a_full_critic_and_the_adapter_off_reference(tiny_qwen2
     )
     assert trainer.ref_model is None  # the reference is the policy with its adapter disabled
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-    critic_before = digest(trainer.critic)
+    critic_before = weights_hash(trainer.critic)
     trainer.train()
     after = dict(trainer.model.named_parameters())
     lora = [n for n in after if "lora_B" in n]
     assert lora and all(not torch.equal(after[n], before[n]) for n in lora)
     assert all(torch.equal(after[n], before[n]) for n in after if "lora_" not in n)
-    assert digest(trainer.critic) != critic_before
+    assert weights_hash(trainer.critic) != critic_before
     assert all(p.requires_grad for p in trainer.critic.parameters())
     kl = logged(trainer, "ppo/reward_kl")
     assert kl[0] == pytest.approx(0.0, abs=1e-6) and kl[1] != 0.0  # adapter on vs off differ after one step
