@@ -284,3 +284,23 @@ def test_deepspeed_is_refused_in_one_line_before_loading(tmp_path):
         AnchorPPOTrainer(model="no-model-is-loaded", args=args)
     message = str(info.value)
     assert "\n" not in message and "DDP (recipes/accelerate/multi_gpu.yaml) and FSDP2" in message and "DeepSpeed" in message
+
+
+class AdvantageLog(AnchorPPOTrainer):
+    """Keeps the whitened GAE advantages and valid-token mask of every rollout, to compare with the logged table."""
+
+    def _log_completion_advantages(self, advantages, mask):
+        self.rollouts = getattr(self, "rollouts", []) + [(advantages.clone(), mask.clone())]
+        super()._log_completion_advantages(advantages, mask)
+
+
+def test_completions_table_shows_each_completions_mean_gae_advantage(tiny_qwen2, tmp_path):
+    trainer = make_trainer(tiny_qwen2, tmp_path, trainer_cls=AdvantageLog, max_steps=2)
+    trainer.train()
+    advantages, mask = trainer.rollouts[-1]
+    expected = ((advantages * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist()
+    logged_table = list(trainer._logs["advantages"])
+    assert len(logged_table) == len(trainer._logs["prompt"])  # one value per completion row of the table
+    assert logged_table[-len(expected):] == pytest.approx(expected, abs=1e-6)
+    # whitened token advantages: the per-completion means are not TRL's group advantages, which are 0 for n = 1
+    assert any(abs(v) > 1e-3 for v in expected)

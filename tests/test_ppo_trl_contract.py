@@ -39,7 +39,7 @@ def test_rewards_and_trainer_attributes_on_a_real_trainer(tiny_qwen2, tmp_path):
     from test_ppo_trainer import make_trainer
 
     trainer = make_trainer(tiny_qwen2, tmp_path)
-    for name in ("reward_weights", "ref_model", "beta", "_metrics", "reward_func_names"):
+    for name in ("reward_weights", "ref_model", "beta", "_metrics", "reward_func_names", "_logs"):
         assert hasattr(trainer, name), name
     assert trainer.reward_weights.tolist() == [1.0]
     assert callable(getattr(trainer, "_get_output_dir", None))

@@ -209,6 +209,7 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
         if args.advantage_whitening == "batch":
             advantages = whiten(advantages, mask, reduce)
         output["old_values"], output["returns"], output["value_mask"] = values, returns, mask.to(values.dtype)
+        self._log_completion_advantages(advantages, mask)
 
         metrics = self._metrics[mode]
         returns_mean, _ = masked_mean_var(returns, mask, reduce)
@@ -221,6 +222,18 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
             kl_mean, _ = masked_mean_var(kl, mask, reduce)
             metrics["ppo/reward_kl"].append(kl_mean.item())
         return advantages
+
+    def _log_completion_advantages(self, advantages: torch.Tensor, mask: torch.Tensor) -> None:
+        """Put each completion's mean GAE advantage over its valid tokens (before credit) in TRL's completions
+        table instead of the group advantage TRL logged for it (TRL 1.16: ``_generate_and_score_completions``
+        extends the deque ``_logs["advantages"]`` with the gathered group advantages of this batch, in process
+        order), which PPO does not use."""
+        per_completion = (advantages * mask).sum(1) / mask.sum(1).clamp(min=1)
+        gathered = self.accelerator.gather(per_completion).tolist()
+        logged = self._logs["advantages"]
+        for _ in range(min(len(gathered), len(logged))):
+            logged.pop()
+        logged.extend(gathered)
 
     # ----------------------------------------------------------------------------------------------------
     # Update: policy (TRL's loss), then the critic on the same micro-batch
