@@ -159,7 +159,8 @@ class AnchorGRPOConfig(GRPOConfig):
             "(global_step % k == 0, and the run's first forward); in between, every sequence uses the groups of the "
             "batch-mean head distance of the latest regroup forward, which travel with checkpoints, and the statistics "
             "skip the head distance: with the row log-sum-exp of SDPA's attention kernel they read only the keys "
-            "within max(W - 1, H_hi) of each token (band-only, near free). 1 (default): every forward, as "
+            "within max(W - 1, H_hi) of each token (band-only: under 1% of the forward on an H200, "
+            "docs/benchmarks.md). 1 (default): every forward, as "
             "credit_head_grouping says; the paper recomputes them from every rollout's attention (docs/method.md, "
             "Readings)."
         },
