@@ -28,6 +28,11 @@ lines are a table with the ratios attncredit / TRL.
     python scripts/bench_step.py [--tokens-prompt 384 --tokens-completion 128 --steps 7 --warmup 1 --rounds 2]
     python scripts/bench_step.py --preset long  # 256 + 4096 tokens, case loss: about 5-6 minutes on one H200
     python scripts/bench_step.py --preset long --tokens-completion 2048 --rounds 2  # about 5-6.5 minutes
+    python scripts/bench_step.py --preset long --no-cudnn-attention --warmup-full  # about 7 minutes
+
+In one process, the first long rollout is slower than the next (measured on the H200 at 4096 tokens: 2.4x with
+cuDNN attention, which plans each new key length once per process; 1.19x without it), so a whole-step ratio needs
+``--warmup-full`` (one untimed full-length TRL step first); the ``non-gen`` ratio does not.
 
 ``--preset long`` (8 completions x (256 prompt + 4096 completion) tokens, one timed step per trainer after a
 64-token warm-up run, one round, case ``loss``) is sized for about 5-6 minutes on one H200 (an estimate from
@@ -278,6 +283,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--warmup-run-tokens", type=int_at_least(0), default=0,
         help="before the timed runs, one untimed step per case and trainer with this many completion tokens (0: none)",
     )  # fmt: skip
+    parser.add_argument(
+        "--warmup-full", action="store_true",
+        help="before the timed runs, one untimed TRL step per case at the full completion length: the process-wide "
+        "caches that the first long rollout fills (cuDNN plans for every key length, the allocator) then favour "
+        "neither timed run",
+    )  # fmt: skip
     parser.add_argument("--rounds", type=int_at_least(1), default=2)
     parser.add_argument("--cases", type=case_list, default=list(CASES), help=f"comma-separated: {', '.join(CASES)}")
     parser.add_argument(
@@ -331,6 +342,12 @@ def main() -> None:
                     run(kind, case, opts, tokenizer, dataset, f"{tmp}/warmup_{kind}_{case}", opts.warmup_run_tokens, 1)
                     print(f"warm-up {case:9s} {kind:10s} {opts.warmup_run_tokens} tokens, "
                           f"{time.perf_counter() - start:.1f}s", flush=True)  # fmt: skip
+        if opts.warmup_full:
+            for case in opts.cases:
+                start = time.perf_counter()
+                run("trl", case, opts, tokenizer, dataset, f"{tmp}/warmup_full_{case}", opts.tokens_completion, 1)
+                print(f"full-length warm-up {case:9s} trl {opts.tokens_completion} tokens, "
+                      f"{time.perf_counter() - start:.1f}s", flush=True)  # fmt: skip
         for case in opts.cases:
             for round_ in range(opts.rounds):
                 for kind in ("trl", "attncredit"):

@@ -34,11 +34,12 @@ def table(stdout: str, rows: int) -> list[list[str]]:
 
 def test_bench_step_end_to_end(tmp_path):
     out = tmp_path / "steps.json"
-    args = [*TINY, "--steps", "2", "--warmup", "0", "--warmup-run-tokens", "4", "--regroup-every", "2"]
+    args = [*TINY, "--steps", "2", "--warmup", "0", "--warmup-run-tokens", "4", "--regroup-every", "2", "--warmup-full"]
     stdout = run_script("bench_step.py", [*args, "--json", str(out)])
     for case in ("old-logps", "loss"):
         for kind in ("trl", "attncredit"):
             assert f"warm-up {case:9s} {kind:10s} 4 tokens" in stdout
+        assert f"full-length warm-up {case:9s} trl" in stdout
     records = json.loads(out.read_text())
     assert set(records) == {"old-logps/trl", "old-logps/attncredit", "loss/trl", "loss/attncredit"}
     for key, steps in records.items():
