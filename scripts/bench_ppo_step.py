@@ -25,8 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_step import (  # noqa: E402
     PhaseTimer,
+    add_run_flags,
+    check_run_flags,
     free_memory,
-    int_at_least,
     length_reward,
     prompt_dataset,
     qwen3_model,
@@ -93,22 +94,9 @@ def run(strategy: str, opts, tokenizer, dataset, output_dir: str) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens-prompt", type=int_at_least(1), default=128)
-    parser.add_argument("--tokens-completion", type=int_at_least(1), default=128)
-    parser.add_argument("--batch", type=int_at_least(2), default=16, help="completions per optimizer step")
-    parser.add_argument("--generations", type=int_at_least(2), default=4, help="completions per prompt")
-    parser.add_argument("--steps", type=int_at_least(1), default=4, help="optimizer steps per run")
-    parser.add_argument("--warmup", type=int_at_least(0), default=1, help="untimed first steps of every run")
-    parser.add_argument("--rounds", type=int_at_least(1), default=1)
-    parser.add_argument("--json", default=None, help="also write the raw step records here")
-    parser.add_argument("--layers", type=int_at_least(1), default=28, help="model depth (Qwen3-1.7B: 28)")
-    parser.add_argument("--hidden", type=int_at_least(1), default=2048, help="hidden size (Qwen3-1.7B: 2048)")
-    parser.add_argument("--vocab", type=int_at_least(3), default=151936, help="vocabulary size (Qwen3: 151936)")
+    add_run_flags(parser, tokens_prompt=128, tokens_completion=128, generations=4, steps=4, warmup=1, rounds=1)
     opts = parser.parse_args()
-    if opts.warmup >= opts.steps:
-        parser.error(f"--warmup {opts.warmup} leaves no timed step of --steps {opts.steps}: it must be below it")
-    if opts.batch % opts.generations:
-        parser.error(f"--batch {opts.batch} must be a multiple of --generations {opts.generations} (whole groups)")
+    check_run_flags(parser, opts)
 
     tokenizer = word_tokenizer(opts.vocab)
     dataset = prompt_dataset(opts.vocab, opts.tokens_prompt)

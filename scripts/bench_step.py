@@ -269,16 +269,38 @@ def case_list(text: str) -> list[str]:
     return cases
 
 
+def add_run_flags(parser: argparse.ArgumentParser, **defaults) -> None:
+    """The flags every step benchmark shares (token counts, batch, steps, rounds, model shape, JSON output);
+    ``defaults`` gives each script's own defaults for ``tokens_prompt``, ``tokens_completion``, ``generations``,
+    ``steps``, ``warmup`` and ``rounds``."""
+    parser.add_argument("--tokens-prompt", type=int_at_least(1), default=defaults["tokens_prompt"])
+    parser.add_argument("--tokens-completion", type=int_at_least(1), default=defaults["tokens_completion"])
+    parser.add_argument("--batch", type=int_at_least(2), default=16, help="completions per optimizer step")
+    parser.add_argument("--generations", type=int_at_least(2), default=defaults["generations"],
+                        help="completions per prompt")  # fmt: skip
+    parser.add_argument("--steps", type=int_at_least(1), default=defaults["steps"], help="optimizer steps per run")
+    parser.add_argument("--warmup", type=int_at_least(0), default=defaults["warmup"],
+                        help="untimed first steps of every run")  # fmt: skip
+    parser.add_argument("--rounds", type=int_at_least(1), default=defaults["rounds"])
+    parser.add_argument("--json", default=None, help="also write the raw step records here")
+    parser.add_argument("--layers", type=int_at_least(1), default=28, help="model depth (Qwen3-1.7B: 28)")
+    parser.add_argument("--hidden", type=int_at_least(1), default=2048, help="hidden size (Qwen3-1.7B: 2048)")
+    parser.add_argument("--vocab", type=int_at_least(3), default=151936, help="vocabulary size (Qwen3: 151936)")
+
+
+def check_run_flags(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
+    """One-line errors for the shared flags: a timed step must remain, and the batch must hold whole groups."""
+    if opts.warmup >= opts.steps:
+        parser.error(f"--warmup {opts.warmup} leaves no timed step of --steps {opts.steps}: it must be below it")
+    if opts.batch % opts.generations:
+        parser.error(f"--batch {opts.batch} must be a multiple of --generations {opts.generations} (whole groups)")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; ``--preset`` sets the defaults of the flags it names, explicit flags override them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), help="long: 256 + 4096 tokens, 1 timed step, case loss")
-    parser.add_argument("--tokens-prompt", type=int_at_least(1), default=256)
-    parser.add_argument("--tokens-completion", type=int_at_least(1), default=256)
-    parser.add_argument("--batch", type=int_at_least(2), default=16, help="completions per optimizer step")
-    parser.add_argument("--generations", type=int_at_least(2), default=8, help="completions per prompt")
-    parser.add_argument("--steps", type=int_at_least(1), default=6, help="optimizer steps per run")
-    parser.add_argument("--warmup", type=int_at_least(0), default=2, help="untimed first steps of every run")
+    add_run_flags(parser, tokens_prompt=256, tokens_completion=256, generations=8, steps=6, warmup=2, rounds=2)
     parser.add_argument(
         "--warmup-run-tokens", type=int_at_least(0), default=0,
         help="before the timed runs, one untimed step per case and trainer with this many completion tokens (0: none)",
@@ -289,7 +311,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "caches that the first long rollout fills (cuDNN plans for every key length, the allocator) then favour "
         "neither timed run",
     )  # fmt: skip
-    parser.add_argument("--rounds", type=int_at_least(1), default=2)
     parser.add_argument("--cases", type=case_list, default=list(CASES), help=f"comma-separated: {', '.join(CASES)}")
     parser.add_argument(
         "--regroup-every", type=int_at_least(1), default=1,
@@ -305,20 +326,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="switch SDPA's cuDNN kernel off for both trainers (torch.backends.cuda.enable_cudnn_sdp(False)): cuDNN "
         "plans each new key length once per process, which the first long generation pays token by token",
     )  # fmt: skip
-    parser.add_argument("--json", default=None, help="also write the raw step records here")
-    parser.add_argument("--layers", type=int_at_least(1), default=28, help="model depth (Qwen3-1.7B: 28)")
-    parser.add_argument("--hidden", type=int_at_least(1), default=2048, help="hidden size (Qwen3-1.7B: 2048)")
-    parser.add_argument("--vocab", type=int_at_least(3), default=151936, help="vocabulary size (Qwen3: 151936)")
     preset = parser.parse_known_args(argv)[0].preset
     if preset:
         parser.set_defaults(**PRESETS[preset])
     opts = parser.parse_args(argv)
-    timed = opts.steps - opts.warmup
-    if timed < 1:
-        parser.error(f"--warmup {opts.warmup} leaves no timed step of --steps {opts.steps}: it must be below it")
-    if opts.batch % opts.generations:
-        parser.error(f"--batch {opts.batch} must be a multiple of --generations {opts.generations} (whole groups)")
-    if "old-logps" in opts.cases and timed % 2:
+    check_run_flags(parser, opts)
+    if "old-logps" in opts.cases and (opts.steps - opts.warmup) % 2:
         parser.error(
             f"case old-logps generates on every other step: --steps {opts.steps} minus --warmup {opts.warmup} "
             f"must be even so that the timed steps amortise generation and the old-log-prob forward"
