@@ -157,6 +157,8 @@ def _bad_inputs():
     left = torch.tensor([[0, 0, 1, 1, 1, 1]] * 2)
     nan_q = q.clone()
     nan_q[1, 2, 3, 0] = float("nan")
+    nan_lse = torch.zeros(2, 4, 6)
+    nan_lse[1, 0, 2] = float("nan")
     return [  # (query, key, kwargs, message pattern)
         (q[0], k, {}, r"query must be \[B, Hq, N, D\]"),
         (q, k[0], {}, r"key must be \[B, Hkv, N, D\]"),
@@ -180,6 +182,11 @@ def _bad_inputs():
         (q, k, dict(scaling=float("nan")), r"scaling must be a finite number"),
         (nan_q, k, {}, r"query has NaN or inf at a real token \(batch 1, position 3\)"),
         (q, k * float("inf"), {}, r"key has NaN or inf at a real token \(batch 0, position 0\)"),
+        (q, k, dict(row_lse=torch.zeros(2, 4, 5)), r"row_lse must be \[B=2, Hq=4, >=N=6\], got \(2, 4, 5\)"),
+        (q, k, dict(row_lse=torch.zeros(2, 4, 6, dtype=torch.long)), r"row_lse must be a float tensor on cpu"),
+        (q, k, dict(row_lse=nan_lse, response_mask=ones), r"row_lse has NaN or inf at a response row \(batch 1, "
+         r"position 2\); only other rows may"),
+        (q, k, dict(head_distance=1), r"head_distance must be True or False, got 1"),
     ]
 
 
@@ -187,6 +194,20 @@ def _bad_inputs():
 def test_bad_input_raises_value_error(query, key, kwargs, message):
     with pytest.raises(ValueError, match=message):
         attention_stats(query, key, **{"backend": "torch", **kwargs})
+
+
+def test_row_lse_may_be_anything_outside_the_response():
+    q, k = torch.randn(2, 4, 6, 8), torch.randn(2, 2, 6, 8)
+    lse = torch.logsumexp(  # the exact normaliser of the response rows 3..5; NaN on a prompt row
+        (q @ k.repeat_interleave(2, 1).transpose(-1, -2) * 8**-0.5).masked_fill(~torch.ones(6, 6).tril().bool(), -1e30),
+        -1,
+    )
+    lse[0, 1, 1] = float("nan")
+    late = torch.tensor([[0, 0, 0, 1, 1, 1]] * 2)
+    out = attention_stats(q, k, response_mask=late, row_lse=lse, head_distance=False, backend="torch")
+    ref = attention_stats(q, k, response_mask=late, backend="dense")
+    assert out.head_distance is None
+    torch.testing.assert_close(out.waad, ref.waad, atol=1e-5, rtol=1e-5)
 
 
 PEAK_MEMORY_SCRIPT = """

@@ -146,10 +146,16 @@ def _is_int(x):
 
 def _check_finite(name, x, attn):
     """Reject NaN/inf in ``x`` [B, H, N, D] at real tokens; padding may hold anything. One reduction, [B, N] memory."""
-    bad = ~torch.isfinite(x.sum(dim=(1, 3), dtype=torch.float32)) & attn
+    _raise_first_non_finite(name, torch.isfinite(x.sum(dim=(1, 3), dtype=torch.float32)), attn, "a real token",
+                            "padding")  # fmt: skip
+
+
+def _raise_first_non_finite(name, finite, where, where_name, others_name) -> None:
+    """Raise naming the first (batch, position) that ``where`` [B, N] marks and ``finite`` [B, N] does not."""
+    bad = ~finite & where
     if bool(bad.any()):
         i, t = (int(v) for v in bad.nonzero()[0])
-        raise ValueError(f"{name} has NaN or inf at a real token (batch {i}, position {t}); only padding may")
+        raise ValueError(f"{name} has NaN or inf at {where_name} (batch {i}, position {t}); only {others_name} may")
 
 
 def dense_attention_stats(
@@ -301,7 +307,5 @@ def _check_row_lse(row_lse, query, response_mask) -> None:
         raise ValueError(f"row_lse must be [B={b}, Hq={hq}, >=N={n}], got {shape}")
     if row_lse.device != query.device or not row_lse.is_floating_point():
         raise ValueError(f"row_lse must be a float tensor on {query.device}, got {row_lse.dtype} on {row_lse.device}")
-    bad = ~torch.isfinite(row_lse[..., :n]).all(1) & response_mask
-    if bool(bad.any()):
-        i, t = (int(v) for v in bad.nonzero()[0])
-        raise ValueError(f"row_lse has NaN or inf at a response row (batch {i}, position {t}); only other rows may")
+    _raise_first_non_finite("row_lse", torch.isfinite(row_lse[..., :n]).all(1), response_mask, "a response row",
+                            "other rows")  # fmt: skip
