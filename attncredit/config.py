@@ -6,6 +6,7 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 
+import torch
 from trl import GRPOConfig
 
 from .attention.groups import GROUPING_MODES
@@ -256,6 +257,10 @@ class AnchorGRPOConfig(GRPOConfig):
         if self.bf16 is None:  # TRL's default is bf16 on; take it only where bf16 runs
             self.bf16 = not self.fp16 and _bf16_available(self.use_cpu)
         super().__post_init__()
+        if self.dataloader_pin_memory and not torch.accelerator.is_available():
+            # As TrainingArguments does for use_cpu: pinned memory only serves an accelerator, and torch would warn
+            # at every epoch of a run on a machine without one.
+            self.dataloader_pin_memory = False
         if not (self.bf16 or self.fp16) and isinstance(self.model_init_kwargs, (dict, type(None))):
             # Without mixed precision, train float32 weights (a bf16 checkpoint would otherwise load as bf16).
             self.model_init_kwargs = {"dtype": "float32", **(self.model_init_kwargs or {})}

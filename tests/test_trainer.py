@@ -95,6 +95,15 @@ def test_config_rejects_bad_credit_values(tmp_path):
         AnchorGRPOConfig(output_dir=str(tmp_path), credit_gamma_amp=0.5, report_to="none", use_cpu=True)
 
 
+def test_pinned_memory_is_off_without_an_accelerator(tmp_path, monkeypatch):
+    """TRL pins dataloader memory by default; without an accelerator torch warns at every epoch, so it is off."""
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    assert AnchorGRPOConfig(output_dir=str(tmp_path), report_to="none").dataloader_pin_memory is False
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    assert AnchorGRPOConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True).dataloader_pin_memory is False
+    assert AnchorGRPOConfig(output_dir=str(tmp_path), report_to="none", bf16=False).dataloader_pin_memory is True
+
+
 def test_nan_reward_fails_naming_the_function_and_step(tiny_qwen2, tmp_path):
     from attncredit.errors import NonFiniteTrainingError
 
