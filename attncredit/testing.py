@@ -4,8 +4,8 @@
 (Qwen2, Qwen3, Llama or Mistral; and for the attention-variant coverage, :data:`VARIANT_ARCHS`: Gemma 2 with
 logit softcapping and sliding windows, Gemma 3, GPT-OSS with sinks, Nemotron-H with Mamba/attention/MoE layers,
 Mistral with a short sliding window) and a byte-level BPE tokenizer with a ChatML chat template, so every code
-path that takes a model name (TRL, vLLM, the scripts) can run on it without the hub. ``build_tiny_vlm()``
-returns a tiny LLaVA vision-language model and its processor, built offline. ``head_dim`` defaults to
+path that takes a model name (TRL, vLLM, the scripts) can run on it without the hub. ``build_tiny_vlm(arch=...)``
+returns a tiny vision-language model (LLaVA or Gemma 3) and its processor, built offline. ``head_dim`` defaults to
 64, the smallest head size vLLM's CPU attention backend accepts.
 """
 
@@ -144,39 +144,72 @@ VLM_CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_vlm(seed: int = 0, num_layers: int = 4):
-    """A tiny random LLaVA (CLIP vision tower, Qwen2 language model) and its processor, built offline.
+VLM_ARCHS = ("llava", "gemma3")
 
-    Images are 28 x 28 pixels: 4 patches of 14, i.e. 4 ``<image>`` tokens in the prompt. The processor uses the
-    PIL image processor (no torchvision) and a ChatML template that renders ``{"type": "image"}`` parts.
-    Returns ``(model, processor)``, the model in float32 on CPU.
+
+def build_tiny_vlm(seed: int = 0, num_layers: int = 4, arch: str = "llava"):
+    """A tiny random vision-language model of ``arch`` and its processor, built offline.
+
+    ``llava``: CLIP vision tower, Qwen2 language model. ``gemma3``: SigLIP vision tower, Gemma 3 language model
+    (sliding window 8 on five layers in six, ``query_pre_attn_scalar`` 8; image tokens attend to each other
+    bidirectionally, marked by ``token_type_ids``). Images are 28 x 28 pixels: 4 patches of 14, i.e. 4 image tokens
+    in the prompt (Gemma 3 wraps them in ``<start_of_image>`` ... ``<end_of_image>``). The processors use PIL
+    image processors (no torchvision) and a ChatML template that renders ``{"type": "image"}`` parts; a Gemma 3
+    processor takes one list of images per prompt. Returns ``(model, processor)``, the model in float32 on CPU.
     """
-    from transformers import AutoConfig, AutoModelForImageTextToText, CLIPImageProcessor, LlavaProcessor
+    from transformers import AutoConfig, AutoModelForImageTextToText
 
+    if arch not in VLM_ARCHS:
+        raise ValueError(f"arch must be one of {VLM_ARCHS}, got {arch!r}")
     tokenizer = build_tiny_tokenizer()
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    config = AutoConfig.for_model(
-        "llava",
-        text_config=dict(
-            model_type="qwen2", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-            num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        ),
-        vision_config=dict(
-            model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, image_size=28, patch_size=14, projection_dim=32,
-        ),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="default",
+    image_marks = ["<image>"] if arch == "llava" else ["<start_of_image>", "<image_soft_token>", "<end_of_image>"]
+    tokenizer.add_special_tokens({"additional_special_tokens": image_marks})
+    text_config = dict(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=num_layers,
+        num_attention_heads=4, num_key_value_heads=2, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
+    vision_config = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         image_size=28, patch_size=14)  # fmt: skip
+    template = VLM_CHAT_TEMPLATE
+    if arch == "llava":
+        config = AutoConfig.for_model(
+            "llava",
+            text_config=dict(model_type="qwen2", **text_config),
+            vision_config=dict(model_type="clip_vision_model", projection_dim=32, **vision_config),
+            image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+            vision_feature_layer=-1,
+            vision_feature_select_strategy="default",
+        )
+    else:
+        boi, image, eoi = (tokenizer.convert_tokens_to_ids(t) for t in image_marks)
+        tokenizer.boi_token, tokenizer.image_token, tokenizer.eoi_token = image_marks
+        tokenizer.boi_token_id, tokenizer.image_token_id, tokenizer.eoi_token_id = boi, image, eoi
+        config = AutoConfig.for_model(
+            "gemma3",
+            text_config=dict(model_type="gemma3_text", head_dim=16, sliding_window=8, query_pre_attn_scalar=8,
+                             bos_token_id=None, **text_config),  # fmt: skip
+            vision_config=dict(model_type="siglip_vision_model", **vision_config),
+            mm_tokens_per_image=4, boi_token_index=boi, eoi_token_index=eoi, image_token_index=image,
+        )
+        template = template.replace("'<image>'", "'<start_of_image>'")
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
-    processor = LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=14, num_additional_image_tokens=1,
-        vision_feature_select_strategy="default", image_token="<image>", chat_template=VLM_CHAT_TEMPLATE,
-    )
+    if arch == "llava":
+        from transformers import CLIPImageProcessor, LlavaProcessor
+
+        image_processor = CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+        processor = LlavaProcessor(
+            image_processor=image_processor, tokenizer=tokenizer, patch_size=14, num_additional_image_tokens=1,
+            vision_feature_select_strategy="default", image_token="<image>", chat_template=template,
+        )
+    else:
+        from transformers.models.gemma3 import Gemma3ImageProcessorPil, Gemma3Processor
+
+        processor = Gemma3Processor(
+            image_processor=Gemma3ImageProcessorPil(size={"height": 28, "width": 28}), tokenizer=tokenizer,
+            chat_template=template, image_seq_length=4,
+        )
     return model, processor

@@ -172,16 +172,26 @@ def _vlm_batch(processor, n_images=3, completion=6):
         for i in range(n_images)
     ]
     processor.tokenizer.padding_side = "left"
-    inputs = processor(text=texts, images=images, padding=True, return_tensors="pt")
+    inputs = processor(text=texts, images=[[image] for image in images], padding=True, return_tensors="pt")
     response_mask = torch.zeros_like(inputs["attention_mask"])
     response_mask[:, -completion:] = 1
     return inputs, response_mask
 
 
-def test_vlm_language_model_statistics_with_image_tokens_as_prompt():
+VLM_EXPECTED = {  # arch: (layers, attention layer types, default probe layers)
+    "llava": (4, {i: "full_attention" for i in range(4)}, [1, 2]),
+    "gemma3": (6, {**{i: "sliding_attention" for i in range(5)}, 5: "full_attention"}, [2, 3, 4]),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(VLM_EXPECTED))
+def test_vlm_language_model_statistics_with_image_tokens_as_prompt(arch):
+    """Gemma 3's image tokens attend to each other both ways; they are prompt rows, which the statistics never
+    read as queries, so its completion rows still match the eager probabilities."""
     from attncredit.testing import build_tiny_vlm
 
-    model, processor = build_tiny_vlm()
+    num_layers, types, probes = VLM_EXPECTED[arch]
+    model, processor = build_tiny_vlm(num_layers=num_layers, arch=arch)
     model.eval()
     inputs, response_mask = _vlm_batch(processor)
     image_token = model.config.image_token_id
@@ -194,9 +204,9 @@ def test_vlm_language_model_statistics_with_image_tokens_as_prompt():
     with torch.no_grad():
         probabilities = eager(**inputs, output_attentions=True).attentions  # the language model's layers
     enable_recording(model)
-    assert attention_layer_types(model) == {i: "full_attention" for i in range(4)}
-    layers = model_probe_layers(model)
-    assert layers == [1, 2]
+    assert attention_layer_types(model) == types
+    assert model_probe_layers(model) == probes
+    layers = sorted(types)  # every attention layer, Gemma 3's global one (which sees the image) included
     with torch.no_grad(), record_attention(
         model, layers, inputs["attention_mask"], response_mask, window=WINDOW, fai_horizon=(1, 40), backend="torch"
     ) as rec:
@@ -210,11 +220,13 @@ def test_vlm_language_model_statistics_with_image_tokens_as_prompt():
         )
         for value, ref in zip((rec.stats[layer].head_distance, rec.stats[layer].waad, rec.stats[layer].fai), expected):
             torch.testing.assert_close(value.double(), ref, atol=1e-5, rtol=0.0)
-        fai = rec.stats[layer].fai.transpose(1, 2)[inputs["input_ids"] == image_token]  # [image tokens, heads]
-        assert float(fai.max()) > 0  # the completion attends to the image tokens
+    # the completion attends to the image tokens (Gemma 3: at its global layer, beyond the sliding windows)
+    fai = torch.stack([rec.stats[layer].fai.transpose(1, 2)[inputs["input_ids"] == image_token] for layer in layers])
+    assert float(fai.max()) > 0
 
 
-def test_vlm_coupled_credit_trains_on_the_text_completion(tmp_path):
+@pytest.mark.parametrize("arch", sorted(VLM_EXPECTED))
+def test_vlm_coupled_credit_trains_on_the_text_completion(tmp_path, arch):
     import numpy as np
     from datasets import Dataset
     from PIL import Image
@@ -222,7 +234,7 @@ def test_vlm_coupled_credit_trains_on_the_text_completion(tmp_path):
     from attncredit import AnchorGRPOConfig, AnchorGRPOTrainer
     from attncredit.testing import build_tiny_vlm
 
-    model, processor = build_tiny_vlm()
+    model, processor = build_tiny_vlm(num_layers=VLM_EXPECTED[arch][0], arch=arch)
     rng = np.random.default_rng(0)
     dataset = Dataset.from_list([
         {
