@@ -70,7 +70,7 @@ def test_readme_python_blocks_run_offline_as_written(tmp_path):
     embedded SmolLM2)."""
     blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
     assert blocks
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     for i, code in enumerate(blocks):
         proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, f"README python block {i}:\n{code}\n{proc.stderr[-3000:]}"
