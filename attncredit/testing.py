@@ -3,7 +3,8 @@
 ``save_tiny_model(folder, arch=...)`` writes a randomly initialised causal LM of a real architecture
 (Qwen2, Qwen3, Llama or Mistral; and for the attention-variant coverage, :data:`VARIANT_ARCHS`: Gemma 2 with
 logit softcapping and sliding windows, Gemma 3, GPT-OSS with sinks, Nemotron-H with Mamba/attention/MoE layers,
-Mistral with a short sliding window) and a byte-level BPE tokenizer with a ChatML chat template, so every code
+Mistral with a short sliding window, DeepSeek-V3 with multi-head latent attention, Qwen3-Next with Gated
+DeltaNet/attention layers) and a byte-level BPE tokenizer with a ChatML chat template, so every code
 path that takes a model name (TRL, vLLM, the scripts) can run on it without the hub. ``build_tiny_vlm(arch=...)``
 returns a tiny vision-language model (LLaVA or Gemma 3) and its processor, built offline. ``head_dim`` defaults to
 64, the smallest head size vLLM's CPU attention backend accepts.
@@ -47,6 +48,19 @@ VARIANT_ARCHS = {
         n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=64, moe_shared_expert_intermediate_size=64,
     )),
     "mistral_sliding": ("mistral", dict(sliding_window=8)),
+    # multi-head latent attention: queries and keys of 8 + 16 (rotary, = head_dim) dims from low-rank projections,
+    # values of 16, one key per query head (num_key_value_heads None: as many as query heads); MoE after layer 0
+    "deepseek_v3": ("deepseek_v3", dict(
+        num_key_value_heads=None, q_lora_rank=32, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=16,
+        v_head_dim=16, n_routed_experts=4,
+        num_experts_per_tok=2, moe_intermediate_size=32, first_k_dense_replace=1, n_group=1, topk_group=1,
+    )),
+    # hybrid: Gated DeltaNet and gated softmax attention (rotary on half of each head) in turn, MoE
+    "qwen3_next": ("qwen3_next", dict(
+        layer_types=["linear_attention", "full_attention"] * 3, partial_rotary_factor=0.5, linear_num_value_heads=4,
+        linear_num_key_heads=2, linear_key_head_dim=16, linear_value_head_dim=16, num_experts=4, num_experts_per_tok=2,
+        moe_intermediate_size=32, shared_expert_intermediate_size=32,
+    )),
 }
 
 
@@ -96,8 +110,7 @@ def build_tiny_model(
     if arch not in ARCHS and arch not in VARIANT_ARCHS:
         raise ValueError(f"arch must be one of {ARCHS + tuple(VARIANT_ARCHS)}, got {arch!r}")
     model_type, extra = VARIANT_ARCHS.get(arch, (arch, {}))
-    config = AutoConfig.for_model(
-        model_type,
+    fields = dict(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
@@ -110,8 +123,8 @@ def build_tiny_model(
         eos_token_id=eos_token_id,
         pad_token_id=pad_token_id,
         bos_token_id=None,
-        **extra,
     )
+    config = AutoConfig.for_model(model_type, **{**fields, **extra})  # an architecture's own fields win
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 

@@ -1,5 +1,7 @@
 """Every attention variant TRL trains: Gemma 2 (softcapping, sliding windows), Gemma 3 (sliding windows), GPT-OSS
-(sinks, sliding windows), Nemotron-H (Mamba/attention/MoE hybrid), Mistral (sliding window on every layer).
+(sinks, sliding windows), Nemotron-H (Mamba/attention/MoE hybrid), Mistral (sliding window on every layer),
+DeepSeek-V3 (multi-head latent attention: query/key and value head sizes differ), Qwen3-Next (Gated DeltaNet /
+gated attention hybrid, partial rotary), and the vision-language models LLaVA, Gemma 3 and Qwen2.5-VL.
 
 For each tiny random model: recording follows the model's own attention path (logits bit-identical to the same
 model without recording), the recorded statistics equal Eq. 7, 9, 10 applied to the model's own eager attention
@@ -36,6 +38,9 @@ EXPECTED = {  # arch: (route, attention layer types, default probe layers, globa
     "nemotron_h": (ATTN_IMPLEMENTATION, {1: "full_attention", 3: "full_attention", 5: "full_attention"}, [3, 5],
                    [3, 5]),
     "mistral_sliding": (ATTN_IMPLEMENTATION, {i: "sliding_attention" for i in range(6)}, [2, 3, 4], None),
+    "deepseek_v3": (ATTN_IMPLEMENTATION, {i: "full_attention" for i in range(6)}, [2, 3, 4], [2, 3, 4]),
+    "qwen3_next": (ATTN_IMPLEMENTATION, {1: "full_attention", 3: "full_attention", 5: "full_attention"}, [3, 5],
+                   [3, 5]),
 }
 WINDOW, HORIZON = 4, (2, 12)
 
@@ -75,7 +80,8 @@ def test_recording_follows_the_model_and_matches_its_eager_probabilities(arch):
     else:
         assert model_probe_layers(model, global_only=True) == global_probes
     layers = sorted(types)
-    backends = ["dense", "torch"] + (["triton"] if arch in ("gemma2", "gpt_oss") else [])  # triton: interpreter on CPU
+    # triton (the interpreter on CPU) for softcapping, sinks and MLA's 24-dim queries and keys
+    backends = ["dense", "torch"] + (["triton"] if arch in ("gemma2", "gpt_oss", "deepseek_v3") else [])
     for backend in backends:
         with torch.no_grad(), record_attention(
             model, layers, attention_mask, response_mask, window=WINDOW, fai_horizon=HORIZON, backend=backend
