@@ -3,8 +3,9 @@
 ``save_tiny_model(folder, arch=...)`` writes a randomly initialised causal LM of a real architecture
 (Qwen2, Qwen3, Llama or Mistral; and for the attention-variant coverage, :data:`VARIANT_ARCHS`: Gemma 2 with
 logit softcapping and sliding windows, Gemma 3, GPT-OSS with sinks, Nemotron-H with Mamba/attention/MoE layers,
-Mistral with a short sliding window, DeepSeek-V3 with multi-head latent attention, Qwen3-Next with Gated
-DeltaNet/attention layers) and a byte-level BPE tokenizer with a ChatML chat template, so every code
+Mistral with a short sliding window, DeepSeek-V3 with multi-head latent attention, Qwen3-Next and Qwen3.5 with
+Gated DeltaNet/attention layers, Falcon-H1 with attention and Mamba in parallel, LFM2 with convolution/attention
+layers) and a byte-level BPE tokenizer with a ChatML chat template, so every code
 path that takes a model name (TRL, vLLM, the scripts) can run on it without the hub. ``build_tiny_vlm(arch=...)``
 returns a tiny vision-language model (LLaVA or Gemma 3) and its processor, built offline. ``head_dim`` defaults to
 64, the smallest head size vLLM's CPU attention backend accepts.
@@ -61,6 +62,17 @@ VARIANT_ARCHS = {
         linear_num_key_heads=2, linear_key_head_dim=16, linear_value_head_dim=16, num_experts=4, num_experts_per_tok=2,
         moe_intermediate_size=32, shared_expert_intermediate_size=32,
     )),
+    # Qwen3.5's language model: Gated DeltaNet / gated attention in turn, dense MLP
+    "qwen3_5": ("qwen3_5_text", dict(
+        layer_types=["linear_attention", "full_attention"] * 3, linear_num_value_heads=4, linear_num_key_heads=2,
+        linear_key_head_dim=16, linear_value_head_dim=16,
+    )),
+    # parallel hybrid: softmax attention and Mamba-2 side by side in every layer (layer type "hybrid")
+    "falcon_h1": ("falcon_h1", dict(
+        mamba_d_ssm=64, mamba_n_heads=4, mamba_d_head=16, mamba_d_state=16, mamba_n_groups=1, mamba_chunk_size=16,
+    )),
+    # hybrid: gated short convolutions and attention in turn
+    "lfm2": ("lfm2", dict(layer_types=["conv", "full_attention"] * 3, block_ff_dim=128)),
 }
 
 

@@ -1,7 +1,8 @@
 """Every attention variant TRL trains: Gemma 2 (softcapping, sliding windows), Gemma 3 (sliding windows), GPT-OSS
 (sinks, sliding windows), Nemotron-H (Mamba/attention/MoE hybrid), Mistral (sliding window on every layer),
-DeepSeek-V3 (multi-head latent attention: query/key and value head sizes differ), Qwen3-Next (Gated DeltaNet /
-gated attention hybrid, partial rotary), and the vision-language models LLaVA, Gemma 3 and Qwen2.5-VL.
+DeepSeek-V3 (multi-head latent attention: query/key and value head sizes differ), Qwen3-Next and Qwen3.5 (Gated
+DeltaNet / gated attention hybrids), Falcon-H1 (attention and Mamba in parallel in each layer), LFM2 (convolution /
+attention hybrid), and the vision-language models LLaVA, Gemma 3 and Qwen2.5-VL.
 
 For each tiny random model: recording follows the model's own attention path (logits bit-identical to the same
 model without recording), the recorded statistics equal Eq. 7, 9, 10 applied to the model's own eager attention
@@ -41,6 +42,9 @@ EXPECTED = {  # arch: (route, attention layer types, default probe layers, globa
     "deepseek_v3": (ATTN_IMPLEMENTATION, {i: "full_attention" for i in range(6)}, [2, 3, 4], [2, 3, 4]),
     "qwen3_next": (ATTN_IMPLEMENTATION, {1: "full_attention", 3: "full_attention", 5: "full_attention"}, [3, 5],
                    [3, 5]),
+    "qwen3_5": (ATTN_IMPLEMENTATION, {1: "full_attention", 3: "full_attention", 5: "full_attention"}, [3, 5], [3, 5]),
+    "falcon_h1": (ATTN_IMPLEMENTATION, {i: "full_attention" for i in range(6)}, [2, 3, 4], [2, 3, 4]),
+    "lfm2": (ATTN_IMPLEMENTATION, {1: "full_attention", 3: "full_attention", 5: "full_attention"}, [3, 5], [3, 5]),
 }
 WINDOW, HORIZON = 4, (2, 12)
 
@@ -95,6 +99,16 @@ def test_recording_follows_the_model_and_matches_its_eager_probabilities(arch):
                 torch.testing.assert_close(value.double(), ref, atol=1e-5, rtol=0.0)
     with torch.no_grad():
         assert torch.equal(model(input_ids, attention_mask=attention_mask).logits, stock)
+
+
+@pytest.mark.parametrize("arch", sorted(VARIANT_ARCHS))
+def test_config_reading_without_the_probe_forward_agrees_with_it(arch):
+    """Under FSDP/ZeRO the trainer enables recording with ``verify=False`` (no probe forward: parameters are
+    sharded); the route and layer types it reads from the config must be those the probe forward finds."""
+    route, types, _, _ = EXPECTED[arch]
+    unverified = enable_recording(_model(arch), verify=False)
+    assert unverified.config._attn_implementation == route
+    assert attention_layer_types(unverified) == types
 
 
 def test_explicit_probe_layers_must_be_attention_layers():

@@ -62,6 +62,7 @@ _INNER = {ATTN_IMPLEMENTATION: "sdpa", EAGER_IMPLEMENTATION: "eager"}
 _RECORDER_ATTR = "_attncredit_recorder"  # set in an attention module's __dict__ while it is recorded
 _LAYERS_ATTR = "_attncredit_attention_layers"  # {layer: layer type} of the attention layers, set by enable_recording
 RECORDABLE_LAYER_TYPES = ("full_attention", "sliding_attention")  # transformers' names; others are refused
+PARALLEL_HYBRID_TYPES = ("hybrid",)  # config layer types of blocks with softmax attention beside Mamba (Falcon-H1)
 
 
 class RecordingUnsupportedError(ConfigError):
@@ -196,8 +197,10 @@ class _LayerDiscovery:
 
 
 def _layer_type(config_type, sliding_window) -> str:
-    """transformers' layer type of an attention layer: the config's ``layer_types`` entry, else from its window."""
-    if config_type is not None:
+    """transformers' layer type of an attention layer: the config's ``layer_types`` entry where it names an
+    attention kind (``full_attention``, ``sliding_attention``, ``chunked_attention``, ...), else (no entry, or a
+    block type such as Falcon-H1's ``hybrid``: attention beside Mamba in one layer) full or sliding by its window."""
+    if config_type is not None and "attention" in config_type:
         return config_type
     return "full_attention" if sliding_window is None else "sliding_attention"
 
@@ -258,7 +261,7 @@ def enable_recording(model: nn.Module, *, verify: bool = True) -> nn.Module:
         windows = {
             layer: (window if kind == "sliding_attention" or (not config_types and window) else None)
             for layer, kind in enumerate(kinds)
-            if "attention" in kind and kind != "linear_attention"
+            if ("attention" in kind and kind != "linear_attention") or kind in PARALLEL_HYBRID_TYPES
         }
     use_eager = inner == "eager" or modifiers or not getattr(base, "_supports_sdpa", False)
     _switch(base, EAGER_IMPLEMENTATION if use_eager else ATTN_IMPLEMENTATION)
@@ -306,8 +309,9 @@ def _probe_forward(base: PreTrainedModel) -> dict[int, dict]:
 def attention_layer_types(model: nn.Module) -> dict[int, str]:
     """``{layer: type}`` of the softmax-attention layers of a model prepared with :func:`enable_recording`.
 
-    Types are transformers' names (``full_attention``, ``sliding_attention``, ...); Mamba, linear-attention and MLP
-    layers of hybrid models (Nemotron-H, Qwen3-Next) are not listed.
+    Types are transformers' names (``full_attention``, ``sliding_attention``, ...); Mamba, linear-attention,
+    convolution and MLP layers of hybrid models (Nemotron-H, Qwen3-Next, LFM2) are not listed, and a layer with
+    attention beside Mamba (Falcon-H1's ``hybrid``) is listed as full or sliding attention by its window.
     """
     base = _transformers_model(model)
     layers = base.__dict__.get(_LAYERS_ATTR)
