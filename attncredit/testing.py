@@ -1,14 +1,14 @@
 """Tiny random models for tests and quick demos, built offline.
 
-``save_tiny_model(folder, arch=...)`` writes a randomly initialised causal LM of a real architecture
-(Qwen2, Qwen3, Llama or Mistral; and for the attention-variant coverage, :data:`VARIANT_ARCHS`: Gemma 2 with
-logit softcapping and sliding windows, Gemma 3, GPT-OSS with sinks, Nemotron-H with Mamba/attention/MoE layers,
-Mistral with a short sliding window, DeepSeek-V3 with multi-head latent attention, Qwen3-Next and Qwen3.5 with
-Gated DeltaNet/attention layers, Falcon-H1 with attention and Mamba in parallel, LFM2 with convolution/attention
-layers) and a byte-level BPE tokenizer with a ChatML chat template, so every code
-path that takes a model name (TRL, vLLM, the scripts) can run on it without the hub. ``build_tiny_vlm(arch=...)``
-returns a tiny vision-language model (LLaVA or Gemma 3) and its processor, built offline. ``head_dim`` defaults to
-64, the smallest head size vLLM's CPU attention backend accepts.
+``save_tiny_model(folder, arch=...)`` writes a randomly initialised causal LM of a real architecture (Qwen2, Qwen3,
+Llama or Mistral; and for the attention-variant coverage, :data:`VARIANT_ARCHS`: Gemma 2 with logit softcapping and
+sliding windows, Gemma 3, GPT-OSS with sinks, Nemotron-H with Mamba/attention/MoE layers, Mistral with a short
+sliding window, DeepSeek-V3 with multi-head latent attention, Qwen3-Next and Qwen3.5 with Gated DeltaNet/attention
+layers, Falcon-H1 with attention and Mamba in parallel, LFM2 with convolution/attention layers) and a byte-level
+BPE tokenizer with a ChatML chat template, so every code path that takes a model name (TRL, vLLM, the scripts) can
+run on it without the hub. ``build_tiny_vlm(arch=...)`` returns a tiny vision-language model (LLaVA or Gemma 3) and
+its processor, built offline. ``head_dim`` defaults to 64, the smallest head size vLLM's CPU attention backend
+accepts.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ VARIANT_ARCHS = {
     # values of 16, one key per query head (num_key_value_heads None: as many as query heads); MoE after layer 0
     "deepseek_v3": ("deepseek_v3", dict(
         num_key_value_heads=None, q_lora_rank=32, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=16,
-        v_head_dim=16, n_routed_experts=4,
-        num_experts_per_tok=2, moe_intermediate_size=32, first_k_dense_replace=1, n_group=1, topk_group=1,
+        v_head_dim=16, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, first_k_dense_replace=1,
+        n_group=1, topk_group=1,
     )),
     # hybrid: Gated DeltaNet and gated softmax attention (rotary on half of each head) in turn, MoE
     "qwen3_next": ("qwen3_next", dict(
