@@ -71,7 +71,10 @@ def _convert_gguf(entry: EmbeddedModel, src: Path, dst: Path) -> None:
 
     tmp = dst.with_name(dst.name + ".tmp")
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=entry.gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=entry.gguf_file, dtype=torch.bfloat16)
+    # transformers dequantises in float32 (and asks for float32 in a log line otherwise); the bf16 cast after it
+    # gives the same bits as loading in bf16 (checked on SmolLM2's Q4_1)
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=entry.gguf_file, dtype=torch.float32)
+    model = model.to(torch.bfloat16)
     # transformers refuses to save a model that still carries its GGUF quantizer, although the weights are
     # already dequantised in memory.
     model.hf_quantizer = None
