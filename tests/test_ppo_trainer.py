@@ -304,3 +304,66 @@ def test_completions_table_shows_each_completions_mean_gae_advantage(tiny_qwen2,
     assert logged_table[-len(expected):] == pytest.approx(expected, abs=1e-6)
     # whitened token advantages: the per-completion means are not TRL's group advantages, which are 0 for n = 1
     assert any(abs(v) > 1e-3 for v in expected)
+
+
+def _image_prompts(n=8):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    return Dataset.from_list([
+        {
+            "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"{i} + {i} ="}]}],
+            "image": Image.fromarray((rng.random((40, 40, 3)) * 255).astype("uint8")),
+        }
+        for i in range(n)
+    ])
+
+
+def test_critic_values_see_the_image():
+    """A vision-language critic's values of one text differ with the image: the vision inputs reach its backbone."""
+    import numpy as np
+    from PIL import Image
+
+    from attncredit.ppo.critic import ValueModel
+    from attncredit.testing import build_tiny_vlm
+
+    model, processor = build_tiny_vlm()
+    critic = ValueModel.from_causal_lm(model).eval()
+    torch.nn.init.normal_(critic.value_head.weight)
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "1 + 1 ="}]}],
+        add_generation_prompt=True, tokenize=False,
+    ) + "2 3 4"  # fmt: skip
+    values = []
+    for seed in (0, 1):
+        image = Image.fromarray((np.random.default_rng(seed).random((40, 40, 3)) * 255).astype("uint8"))
+        inputs = processor(text=[text], images=[[image]], return_tensors="pt")
+        vision = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+        with torch.no_grad():
+            values.append(critic(inputs["input_ids"], inputs["attention_mask"], 3, **vision))
+    assert not torch.allclose(values[0], values[1])
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "llava"])
+def test_vision_language_ppo_gives_the_critic_the_images(tmp_path, arch):
+    """PPO on a VLM: the critic's rollout values and its update both read the rollout's images (and, for Gemma 3,
+    the token type ids that make image tokens attend to each other), not the image placeholder tokens alone."""
+    from attncredit.testing import build_tiny_vlm
+
+    model, processor = build_tiny_vlm(num_layers=6 if arch == "gemma3" else 4, arch=arch)
+    trainer = AnchorPPOTrainer(
+        model=model,
+        reward_funcs=digit_reward,
+        args=AnchorPPOConfig(**tiny_args(tmp_path, trainer="ppo", max_completion_length=8)),
+        train_dataset=_image_prompts(),
+        processing_class=processor,
+    )
+    seen = []
+    backbone = trainer.accelerator.unwrap_model(trainer.critic).backbone
+    backbone.register_forward_pre_hook(lambda module, args, kwargs: seen.append(sorted(kwargs)), with_kwargs=True)
+    trainer.train()
+    assert len(seen) == 4  # per step: the rollout's values, then one update
+    expected = {"pixel_values", "token_type_ids"} if arch == "gemma3" else {"pixel_values"}
+    assert all(expected <= set(keys) for keys in seen), seen
+    assert all("critic/value_loss" in h for h in trainer.state.log_history[:2])

@@ -73,8 +73,15 @@ class ValueModel(nn.Module):
         self.backbone.save_pretrained(folder, state_dict=backbone)
         save_file(head, os.path.join(folder, VALUE_HEAD_FILE))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int) -> torch.Tensor:
-        """Values (B, logits_to_keep) of the states before the last ``logits_to_keep`` tokens, in float32."""
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int, **vision_inputs
+    ) -> torch.Tensor:
+        """Values (B, logits_to_keep) of the states before the last ``logits_to_keep`` tokens, in float32.
+
+        ``vision_inputs`` (``pixel_values``, ``image_grid_thw``, ...) go to a vision-language backbone as its own
+        forward takes them, so that the values of a rollout with images see the images."""
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **vision_inputs
+        ).last_hidden_state
         hidden = hidden[:, -logits_to_keep - 1 : -1]
         return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()

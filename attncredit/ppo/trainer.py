@@ -40,6 +40,10 @@ UNSUPPORTED_DISTRIBUTED = (
     "supported (accelerate prepares one DeepSpeed engine per run)"
 )
 CRITIC_STATE_FILE = "critic_optimizer.pt"
+# The image inputs of a TRL 1.16 rollout and of its micro-batches, as the model's forward takes them (token type ids
+# already cover the completion); TRL's bookkeeping (num_images, num_tiles) is not among them.
+VISION_INPUTS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "spatial_shapes", "image_sizes",
+                 "token_type_ids", "mm_token_type_ids", "image_position_ids")  # fmt: skip
 
 
 class AnchorPPOTrainer(AnchorGRPOTrainer):
@@ -138,15 +142,21 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
         return rewards, scorable
 
     @torch.no_grad()
-    def _critic_values(self, input_ids, attention_mask, logits_to_keep) -> torch.Tensor:
-        """The critic's values of a rollout, in eval mode (no dropout), chunk by chunk."""
+    def _critic_values(self, input_ids, attention_mask, logits_to_keep, vision_inputs: dict) -> torch.Tensor:
+        """The critic's values of a rollout, in eval mode (no dropout), chunk by chunk; with images in one forward
+        (image inputs are indexed by image or patch, not by row: as the policy's recorded rollout forward)."""
         batch_size = self.args.per_device_train_batch_size if self.model.training else self.args.per_device_eval_batch_size
+        if vision_inputs:
+            batch_size = input_ids.size(0)
         training = self.critic.training
         self.critic.eval()
         try:
             return torch.cat(
                 [
-                    self.critic(input_ids[i : i + batch_size], attention_mask[i : i + batch_size], logits_to_keep)
+                    self.critic(
+                        input_ids[i : i + batch_size], attention_mask[i : i + batch_size], logits_to_keep,
+                        **vision_inputs,
+                    )
                     for i in range(0, input_ids.size(0), batch_size)
                 ]
             )
@@ -193,7 +203,8 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
         mask = completion_mask.bool() & scorable[:, None]
         input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
         attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
-        values = torch.where(mask, self._critic_values(input_ids, attention_mask, logits_to_keep), 0.0)
+        values = self._critic_values(input_ids, attention_mask, logits_to_keep, _vision_inputs(output))
+        values = torch.where(mask, values, 0.0)
         kl = self._rollout_kl(output, input_ids, attention_mask, logits_to_keep) if args.kl_coef > 0 else None
         token_rewards = outcome_token_rewards(rewards, mask, kl=kl, kl_coef=args.kl_coef)
         lam = args.gae_lambda
@@ -260,7 +271,7 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
         attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
         sync = self.accelerator.sync_gradients
         with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.critic):
-            values = self.critic(input_ids, attention_mask, logits_to_keep)
+            values = self.critic(input_ids, attention_mask, logits_to_keep, **_vision_inputs(batch))
             out = clipped_value_loss(values, batch["old_values"], batch["returns"], batch["value_mask"], args.cliprange_value)
             self.accelerator.backward(args.vf_coef * out.loss / self.current_gradient_accumulation_steps)
         stats = self.accelerator.reduce(torch.stack([out.loss.detach(), out.clipfrac, out.vpred_mean]), reduction="mean")
@@ -354,3 +365,8 @@ def _load_backbone_state(folder: str) -> dict:
     for f in files:
         state.update(load_file(os.path.join(folder, f)))
     return state
+
+
+def _vision_inputs(batch: dict) -> dict:
+    """The :data:`VISION_INPUTS` a rollout or micro-batch carries (none for text-only models)."""
+    return {key: batch[key] for key in VISION_INPUTS if batch.get(key) is not None}
