@@ -43,3 +43,13 @@ def test_rewards_and_trainer_attributes_on_a_real_trainer(tiny_qwen2, tmp_path):
         assert hasattr(trainer, name), name
     assert trainer.reward_weights.tolist() == [1.0]
     assert callable(getattr(trainer, "_get_output_dir", None))
+
+
+def test_the_critic_gets_every_image_input_trl_gives_the_policy():
+    """The critic's forward takes VISION_INPUTS from the rollout and micro-batches: the image keywords TRL's log-prob
+    forward passes to the policy, less its bookkeeping (image and tile counts). A new one in TRL fails here."""
+    from attncredit.ppo.trainer import VISION_INPUTS
+
+    params = list(inspect.signature(GRPOTrainer._get_per_token_logps_and_entropies).parameters)
+    model_inputs = params[params.index("compute_aux_loss") + 1 :]
+    assert sorted(set(model_inputs) - {"num_images", "num_tiles"}) == sorted(VISION_INPUTS)
