@@ -16,7 +16,7 @@ import json
 import pytest
 import torch
 from test_recording import _batch, _stats_from_probabilities
-from tiny_training import digit_reward, prompts, tiny_args
+from tiny_training import digit_reward, image_prompts, prompts, tiny_args
 
 from attncredit.attention.recording import (
     ATTN_IMPLEMENTATION,
@@ -301,22 +301,10 @@ def test_vlm_language_model_statistics_with_image_tokens_as_prompt(arch):
 
 @pytest.mark.parametrize("arch", ["gemma3", "llava"])  # Qwen2.5-VL: no processor here (see above)
 def test_vlm_coupled_credit_trains_on_the_text_completion(tmp_path, arch):
-    import numpy as np
-    from datasets import Dataset
-    from PIL import Image
-
     from attncredit import AnchorGRPOConfig, AnchorGRPOTrainer
     from attncredit.testing import build_tiny_vlm
 
     model, processor = build_tiny_vlm(num_layers=VLM_EXPECTED[arch][0], arch=arch)
-    rng = np.random.default_rng(0)
-    dataset = Dataset.from_list([
-        {
-            "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"{i} + {i} ="}]}],
-            "image": Image.fromarray((rng.random((40, 40, 3)) * 255).astype("uint8")),
-        }
-        for i in range(8)
-    ])
     gammas, image_inputs = [], []
 
     class Trainer(AnchorGRPOTrainer):
@@ -332,7 +320,7 @@ def test_vlm_coupled_credit_trains_on_the_text_completion(tmp_path, arch):
         model=model,
         reward_funcs=digit_reward,
         args=AnchorGRPOConfig(**tiny_args(tmp_path, max_completion_length=12)),
-        train_dataset=dataset,
+        train_dataset=image_prompts(),
         processing_class=processor,
     )
     trainer.train()

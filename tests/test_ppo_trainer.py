@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, TrainerCallback
 
 from attncredit import AnchorPPOConfig, AnchorPPOTrainer
 from attncredit.models import load_tokenizer
-from tiny_training import digit_reward, tiny_args, weights_hash
+from tiny_training import digit_reward, image_prompts, tiny_args, weights_hash
 
 
 def prompt_reward(prompts, completions, **kwargs):
@@ -306,20 +306,6 @@ def test_completions_table_shows_each_completions_mean_gae_advantage(tiny_qwen2,
     assert any(abs(v) > 1e-3 for v in expected)
 
 
-def _image_prompts(n=8):
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    return Dataset.from_list([
-        {
-            "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"{i} + {i} ="}]}],
-            "image": Image.fromarray((rng.random((40, 40, 3)) * 255).astype("uint8")),
-        }
-        for i in range(n)
-    ])
-
-
 def test_critic_values_see_the_image():
     """A vision-language critic's values of one text differ with the image: the vision inputs reach its backbone."""
     import numpy as np
@@ -356,7 +342,7 @@ def test_vision_language_ppo_gives_the_critic_the_images(tmp_path, arch):
         model=model,
         reward_funcs=digit_reward,
         args=AnchorPPOConfig(**tiny_args(tmp_path, trainer="ppo", max_completion_length=8)),
-        train_dataset=_image_prompts(),
+        train_dataset=image_prompts(),
         processing_class=processor,
     )
     seen = []

@@ -39,6 +39,21 @@ def prompts(n=8):
     )
 
 
+def image_prompts(n=8):
+    """Conversational prompts with one random 40x40 image each, for the tiny vision-language models."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    return Dataset.from_list([
+        {
+            "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"{i} + {i} ="}]}],
+            "image": Image.fromarray((rng.random((40, 40, 3)) * 255).astype("uint8")),
+        }
+        for i in range(n)
+    ])
+
+
 def tiny_args(output_dir, trainer="grpo", **overrides) -> dict:
     """AnchorGRPOConfig (``trainer="grpo"``) or AnchorPPOConfig (``"ppo"``: plus the critic's learning rate) fields of
     a 1-2 step run: 4 completions of at most 16 tokens per step, on the CPU."""
