@@ -1,214 +1,24 @@
-"""GRPO with attention-aware credit assignment: the attncredit training entry point.
+"""GRPO with attention-aware credit assignment: ``attncredit grpo`` as a script, for ``accelerate launch``.
 
     accelerate launch recipes/grpo_anchor.py --config recipes/configs/X.yaml [--field value ...]
+    python recipes/grpo_anchor.py                       # recipes/configs/default.yaml: SmolLM2, CPU, offline
 
-Every field of ``AnchorScriptArguments`` (below), ``attncredit.AnchorGRPOConfig`` (TRL's GRPOConfig plus
-``credit_*``) and TRL's ``ModelConfig`` can be set in the YAML file or on the command line (the command
-line wins). Without ``--config`` it runs ``recipes/configs/default.yaml`` (plus any overrides given): the
-embedded SmolLM2-135M-Instruct on small Countdown problems, on a CPU, offline.
+The flow lives in the package (attncredit/recipe.py, attncredit/cli/grpo.py), so this file, ``attncredit grpo``
+and ``accelerate launch -m attncredit grpo`` take the same flags and YAML configs (``--help`` lists them).
 """
 
 from __future__ import annotations
 
-import difflib
-import json
 import sys
-import warnings
-from dataclasses import dataclass, field, fields
-from pathlib import Path
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
+from attncredit.recipe import DEFAULT_CONFIG, AnchorScriptArguments, load_data, parse_args, quiet_console, run  # noqa: F401
 
 
-@dataclass
-class AnchorScriptArguments:
-    """Data and reward arguments of the recipe."""
+def main(argv: list[str] | None = None) -> int:
+    from attncredit.cli.grpo import main as grpo_main
 
-    dataset_name: str = field(
-        default="countdown",
-        metadata={
-            "help": "Training dataset: a name from attncredit.data.list_datasets() (countdown, countdown3, gsm8k, "
-            "dapo_math_17k, ...) or a local .jsonl/.json/.parquet file with a 'prompt' column and the columns the "
-            "rewards read (e.g. 'answer')."
-        },
-    )
-    dataset_options: str | None = field(
-        default=None,
-        metadata={"help": "Dataset options as a YAML mapping or JSON string, e.g. '{\"num_numbers\": 3}' for countdown."},
-    )
-    dataset_train_split: str = field(default="train", metadata={"help": "Split used for training."})
-    dataset_test_split: str | None = field(
-        default=None, metadata={"help": "Split used for TRL's evaluation loop (with eval_strategy); none by default."}
-    )
-    prompt_template: str | None = field(
-        default=None, metadata={"help": "Prompt template name; default: the dataset's own (r1 for countdown, boxed for math)."}
-    )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N evaluation rows."})
-    reward_funcs: list[str] = field(
-        default_factory=lambda: ["math_accuracy"],
-        metadata={"help": "Reward functions by name (see rewards.REWARD_FUNCS), weighted by reward_weights."},
-    )
-
-
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def _check_config_file(path: str, dataclass_types) -> None:
-    """Fail with one line on a missing or malformed YAML file or an unknown key (TRL would raise a traceback)."""
-    import yaml
-
-    try:
-        with open(path) as f:
-            config = yaml.safe_load(f)
-    except FileNotFoundError:
-        _fail(f"config file {path!r} does not exist")
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        _fail(f"malformed YAML in {path}{line}: {getattr(e, 'problem', None) or e}")
-    if not isinstance(config, dict):
-        _fail(f"config file {path} must hold a YAML mapping of field: value, got {type(config).__name__}")
-    known = {f.name for cls in dataclass_types for f in fields(cls)} | {"env"}
-    for key in config:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else "; see --help for the allowed fields"
-            _fail(f"unknown config key {key!r} in {path}{hint}")
-
-
-def parse_args(argv: list[str], config_cls=None, default_config: Path = DEFAULT_CONFIG):
-    """(script args, training args, model args) from ``--config`` YAML plus command-line overrides; the training
-    arguments are ``config_cls`` (default ``AnchorGRPOConfig``), and ``default_config`` serves without ``--config``."""
-    from trl import ModelConfig, TrlParser
-
-    if config_cls is None:
-        from attncredit import AnchorGRPOConfig as config_cls
-
-    dataclass_types = (AnchorScriptArguments, config_cls, ModelConfig)
-    if "--config" not in argv:
-        argv = ["--config", str(default_config), *argv]
-    index = argv.index("--config")
-    if index + 1 >= len(argv):
-        _fail("--config needs a YAML file path")
-    _check_config_file(argv[index + 1], dataclass_types)
-    parser = TrlParser(dataclass_types)
-    return parser.parse_args_and_config(argv)
-
-
-def _dataset_options(raw) -> dict:
-    import yaml
-
-    if raw is None or isinstance(raw, dict):
-        return dict(raw or {})
-    try:
-        options = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        options = None
-    if not isinstance(options, dict):
-        _fail(f"dataset_options={raw!r} is not a mapping; expected e.g. '{{\"num_numbers\": 3}}'")
-    return options
-
-
-def load_data(script_args, split: str, limit: int | None, seed: int):
-    """A named dataset, or a local data file (its one split serves every split name)."""
-    from attncredit.data import DATA_FILE_SUFFIXES, load_data_file, load_dataset_by_name
-
-    if Path(script_args.dataset_name).suffix in DATA_FILE_SUFFIXES:
-        return load_data_file(script_args.dataset_name, limit=limit)
-    options = _dataset_options(script_args.dataset_options)
-    return load_dataset_by_name(
-        script_args.dataset_name, split=split, template=script_args.prompt_template, limit=limit, seed=seed, **options
-    )
-
-
-def quiet_console() -> None:
-    """Hide what a user cannot act on: TRL's use of names transformers deprecated, and matplotlib's note on
-    control characters in token views. One progress bar: training's. Call it before importing attncredit (which
-    imports TRL).
-
-    transformers >= 5.20 renamed gradient checkpointing to activation checkpointing and raises a FutureWarning at
-    each old name, which TRL 1.16 still uses: its config default ``gradient_checkpointing=True``
-    (``TrainingArguments.__post_init__``), and ``is_gradient_checkpointing``, ``gradient_checkpointing_disable``
-    and ``gradient_checkpointing_enable`` around every generation (``trl.models.utils.unwrap_model_for_generation``).
-    Only these messages are hidden (the recipe configs keep ``gradient_checkpointing``: transformers 5.17-5.19 have
-    no ``activation_checkpointing``); attncredit itself calls no deprecated name (tests/test_future_warnings.py)."""
-    warnings.filterwarnings(
-        "ignore", message=r"`(is_)?gradient_checkpointing(_enable|_disable)?` is deprecated", category=FutureWarning
-    )
-    warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-
-
-def run(argv: list[str], trainer_cls, config_cls, default_config: Path) -> None:
-    """The recipe: parse, check the output_dir before anything slow, load tokenizer and data, build
-    ``trainer_cls`` (bad input of any of these ends with one ``error:`` line, exit 2), train, save."""
-    from attncredit.data import validate_columns
-    from attncredit.errors import ConfigError, NonFiniteTrainingError
-    from attncredit.models import load_tokenizer, resolve_model_name
-    from attncredit.output_dir import check_writable, prepare_output_dir, resolve_resume
-    from rewards import GradingWorkerError, get_reward_funcs
-
-    try:
-        script_args, training_args, model_args = parse_args(argv, config_cls, default_config)
-        from trl import get_peft_config
-
-        # Before anything slow: a bad output_dir, or one holding another run (the trainer deletes it on overwrite).
-        resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
-        check_writable(training_args.output_dir)
-        prepare_output_dir(training_args.output_dir, resume, training_args.overwrite_output_dir, delete=False)
-
-        model_path = resolve_model_name(model_args.model_name_or_path or "smollm2-135m-instruct")
-        tokenizer = load_tokenizer(model_path)
-        training_args.model_init_kwargs = {
-            **(training_args.model_init_kwargs or {}),
-            "dtype": model_args.dtype or "auto",
-            **({"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}),
-        }
-        seed = training_args.seed
-        train_dataset = load_data(script_args, script_args.dataset_train_split, script_args.max_train_samples, seed)
-        eval_dataset = None
-        if script_args.dataset_test_split:
-            eval_dataset = load_data(script_args, script_args.dataset_test_split, script_args.max_eval_samples, seed)
-        reward_funcs = get_reward_funcs(script_args.reward_funcs)
-        for data in (train_dataset, eval_dataset):
-            if data is not None:
-                validate_columns(data, rewards=script_args.reward_funcs)
-        # Built here too: what the trainer loads (e.g. a PPO critic folder) fails in one line like the rest.
-        trainer = trainer_cls(
-            model=model_path,
-            reward_funcs=reward_funcs,
-            args=training_args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=tokenizer,
-            peft_config=get_peft_config(model_args),
-        )
-    except (ConfigError, ValueError) as e:
-        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
-
-    try:
-        trainer.train(resume_from_checkpoint=resume)
-    except (NonFiniteTrainingError, GradingWorkerError) as e:  # the message names the step or the worker's output
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
-    trainer.save_model(training_args.output_dir)
-    if trainer.accelerator.is_main_process:
-        print(json.dumps({"output_dir": training_args.output_dir, "global_step": trainer.state.global_step}))
-
-
-def main(argv: list[str] | None = None) -> None:
-    quiet_console()
-    from attncredit import AnchorGRPOConfig, AnchorGRPOTrainer
-
-    run(sys.argv[1:] if argv is None else list(argv), AnchorGRPOTrainer, AnchorGRPOConfig, DEFAULT_CONFIG)
+    return grpo_main(sys.argv[1:] if argv is None else argv, prog="grpo_anchor.py")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

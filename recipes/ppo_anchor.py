@@ -1,37 +1,31 @@
-"""PPO with a learned critic, GAE and attention-aware credit: the attncredit PPO entry point.
+"""PPO with a learned critic, GAE and attention-aware credit: ``attncredit ppo`` as a script, for ``accelerate launch``.
 
     accelerate launch recipes/ppo_anchor.py --config recipes/configs/X.yaml [--field value ...]
+    python recipes/ppo_anchor.py                        # recipes/configs/ppo_default.yaml: SmolLM2, CPU, offline
 
-The same data, reward and model arguments as recipes/grpo_anchor.py (``AnchorScriptArguments``, TRL's
-``ModelConfig``), with ``attncredit.AnchorPPOConfig`` (AnchorGRPOConfig plus ``critic_*``, ``gae_*``, ``kl_coef``,
-``cliprange_value``, ``vf_coef``, ``advantage_whitening``) for the training arguments. Without ``--config`` it runs
-``recipes/configs/ppo_default.yaml``: the embedded SmolLM2-135M-Instruct on small Countdown problems, on a CPU,
-offline. The final critic is saved to ``<output_dir>/critic`` (``critic_model_name_or_path`` reads it back).
+The flow lives in the package (attncredit/recipe.py, attncredit/cli/ppo.py), so this file, ``attncredit ppo``
+and ``accelerate launch -m attncredit ppo`` take the same flags and YAML configs (``--help`` lists them).
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the GRPO recipe's data and argument helpers
-import grpo_anchor  # noqa: E402
-
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "ppo_default.yaml"
+from attncredit.recipe import PPO_DEFAULT_CONFIG as DEFAULT_CONFIG
+from attncredit.recipe import parse_args as _parse_args
 
 
 def parse_args(argv: list[str]):
     from attncredit import AnchorPPOConfig
 
-    return grpo_anchor.parse_args(argv, AnchorPPOConfig, DEFAULT_CONFIG)
+    return _parse_args(argv, AnchorPPOConfig, DEFAULT_CONFIG)
 
 
-def main(argv: list[str] | None = None) -> None:
-    grpo_anchor.quiet_console()
-    from attncredit import AnchorPPOConfig, AnchorPPOTrainer
+def main(argv: list[str] | None = None) -> int:
+    from attncredit.cli.ppo import main as ppo_main
 
-    grpo_anchor.run(sys.argv[1:] if argv is None else list(argv), AnchorPPOTrainer, AnchorPPOConfig, DEFAULT_CONFIG)
+    return ppo_main(sys.argv[1:] if argv is None else argv, prog="ppo_anchor.py")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -3,7 +3,6 @@ plots from two real 2-step training runs of the recipe on a tiny model (with TRL
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -132,11 +131,9 @@ bf16: false
 
 @pytest.fixture(scope="module")
 def two_runs(tiny_qwen2, tmp_path_factory):
-    """Train 2 steps with credit_strategy none and coupled through recipes/grpo_anchor.py (in-process)."""
-    spec = importlib.util.spec_from_file_location("grpo_anchor_recipe", ROOT / "recipes" / "grpo_anchor.py")
-    recipe = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = recipe  # its dataclasses look their module up
-    spec.loader.exec_module(recipe)
+    """Train 2 steps with credit_strategy none and coupled through `attncredit grpo` (in-process)."""
+    from attncredit.cli import grpo as recipe
+
     root = tmp_path_factory.mktemp("runs")
     config = root / "tiny.yaml"
     config.write_text(TINY_CONFIG.format(model=tiny_qwen2, out=root / "unused"))

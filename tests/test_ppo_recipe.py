@@ -1,4 +1,4 @@
-"""recipes/ppo_anchor.py: bad PPO input ends with one error line and exit code 2; the offline default run trains."""
+"""`attncredit ppo` and recipes/ppo_anchor.py: bad PPO input ends with one error line and exit code 2; the offline default run trains."""
 
 import importlib.util
 import json
@@ -46,12 +46,12 @@ def test_bad_input_is_one_error_line_with_exit_code_2(tmp_path, tiny_qwen2, caps
 
 @pytest.mark.slow
 def test_offline_default_run_writes_checkpoints_critic_and_metrics(tmp_path):
-    """The README's `accelerate launch recipes/ppo_anchor.py` on the embedded SmolLM2 (ppo_default.yaml), with 2
+    """The README's `attncredit ppo` on the embedded SmolLM2 (the packaged ppo_default.yaml), with 2
     completions of 16 tokens per step to keep it short."""
     out = tmp_path / "run"
     short = ["--per_device_train_batch_size", "2", "--max_completion_length", "16"]
     proc = subprocess.run(
-        [sys.executable, str(RECIPE), "--output_dir", str(out), *short],
+        [sys.executable, "-m", "attncredit", "ppo", "--output_dir", str(out), *short],
         capture_output=True,
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},

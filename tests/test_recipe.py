@@ -1,4 +1,5 @@
-"""recipes/grpo_anchor.py: bad input ends with one error line and exit code 2; the default run trains."""
+"""`attncredit grpo` and its script form recipes/grpo_anchor.py: bad input ends with one error line and exit code 2;
+the default run (the packaged default config) trains."""
 
 import importlib.util
 import json
@@ -14,6 +15,7 @@ RECIPE = ROOT / "recipes" / "grpo_anchor.py"
 
 
 def load_recipe():
+    """recipes/grpo_anchor.py, the thin script over attncredit.cli.grpo (not installed: loaded by path)."""
     spec = importlib.util.spec_from_file_location("grpo_anchor", RECIPE)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve field types through the module
@@ -134,8 +136,8 @@ def test_default_run_trains_the_embedded_model_and_reuses_its_conversion(tmp_pat
     out = tmp_path / "run"
     short = ["--max_steps", "2", "--max_completion_length", "32", "--per_device_train_batch_size", "4",
              "--num_generations", "4", "--save_steps", "1", "--eval_strategy", "no"]  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, str(RECIPE), "--output_dir", str(out), *short],
+    proc = subprocess.run(  # the console command, on its packaged default config
+        [sys.executable, "-m", "attncredit", "grpo", "--output_dir", str(out), *short],
         capture_output=True,
         text=True,
         env=env,

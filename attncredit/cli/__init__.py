@@ -17,6 +17,8 @@ import sys
 
 # name -> (module under attncredit.cli, one-line summary shown by ``attncredit --help``)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "grpo": ("grpo", "train with GRPO and attention-aware credit (a YAML config and/or flags; default: CPU demo)"),
+    "ppo": ("ppo", "train with PPO, a learned critic and attention-aware credit (default: CPU demo)"),
     "env": ("env", "print the installed versions and GPU, and flag combinations outside the tested stacks"),
 }
 

@@ -1,4 +1,4 @@
-"""Run recipes/grpo_anchor.py or recipes/ppo_anchor.py unchanged, with one extra reward name for tiny random models.
+"""Run `attncredit grpo` or `attncredit ppo` (attncredit.cli) unchanged, with one extra reward name for tiny random models.
 
     python tests/scripts/run_recipe.py [--trainer grpo|ppo] --config X.yaml [--field value ...]
 
@@ -7,14 +7,12 @@ so advantages, gradients and the credit strategy's choices all matter; the packa
 """
 
 import argparse
-import importlib.util
+import importlib
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared digits reward
 from tiny_training import digit_reward  # noqa: E402
-
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 if __name__ == "__main__":
     import rewards
@@ -23,9 +21,5 @@ if __name__ == "__main__":
     parser.add_argument("--trainer", choices=("grpo", "ppo"), default="grpo")
     known, recipe_argv = parser.parse_known_args(sys.argv[1:])
     rewards.REWARD_FUNCS["digits"] = digit_reward
-    name = f"{known.trainer}_anchor"
-    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
-    recipe = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = recipe  # dataclasses resolve field types through the module
-    spec.loader.exec_module(recipe)
-    recipe.main(recipe_argv)
+    command = importlib.import_module(f"attncredit.cli.{known.trainer}")
+    raise SystemExit(command.main(recipe_argv))
