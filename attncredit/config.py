@@ -157,10 +157,10 @@ class AnchorGRPOConfig(GRPOConfig):
         default=1,
         metadata={
             "help": "Recompute the local/global head groups (Eq. 7-8) in the forwards of every k-th optimizer step "
-            "(global_step % k == 0, and the run's first forward); in between, every sequence uses the groups of the "
+            "(global_step divisible by k, and the run's first forward); in between, every sequence uses the groups of the "
             "batch-mean head distance of the latest regroup forward, which travel with checkpoints, and the statistics "
             "skip the head distance: with the row log-sum-exp of SDPA's attention kernel they read only the keys "
-            "within max(W - 1, H_hi) of each token (band-only: under 1% of the forward on an H200, "
+            "within max(W - 1, H_hi) of each token (band-only: under 1 percent of the forward on an H200, "
             "docs/benchmarks.md). 1 (default): every forward, as "
             "credit_head_grouping says; the paper recomputes them from every rollout's attention (docs/method.md, "
             "Readings)."
@@ -212,7 +212,7 @@ class AnchorGRPOConfig(GRPOConfig):
         default=None,
         metadata={
             "help": "Extra options of the credit strategy, as a mapping (YAML) or JSON string, e.g. "
-            "'{\"selection\": \"bottom\"}' for the Bottom-40% ablation of Table 5, or for 'coupled' "
+            "'{\"selection\": \"bottom\"}' for the Bottom-40 percent ablation of Table 5, or for 'coupled' "
             "'{\"tau_waad\": \"median\", \"tau_delta\": \"top_quantile\", \"coupled_overlap\": \"sum\"}' "
             "(the defaults: the readings of docs/method.md; 'coupled_overlap: cap' clips a token in two Eq. 19 roles "
             "at gamma_amp). Unknown options are rejected."

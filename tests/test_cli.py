@@ -1,0 +1,58 @@
+"""The ``attncredit`` console command: ``--help`` of the command and of every subcommand (COMMANDS, so commands
+added later are covered too) exits 0, and any TrlParser built on our configs can print its help (a literal ``%`` in
+a field's help text once made argparse fail with "unsupported format character")."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from attncredit.cli import COMMANDS, main
+
+
+def _exit_code(call) -> int:
+    try:
+        return int(call() or 0)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+
+
+def test_attncredit_help_lists_every_command(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  {name} " in out for name in COMMANDS)
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_subcommand_help_exits_0(name, capsys):
+    assert _exit_code(lambda: main([name, "--help"])) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:") and f"attncredit {name}" in out, out[:300]
+
+
+@pytest.mark.parametrize("config", ["AnchorGRPOConfig", "AnchorPPOConfig"])
+def test_trl_parser_help_on_our_configs(config, capsys):
+    import attncredit
+    from trl import ModelConfig, TrlParser
+
+    parser = TrlParser((getattr(attncredit, config), ModelConfig))
+    assert _exit_code(lambda: parser.parse_args_and_config(["--help"])) == 0
+    out = capsys.readouterr().out
+    assert "--credit_head_regroup_every" in out and "--credit_options" in out
+
+
+@pytest.mark.parametrize(
+    "command, flag",
+    [(["-m", "attncredit", "grpo"], "--credit_strategy"), (["recipes/ppo_anchor.py"], "--critic_learning_rate")],
+    ids=["module", "script"],
+)
+def test_help_in_a_subprocess(command, flag):
+    """What a user types: the module form of the console command and the accelerate-launchable script."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(
+        [sys.executable, *command, "--help"], capture_output=True, text=True, cwd=root, timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert flag in proc.stdout and "--reward_funcs" in proc.stdout
