@@ -1,11 +1,9 @@
-"""attncredit.analysis and scripts/analyze_rhythm.py: peaks, Table 2 statistics, perturbation Jaccard, the
+"""attncredit.analysis and `attncredit analyze` (scripts/analyze_rhythm.py): peaks, Table 2 statistics, perturbation Jaccard, the
 recorded analysis forward (against eager attention), and the script end to end on a tiny model."""
 
-import importlib.util
 import json
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,14 +32,11 @@ from attncredit.analysis.rhythm import chunk_delta, fai_eligible
 from attncredit.attention import enable_recording, record_attention
 from attncredit.evaluation.generate import make_generator
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "analyze_rhythm.py"
-
-
 def _script():
-    spec = importlib.util.spec_from_file_location("analyze_rhythm", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """`attncredit analyze` (scripts/analyze_rhythm.py is a thin wrapper of it)."""
+    from attncredit.cli import analyze
+
+    return analyze
 
 
 # ---------------------------------------------------------------------------------------------------------------

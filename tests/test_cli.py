@@ -56,3 +56,23 @@ def test_help_in_a_subprocess(command, flag):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert flag in proc.stdout and "--reward_funcs" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "script, command",
+    [("recipes/grpo_anchor.py", "grpo"), ("recipes/ppo_anchor.py", "ppo"), ("scripts/evaluate.py", "eval"),
+     ("scripts/analyze_rhythm.py", "analyze"), ("scripts/compare_runs.py", "compare")],
+)  # fmt: skip
+def test_scripts_are_thin_wrappers_of_the_commands(script, command):
+    """The scripts kept for `accelerate launch recipes/...` and old command lines run the package's command."""
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / script
+    spec = importlib.util.spec_from_file_location(f"_wrapper_{command}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    target = importlib.import_module(f"attncredit.cli.{command}").main
+    assert module.main is target or target.__name__ in module.main.__code__.co_names + module.main.__code__.co_varnames
+    assert len(path.read_text().splitlines()) < 40

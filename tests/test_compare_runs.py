@@ -4,7 +4,6 @@ plots from two real 2-step training runs of the recipe on a tiny model (with TRL
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,6 @@ import torch
 from attncredit.errors import ConfigError
 from attncredit.analysis.runs import comparison_markdown, ema_of_peak, moving_average, read_run, read_runs
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -86,7 +83,7 @@ def test_comparison_table_final_and_best(tmp_path):
 
 
 def test_compare_runs_script_errors(tmp_path, capsys):
-    import compare_runs
+    from attncredit.cli import compare as compare_runs
 
     (tmp_path / "norun").mkdir()
     assert compare_runs.main([str(tmp_path / "norun"), "--out", str(tmp_path / "out")]) == 2
@@ -164,7 +161,7 @@ def test_training_logs_eval_metrics(two_runs):
 
 
 def test_compare_runs_plots_real_runs(two_runs, tmp_path):
-    import compare_runs
+    from attncredit.cli import compare as compare_runs
 
     out = tmp_path / "compare"
     assert compare_runs.main([str(two_runs["none"]), str(two_runs["coupled"]), "--out", str(out), "--ema", "0.3"]) == 0

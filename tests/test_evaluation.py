@@ -26,7 +26,6 @@ from attncredit.evaluation import (
 from attncredit.evaluation.generate import SamplingSettings, resolve_backend
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -288,12 +287,12 @@ def test_sampling_settings_and_plan_validation():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# scripts/evaluate.py
+# attncredit eval (scripts/evaluate.py is a thin wrapper of it)
 # ---------------------------------------------------------------------------------------------------------------
 def test_evaluate_script_end_to_end(tiny_qwen2, tmp_path):
     out = tmp_path / "eval"
     cmd = [
-        sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--model", str(tiny_qwen2),
+        sys.executable, "-m", "attncredit", "eval", "--model", str(tiny_qwen2),
         "--benchmarks", "gsm8k,countdown", "--limit", "2", "--n-samples", "2", "--max-new-tokens", "6",
         "--backend", "hf", "--out", str(out), "--seed", "1", "--threads", "1",
     ]  # fmt: skip
@@ -306,6 +305,7 @@ def test_evaluate_script_end_to_end(tiny_qwen2, tmp_path):
     assert settings["backend"] == "hf" and settings["model"] == str(tiny_qwen2)
     assert settings["samples_per_benchmark"] == {"gsm8k": 2, "countdown": 2}
     assert settings["max_new_tokens"] == 6 and settings["temperature"] == 0.6 and settings["seed"] == 1
+    assert settings["command"].startswith("attncredit eval --model ")
     for name in ("gsm8k", "countdown"):
         entry = results["benchmarks"][name]
         metrics, problems = entry["metrics"], entry["problems"]
@@ -341,7 +341,7 @@ def test_evaluate_script_end_to_end(tiny_qwen2, tmp_path):
     ],
 )
 def test_evaluate_script_bad_input(tiny_qwen2, capsys, monkeypatch, args, message):
-    import evaluate
+    from attncredit.cli import eval as evaluate
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     argv = ["--model", str(tiny_qwen2), "--limit", "1", "--max-new-tokens", "2", "--backend", "hf", *args]
@@ -378,7 +378,7 @@ def test_evaluate_script_vllm_backend(tiny_qwen2, tmp_path):
 
 def test_evaluate_script_caps_answers_on_a_cpu(tiny_qwen2, tmp_path, capsys, monkeypatch):
     """Without --max-new-tokens, HF generate on a CPU writes 256-token answers (1024 took minutes per problem)."""
-    import evaluate
+    from attncredit.cli import eval as evaluate
     import torch
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -3,7 +3,7 @@
 
 Modules (matplotlib is imported only by ``plots`` and when a token view is drawn):
 
-* ``rhythm_analysis``: :func:`run_rhythm_analysis`, the analysis end to end (what ``scripts/analyze_rhythm.py``
+* ``rhythm_analysis``: :func:`run_rhythm_analysis`, the analysis end to end (what ``attncredit analyze``
   runs);
 * ``responses``: responses sampled through the evaluation generator (the trainer's prompt ids and end tokens)
   and packed into batches;
@@ -15,7 +15,7 @@ Modules (matplotlib is imported only by ``plots`` and when a token view is drawn
 * ``plots`` / ``html``: PNG plots and the self-contained token page; ``report``: ``summary.md`` and page text;
 * ``token_view``: :func:`log_token_view`, the training-time token view (HTML + PNG, logged to trackers);
 * ``runs``: training runs compared from their ``metrics.jsonl`` (the paper's EMA of the running peak, plots, a
-  table; ``scripts/compare_runs.py``).
+  table; ``attncredit compare``).
 """
 
 from .coupling import (

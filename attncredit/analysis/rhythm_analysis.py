@@ -1,6 +1,6 @@
 """The rhythm analysis end to end: sample responses, run the recorded forward, write plots, page and summaries.
 
-:func:`run_rhythm_analysis` is what ``scripts/analyze_rhythm.py`` runs. For a :class:`RhythmConfig` it
+:func:`run_rhythm_analysis` is what ``attncredit analyze`` runs. For a :class:`RhythmConfig` it
 
 1. samples one response per prompt of the dataset through the evaluation generator (HF backend,
    :mod:`attncredit.analysis.responses`: the trainer's prompt ids and end tokens);
@@ -33,7 +33,7 @@ from .report import clean_json, summary_intro_html, summary_markdown
 
 @dataclass
 class RhythmConfig:
-    """Every setting of a rhythm analysis; the fields are the options of ``scripts/analyze_rhythm.py`` (its
+    """Every setting of a rhythm analysis; the fields are the options of ``attncredit analyze`` (its
     ``--help`` says what each one means). ``fai_horizon`` / ``credit_fai_horizon``: ``(H_lo, H_hi)`` with
     ``H_hi = None`` meaning "to the end of the response"."""
 

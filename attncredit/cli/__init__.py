@@ -19,6 +19,9 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "grpo": ("grpo", "train with GRPO and attention-aware credit (a YAML config and/or flags; default: CPU demo)"),
     "ppo": ("ppo", "train with PPO, a learned critic and attention-aware credit (default: CPU demo)"),
+    "eval": ("eval", "evaluate a model on math and Countdown benchmarks: avg@k, pass@k, results.json"),
+    "analyze": ("analyze", "see and measure a model's preplan-and-anchor rhythm: plots, token page, Table 2"),
+    "compare": ("compare", "compare training runs: one plot per metric and a table of final and best values"),
     "env": ("env", "print the installed versions and GPU, and flag combinations outside the tested stacks"),
 }
 

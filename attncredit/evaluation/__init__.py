@@ -3,10 +3,10 @@
 * ``metrics``: ``pass_at_k`` (unbiased, Chen et al. 2021), ``avg_at_k``, ``benchmark_metrics``;
 * ``benchmarks``: ``BENCHMARKS`` (name -> dataset split, scorer, the paper's k), ``parse_benchmarks``;
 * ``generate``: ``make_generator(model, backend="auto"|"vllm"|"hf")``, ``SamplingSettings``;
-* ``runner``: ``EvalPlan``, ``run_evaluation``, ``write_results``, ``format_table`` (used by ``scripts/evaluate.py``);
+* ``runner``: ``EvalPlan``, ``run_evaluation``, ``write_results``, ``format_table`` (used by ``attncredit eval``);
   ``sample_and_score``, the generate-and-score loop under them (also used by ``scripts/study_learning.py``).
 
-Comparing training runs' logs is analysis: ``attncredit.analysis.runs`` (``scripts/compare_runs.py``).
+Comparing training runs' logs is analysis: ``attncredit.analysis.runs`` (``attncredit compare``).
 
 Example::
 
