@@ -4,11 +4,12 @@
 Llama or Mistral; and for the attention-variant coverage, :data:`VARIANT_ARCHS`: Gemma 2 with logit softcapping and
 sliding windows, Gemma 3, GPT-OSS with sinks, Nemotron-H with Mamba/attention/MoE layers, Mistral with a short
 sliding window, DeepSeek-V3 with multi-head latent attention, Qwen3-Next and Qwen3.5 with Gated DeltaNet/attention
-layers, Falcon-H1 with attention and Mamba in parallel, LFM2 with convolution/attention layers) and a byte-level
-BPE tokenizer with a ChatML chat template, so every code path that takes a model name (TRL, vLLM, the scripts) can
-run on it without the hub. ``build_tiny_vlm(arch=...)`` returns a tiny vision-language model (LLaVA or Gemma 3) and
-its processor, built offline. ``head_dim`` defaults to 64, the smallest head size vLLM's CPU attention backend
-accepts.
+layers, Falcon-H1 with attention and Mamba in parallel, LFM2 with convolution/attention layers, Falcon with
+multi-query or grouped fused query/key/value projections) and a byte-level BPE tokenizer with a ChatML chat
+template, so every code path that takes a model name (TRL, vLLM, the scripts) can
+run on it without the hub. ``build_tiny_vlm(arch=...)`` returns a tiny vision-language model (LLaVA or Gemma 3)
+and its processor, built offline. ``head_dim`` defaults to 64, the smallest head size vLLM's CPU attention
+backend accepts.
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ VARIANT_ARCHS = {
     )),
     # hybrid: gated short convolutions and attention in turn
     "lfm2": ("lfm2", dict(layer_types=["conv", "full_attention"] * 3, block_ff_dim=128)),
+    # Falcon-7B's layout: one key/value head for all query heads (multi-query), attention and MLP in parallel;
+    # rotary positions (ALiBi Falcons are refused: their position bias rides in the attention mask)
+    "falcon": ("falcon", dict(multi_query=True, parallel_attn=True, alibi=False)),
+    # Falcon-40B/180B's layout: grouped key/value heads interleaved with their queries in one fused projection
+    "falcon_gqa": ("falcon", dict(new_decoder_architecture=True, num_kv_heads=2, alibi=False)),
 }
 
 
@@ -136,7 +142,11 @@ def build_tiny_model(
         pad_token_id=pad_token_id,
         bos_token_id=None,
     )
-    config = AutoConfig.for_model(model_type, **{**fields, **extra})  # an architecture's own fields win
+    from transformers import CONFIG_MAPPING
+
+    # an architecture's own fields win; fields it derives itself (Falcon's head_dim property) are left to it
+    derived = {k for k in fields if isinstance(getattr(CONFIG_MAPPING[model_type], k, None), property)}
+    config = AutoConfig.for_model(model_type, **{k: v for k, v in {**fields, **extra}.items() if k not in derived})
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 

@@ -27,6 +27,31 @@ def subprocess_env() -> dict:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 
 
+def calls_attention_interface(model) -> bool:
+    """Whether ``model``'s forward reaches transformers' AttentionInterface, asked of transformers itself: a counting
+    attention function registered under its own name, a 3-token forward, the count. Which families do depends on
+    the installed transformers (Falcon computes attention itself up to 5.24 and goes through the interface from
+    5.25), so tests of both outcomes read this instead of a version number."""
+    import torch
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    calls = []
+
+    def counting(module, *args, **kwargs):
+        calls.append(module)
+        return sdpa_attention_forward(module, *args, **kwargs)
+
+    AttentionInterface.register("tests_counting_sdpa", counting)
+    try:
+        model.set_attn_implementation("tests_counting_sdpa")
+    except (ValueError, ImportError, KeyError):  # models that compute attention themselves refuse the switch
+        return False
+    with torch.no_grad():
+        model(torch.zeros((1, 3), dtype=torch.long))
+    return bool(calls)
+
+
 def digit_reward(completions, **kwargs):
     """Share of digits in the completion: random models give spread inside every group."""
     texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]

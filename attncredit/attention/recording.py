@@ -225,7 +225,8 @@ def enable_recording(model: nn.Module, *, verify: bool = True) -> nn.Module:
 
     Raises:
         RecordingUnsupportedError: (a ``ConfigError``) the model's attention does not go through transformers'
-            ``AttentionInterface`` (e.g. Falcon, GPT-Neo, a custom module), so its attention cannot be recorded.
+            ``AttentionInterface`` (e.g. GPT-Neo, Falcon before transformers 5.25, a custom module), so its attention
+            cannot be recorded; or it adds an ALiBi position bias through the attention mask.
     """
     register_attention_function()
     base = _transformers_model(model)
@@ -240,6 +241,11 @@ def enable_recording(model: nn.Module, *, verify: bool = True) -> nn.Module:
     previous = base.config._attn_implementation
     inner = _INNER.get(previous, previous)
     config = _text_config(base)
+    if getattr(config, "alibi", False):
+        raise RecordingUnsupportedError(
+            f"{name} uses ALiBi (config alibi=True): its position bias is added to the attention scores through the "
+            "mask, which the attention statistics (Eq. 7-10) do not model; use a rotary-position model (alibi=False)"
+        )
     config_types = list(getattr(config, "layer_types", None) or [])
     if verify:
         _switch(base, EAGER_IMPLEMENTATION)  # the model's own path: runs every model, whatever its modifiers
