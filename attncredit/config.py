@@ -254,6 +254,14 @@ class AnchorGRPOConfig(GRPOConfig):
 
     def __post_init__(self):
         self._check_finite_fields()
+        if self.max_completion_length is not None and (
+            isinstance(self.max_completion_length, bool)
+            or not isinstance(self.max_completion_length, int)
+            or self.max_completion_length < 1
+        ):  # TRL would fail later, at the first generation, naming generate's max_new_tokens
+            raise ConfigError(
+                f"max_completion_length={self.max_completion_length!r} is invalid; allowed: an integer >= 1"
+            )
         if self.bf16 is None:  # TRL's default is bf16 on; take it only where bf16 runs
             self.bf16 = not self.fp16 and _bf16_available(self.use_cpu)
         super().__post_init__()
@@ -262,7 +270,9 @@ class AnchorGRPOConfig(GRPOConfig):
             # at every epoch of a run on a machine without one.
             self.dataloader_pin_memory = False
         if not (self.bf16 or self.fp16) and isinstance(self.model_init_kwargs, (dict, type(None))):
-            # Without mixed precision, train float32 weights (a bf16 checkpoint would otherwise load as bf16).
+            # Without mixed precision, train float32 weights (a bf16 checkpoint would otherwise load as bf16). Marked
+            # as filled here, so that a trainer given a model object drops it (TRL would warn it is ignored).
+            self._filled_model_init_kwargs = not self.model_init_kwargs
             self.model_init_kwargs = {"dtype": "float32", **(self.model_init_kwargs or {})}
         self._check_credit_fields()
 
@@ -323,10 +333,32 @@ class AnchorGRPOConfig(GRPOConfig):
                 fail("credit_options", self.credit_options, "a JSON mapping of option: value")
         self.credit_options = dict(self.credit_options or {})
         check_options(self.credit_strategy, self.credit_options)
+        _check_option_values(self.credit_strategy, self.credit_options)
         if isinstance(self.credit_log_every, bool) or not isinstance(self.credit_log_every, int) or self.credit_log_every < 0:
             fail("credit_log_every", self.credit_log_every, "an integer >= 0 (0 turns token views off)")
         if self.credit_stats_backend not in BACKENDS:
             fail("credit_stats_backend", self.credit_stats_backend, ", ".join(BACKENDS))
+
+
+def _check_option_values(strategy: str, options: dict) -> None:
+    """Run the strategy once on a tiny made-up batch, so that a bad option *value* (``{"selection": "nope"}``) fails
+    here, in one line, instead of at the first training step: the strategies check their option values when called.
+    Only ``ConfigError`` counts; anything else a custom strategy raises on made-up statistics is left to training."""
+    from .credit import compute_token_weights
+
+    if not options:
+        return
+    n = 8
+    stats = torch.linspace(0.1, 0.8, n)[None]
+    try:
+        compute_token_weights(
+            strategy, waad=stats, fai=stats.flip(-1), entropy=stats, response_mask=torch.ones(1, n, dtype=torch.bool),
+            generator=torch.Generator().manual_seed(0), **options,
+        )
+    except ConfigError as e:
+        raise ConfigError(f"credit_options={options!r} is invalid for credit strategy {strategy!r}: {e}") from None
+    except Exception:  # noqa: BLE001 - a custom strategy's own needs; training will say
+        pass
 
 
 def _bf16_available(use_cpu: bool) -> bool:

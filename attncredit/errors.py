@@ -12,3 +12,8 @@ class ConfigError(ValueError):
 class NonFiniteTrainingError(RuntimeError):
     """A training step met a NaN or inf where it needs finite numbers (a reward, an attention statistic, the loss
     or the gradient norm); the message names the step and what was not finite."""
+
+
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint could not be written (e.g. a full disk); the message names the folder (removed), the reason and
+    the checkpoint to resume from. Entry points print it as one ``error:`` line and exit with code 1."""

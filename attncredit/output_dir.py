@@ -9,6 +9,11 @@ A checkpoint is complete when its ``trainer_state.json`` parses and names the ch
 writes that file after the weights, optimizer, scheduler and RNG states, so a kill at any moment leaves either a
 complete checkpoint or one without a valid state file. ``resume_from_checkpoint=True`` takes the newest complete
 checkpoint and logs the incomplete ones it skipped; an explicit incomplete checkpoint is refused.
+
+A resume never replaces a finished run's outputs: a checkpoint whose step has reached ``max_steps`` (the new run's, or
+the finished run's own when training by epochs) is the end of a finished run, and resuming it raises
+``FinishedRunError`` (the recipe prints it as one line and exits 0, touching nothing). A checkpoint written by the
+other trainer (PPO's holds a ``critic/`` folder, GRPO's none) is refused.
 """
 
 from __future__ import annotations
@@ -32,6 +37,18 @@ RUN_FILES = (
     "metrics.jsonl", "attncredit_head_groups.jsonl", "token_views", "trainer_state.json", "training_args.bin", "critic"
 )
 MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors", "pytorch_model.bin")
+
+
+CRITIC_FOLDER = "critic"  # attncredit.ppo.trainer.CRITIC_FOLDER: a PPO checkpoint's critic
+
+
+class FinishedRunError(ConfigError):
+    """Resuming a checkpoint that ends a finished run: nothing to train, and the run's outputs stay as they are."""
+
+
+def _hint(flag: str, value: str, cli: bool) -> str:
+    """A way on, named as the user gives it: ``--flag value`` on the command line, ``flag=Value`` from Python."""
+    return f"--{flag} {value}" if cli else f"{flag}={value.capitalize() if value in ('true', 'false') else value}"
 
 
 def check_writable(output_dir: str) -> None:
@@ -59,9 +76,12 @@ def _step(name: str) -> int:
     return int(CHECKPOINT.match(name).group(1))
 
 
-def prepare_output_dir(output_dir: str, resume: str | None, overwrite: bool, *, delete: bool = True) -> None:
+def prepare_output_dir(
+    output_dir: str, resume: str | None, overwrite: bool, *, delete: bool = True, cli: bool = True
+) -> None:
     """Refuse to mix two runs in ``output_dir`` (see the module docstring); with ``overwrite``, delete the old
-    run's outputs (when ``delete``: the main process only). ``resume`` is a resolved checkpoint path or None."""
+    run's outputs (when ``delete``: the main process only). ``resume`` is a resolved checkpoint path or None;
+    ``cli``: the refusal names command-line flags, else the Python arguments."""
     existing = run_outputs(output_dir)
     if not existing:
         return
@@ -69,9 +89,10 @@ def prepare_output_dir(output_dir: str, resume: str | None, overwrite: bool, *, 
         return
     if not overwrite:
         shown = ", ".join(existing[:4]) + (", ..." if len(existing) > 4 else "")
+        resume_it = _hint("resume_from_checkpoint", "true", cli) + ("" if cli else " (config or train())")
         raise ConfigError(
             f"output_dir={output_dir!r} holds another run's outputs ({shown}); resume it with "
-            "--resume_from_checkpoint true, start over with --overwrite_output_dir true, or choose another output_dir"
+            f"{resume_it}, start over with {_hint('overwrite_output_dir', 'true', cli)}, or choose another output_dir"
         )
     if delete:
         logger.warning("overwrite_output_dir: deleting the previous run's %s in %s", ", ".join(existing), output_dir)
@@ -126,3 +147,46 @@ def resolve_resume(value, output_dir: str) -> str | None:
             "use --resume_from_checkpoint true for the newest complete one"
         )
     return str(value)
+
+
+def checkpoint_trainer(checkpoint: str | Path) -> str:
+    """``"ppo"`` for a checkpoint written by AnchorPPOTrainer (it holds the critic), else ``"grpo"``."""
+    return "ppo" if (Path(checkpoint) / CRITIC_FOLDER).is_dir() else "grpo"
+
+
+def check_resume(checkpoint: str, trainer: str, max_steps: int, num_train_epochs: float, *, cli: bool = True) -> None:
+    """Refuse to resume ``checkpoint`` (a complete one, from :func:`resolve_resume`) with another trainer than the one
+    that wrote it (``trainer``: ``"grpo"`` or ``"ppo"``), and raise :class:`FinishedRunError` when it ends a finished
+    run: its step has reached ``max_steps`` (> 0), or, training by epochs (``max_steps`` <= 0) with the same
+    ``num_train_epochs``, the finished run's own ``max_steps``. transformers would train one step past it and
+    replace the run's checkpoints and final model."""
+    written_by = checkpoint_trainer(checkpoint)
+    if written_by != trainer:
+        what = {"ppo": "a PPO checkpoint (it holds the critic)", "grpo": "a GRPO checkpoint (no critic/ folder)"}
+        raise ConfigError(
+            f"resume_from_checkpoint={checkpoint!r} is {what[written_by]}; it cannot resume a {trainer.upper()} run: "
+            f"resume it with the {written_by} trainer, or start over with {_hint('overwrite_output_dir', 'true', cli)}"
+        )
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    step = state.get("global_step")
+    target = max_steps if max_steps > 0 else None
+    if target is None and state.get("num_train_epochs") == num_train_epochs:
+        target = state.get("max_steps")
+    if isinstance(step, int) and isinstance(target, int) and target > 0 and step >= target:
+        raise FinishedRunError(
+            f"resume_from_checkpoint: {checkpoint} is step {step} of a finished run (max_steps={target}): nothing "
+            f"to train, its outputs are left as they are; raise max_steps to train on from it, or start over with "
+            f"{_hint('overwrite_output_dir', 'true', cli)}"
+        )
+
+
+def finished_checkpoint(output_dir: str, max_steps: int, num_train_epochs: float) -> str | None:
+    """The newest complete checkpoint of ``output_dir`` when it ends a finished run (see :func:`check_resume`)."""
+    last, _ = last_complete_checkpoint(output_dir)
+    if last is None:
+        return None
+    try:
+        check_resume(last, checkpoint_trainer(last), max_steps, num_train_epochs)
+    except FinishedRunError:
+        return last
+    return None

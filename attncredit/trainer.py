@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import dataclasses
 import json
 import logging
 import math
 import os
+import shutil
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -43,10 +46,12 @@ from .callbacks import CompleteCheckpointsCallback, NonFiniteGuardCallback, Quie
 from .callbacks import append_metrics, non_finite_message
 from .config import AnchorGRPOConfig
 from .credit import NonFiniteStatisticError, compute_token_weights, required_statistics, token_advantages
+from .data.checks import check_prompt_lengths, validate_rows
 from .data.templates import has_prefill, prefill_prompt_ids
-from .errors import ConfigError, NonFiniteTrainingError
+from .errors import CheckpointSaveError, ConfigError, NonFiniteTrainingError
 from .models import resolve_model_name
-from .output_dir import check_writable, prepare_output_dir, resolve_resume
+from .output_dir import check_resume, check_writable, finished_checkpoint, last_complete_checkpoint
+from .output_dir import prepare_output_dir, resolve_resume, run_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +103,16 @@ class AnchorGRPOTrainer(GRPOTrainer):
             raise ConfigError(f"args must be an AnchorGRPOConfig, got {type(args).__name__}")
         if isinstance(model, str):  # embedded names (smollm2-135m-instruct) and clear errors, before loading
             model = resolve_model_name(model)
-        check_writable(args.output_dir)
+        self._check_run_folder(args)
+        for name in ("train_dataset", "eval_dataset"):  # every row, before the model loads
+            data = kwargs.get(name)
+            for split, rows in data.items() if isinstance(data, dict) else [(None, data)]:
+                if rows is not None:
+                    label = name if split is None else f"{name}[{split!r}]"
+                    validate_rows(rows, ["prompt", *_reward_columns(reward_funcs)], name=label)
+        if not isinstance(model, str) and getattr(args, "_filled_model_init_kwargs", False):
+            # The config's own float32 default serves loading by name only; TRL would warn that it is ignored.
+            args.model_init_kwargs = None
         super().__init__(model, reward_funcs, args, *pargs, **kwargs)
         self.add_callback(MetricsJsonlCallback())
         self.add_callback(NonFiniteGuardCallback())
@@ -122,6 +136,7 @@ class AnchorGRPOTrainer(GRPOTrainer):
                 base, args.credit_num_probe_layers, args.credit_probe_layers, global_only=args.credit_probe_global_only
             )
             types = attention_layer_types(base)
+            self._check_probe_count(base, types)
             self.probe_layer_types = {str(layer): types[layer] for layer in self.probe_layers}
             logger.info("attncredit: %s credit on probe layers %s", args.credit_strategy, self.probe_layer_types)
         self._credit_forward: CreditForward | None = None  # the next policy forward reads the statistics
@@ -129,13 +144,75 @@ class AnchorGRPOTrainer(GRPOTrainer):
         self._fixed_heads: tuple[torch.Tensor, torch.Tensor] | None = None  # groups kept between regroup steps
         self.credit_logger = CreditLoggingCallback(self)
         self.add_callback(self.credit_logger)
+        if not self._is_vlm:
+            for name, data in (("train_dataset", self.train_dataset), ("eval_dataset", self.eval_dataset)):
+                for split, rows in data.items() if isinstance(data, dict) else [(None, data)]:
+                    if rows is not None:
+                        label = name if split is None else f"{name}[{split!r}]"
+                        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+                        check_prompt_lengths(rows, tokenizer, self._context_length(), label, **self.chat_template_kwargs)
+
+    #: Which trainer writes this trainer's checkpoints (``attncredit.output_dir.checkpoint_trainer``).
+    checkpoint_kind = "grpo"
+
+    @classmethod
+    def _check_run_folder(cls, args) -> None:
+        """Before the model loads: ``output_dir`` must be writable, and, unless ``train`` may still resume an
+        unfinished run there, it must not hold another run (``attncredit.output_dir``); a resume named in the config
+        must be a complete checkpoint of this trainer's kind that does not end a finished run."""
+        check_writable(args.output_dir)
+        resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+        if resume is not None:
+            check_resume(resume, cls.checkpoint_kind, args.max_steps, args.num_train_epochs, cli=False)
+            return
+        if args.overwrite_output_dir or not run_outputs(args.output_dir):
+            return
+        last, _ = last_complete_checkpoint(args.output_dir)
+        if last is None or finished_checkpoint(args.output_dir, args.max_steps, args.num_train_epochs):
+            # nothing that train(resume_from_checkpoint=True) could resume: refuse now, not after loading the model
+            prepare_output_dir(args.output_dir, None, False, delete=False, cli=False)
+
+    def _check_probe_count(self, base, types: dict) -> None:
+        """More probe layers asked for than the middle third of the attention stack holds: one line naming both
+        counts (the paper's default 5 on a model with fewer such layers takes all of them)."""
+        args = self.args
+        wanted = args.credit_num_probe_layers
+        if args.credit_probe_layers is not None or len(self.probe_layers) >= wanted:
+            return
+        default = next(f.default for f in dataclasses.fields(AnchorGRPOConfig) if f.name == "credit_num_probe_layers")
+        if wanted == default:
+            return
+        kinds = ("full_attention",) if args.credit_probe_global_only else None
+        count = sum(1 for kind in types.values() if kinds is None or kind in kinds)
+        raise ConfigError(
+            f"credit_num_probe_layers={wanted} is invalid for {type(base).__name__}: the middle third of its {count} "
+            f"{'global ' if kinds else ''}attention layers holds {len(self.probe_layers)}; allowed: 1 to "
+            f"{len(self.probe_layers)}, or credit_probe_layers to name layers"
+        )
+
+    def _context_length(self) -> int | None:
+        """The most tokens a rollout may hold: the model's context (``max_position_embeddings``), and vLLM's
+        ``vllm_max_model_length`` when set."""
+        config = self.accelerator.unwrap_model(self.model).config
+        config = getattr(config, "get_text_config", lambda: config)()
+        limits = [getattr(config, "max_position_embeddings", None)]
+        if self.use_vllm:
+            limits.append(self.args.vllm_max_model_length)
+        limits = [x for x in limits if isinstance(x, int) and x > 0]
+        return min(limits) if limits else None
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         """TRL's ``train``, for one run per output_dir: ``resume_from_checkpoint=True`` takes the newest *complete*
         checkpoint (``attncredit.output_dir``), and an output_dir holding another run's outputs is refused unless
-        resuming or ``overwrite_output_dir`` (which deletes them first)."""
+        resuming or ``overwrite_output_dir`` (which deletes them first). Without the argument, the config's
+        ``resume_from_checkpoint`` applies. A checkpoint of the other trainer (PPO/GRPO) is refused, and one that
+        ends a finished run raises ``FinishedRunError`` (nothing is trained or written)."""
+        if resume_from_checkpoint is None:
+            resume_from_checkpoint = self.args.resume_from_checkpoint
         resume = resolve_resume(resume_from_checkpoint, self.args.output_dir)
-        prepare_output_dir(self.args.output_dir, resume, self.args.overwrite_output_dir, delete=False)
+        if resume is not None:  # never another trainer's checkpoint, nor past a finished run's end
+            check_resume(resume, self.checkpoint_kind, self.args.max_steps, self.args.num_train_epochs, cli=False)
+        prepare_output_dir(self.args.output_dir, resume, self.args.overwrite_output_dir, delete=False, cli=False)
         self.accelerator.wait_for_everyone()  # every rank has checked before the main process deletes anything
         if self.accelerator.is_main_process:
             prepare_output_dir(self.args.output_dir, resume, self.args.overwrite_output_dir)
@@ -374,8 +451,30 @@ class AnchorGRPOTrainer(GRPOTrainer):
     # ----------------------------------------------------------------------------------------------------
     def _save_checkpoint(self, model, trial):
         """TRL's checkpoint (TRL 1.16: ``_save_checkpoint(model, trial)``, folder ``checkpoint-<global_step>``
-        under ``_get_output_dir(trial)``), with the kept head groups written first, so that ``trainer_state.json``
-        stays the checkpoint's last file."""
+        under ``_get_output_dir(trial)``), written by :meth:`_write_checkpoint`. A save that fails on the file system
+        (a full disk: ``OSError``, safetensors' ``SafetensorError``, torch's stream-writer error) removes the
+        incomplete folder and raises ``CheckpointSaveError``, one line naming the folder, the reason and the
+        checkpoint to resume from; older checkpoints are rotated only after a complete save, so they stay."""
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        try:
+            self._write_checkpoint(model, trial)
+        except Exception as e:
+            if not _is_save_error(e):
+                raise
+            if self.args.should_save:
+                shutil.rmtree(folder, ignore_errors=True)
+            last, _ = last_complete_checkpoint(self._get_output_dir(trial=trial))
+            text = str(e).splitlines()[0] if str(e).strip() else repr(e)
+            reason = f"{type(e).__name__}: {text}"
+            where = f"resume from {os.path.basename(last)} with resume_from_checkpoint=true" if last else "no complete checkpoint to resume from"
+            raise CheckpointSaveError(
+                f"saving the step-{self.state.global_step} checkpoint to {folder} failed ({reason}); the incomplete "
+                f"folder was removed; free space and {where}"
+            ) from None
+
+    def _write_checkpoint(self, model, trial):
+        """TRL's checkpoint, with the kept head groups written first, so that ``trainer_state.json`` stays the
+        checkpoint's last file."""
         if self._fixed_heads is not None and self.args.should_save:
             folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             os.makedirs(folder, exist_ok=True)
@@ -414,9 +513,19 @@ def _finite_rewards(func, name):
     if isinstance(func, nn.Module) or not callable(func) or _is_async(func):
         return func
 
+    warned = []
+
     @functools.wraps(func)
     def checked(*args, **kwargs):
         rewards = func(*args, **kwargs)
+        if rewards is not None and len(rewards) and all(r is None for r in rewards) and not warned:
+            warned.append(True)  # TRL reads None as "does not apply to this sample"; a whole batch of it is suspect
+            warnings.warn(
+                f"reward function {name!r} returned None for every completion of a batch: TRL treats None as 'this "
+                "reward does not apply' (no signal from it); if that is not intended, return a number per completion "
+                "(warned once per reward function)",
+                stacklevel=2,
+            )
         trainer_state = kwargs.get("trainer_state")
         for i, r in enumerate(rewards):
             if r is not None and not math.isfinite(r):
@@ -431,3 +540,26 @@ def _is_async(func) -> bool:
     import inspect
 
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))
+
+
+def _reward_columns(reward_funcs) -> list[str]:
+    """The dataset columns the reward functions declare they read (``required_columns``, as the packaged rewards)."""
+    funcs = reward_funcs if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+    columns = []
+    for func in funcs:
+        for column in getattr(func, "required_columns", ()) or ():
+            if column not in columns:
+                columns.append(column)
+    return columns
+
+
+def _is_save_error(error: Exception) -> bool:
+    """Whether a checkpoint save failed on the file system (full disk, quota, permissions), as opposed to a bug."""
+    if isinstance(error, OSError):
+        return True
+    if type(error).__name__ == "SafetensorError":  # safetensors' Rust-side I/O errors, not an OSError
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(
+        marker in text for marker in ("PytorchStreamWriter", "inline_container", "No space left", "file write failed")
+    )

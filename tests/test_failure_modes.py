@@ -69,7 +69,7 @@ def test_reruns_never_mix_and_resume_skips_a_torn_checkpoint(tiny_qwen2, tmp_pat
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
 
     # The same command again: refused before anything is written, naming the ways on.
-    with pytest.raises(ConfigError, match=r"holds another run's outputs \(.*metrics\.jsonl.*--overwrite_output_dir true"):
+    with pytest.raises(ConfigError, match=r"holds another run's outputs \(.*metrics\.jsonl.*overwrite_output_dir=True"):
         trainer_for(tiny_qwen2, out, **checkpoints).train()
 
     # A kill while checkpoint-2 was being written: resume true takes checkpoint-1 and says what it skipped.

@@ -53,12 +53,15 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
     Distributed: single process, DDP and FSDP2 (the critic is prepared by accelerate with its optimizer).
     """
 
+    checkpoint_kind = "ppo"  # its checkpoints hold the critic: a GRPO trainer refuses them, and this one GRPO's
+
     def __init__(self, model, reward_funcs=None, args: AnchorPPOConfig | None = None, *pargs, critic: ValueModel | None = None, **kwargs):
         if args is None:
             name = model if isinstance(model, str) else model.config._name_or_path
             args = AnchorPPOConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-AnchorPPO")
         if not isinstance(args, AnchorPPOConfig):
             raise ConfigError(f"args must be an AnchorPPOConfig, got {type(args).__name__}")
+        self._check_run_folder(args)  # before the critic and the policy load
         state = args.distributed_state  # accelerate's, known before the models load
         if state is not None and state.distributed_type == DistributedType.DEEPSPEED:
             raise ConfigError(UNSUPPORTED_DISTRIBUTED)
@@ -282,10 +285,12 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
             if args.max_grad_norm > 0:
                 grad_norm = self.accelerator.clip_grad_norm_(self.critic.parameters(), args.max_grad_norm)
                 metrics["critic/grad_norm"].append(float(grad_norm))
+            # The learning rate this step used, read before the scheduler steps: transformers logs learning_rate the
+            # same way, and like it only the logging step's value is kept (not a mean over the logging period).
+            metrics["critic/lr"] = [self.critic_lr_scheduler.get_last_lr()[0]]
             self.critic_optimizer.step()
             self.critic_lr_scheduler.step()
             self.critic_optimizer.zero_grad()
-            metrics["critic/lr"].append(self.critic_lr_scheduler.get_last_lr()[0])
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         scheduler = super().create_scheduler(num_training_steps, optimizer)
@@ -325,12 +330,13 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
                 )
         self.accelerator.wait_for_everyone()
 
-    def _save_checkpoint(self, model, trial):
+    def _write_checkpoint(self, model, trial):
         # The critic goes in first: the Trainer writes trainer_state.json last, and a checkpoint that has it must be
-        # complete (a run killed right after it resumes from there).
+        # complete (a run killed right after it resumes from there). A failed save of either is handled as one by
+        # AnchorGRPOTrainer._save_checkpoint.
         checkpoint = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
         self.save_critic(os.path.join(checkpoint, CRITIC_FOLDER), with_optimizer=not self.args.save_only_model)
-        super()._save_checkpoint(model, trial)
+        super()._write_checkpoint(model, trial)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         super().save_model(output_dir, _internal_call)

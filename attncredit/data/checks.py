@@ -1,0 +1,217 @@
+"""Checks of every row of a training or evaluation dataset, before training starts (``AnchorGRPOTrainer`` runs them).
+
+* :func:`validate_rows`: no null (or empty) prompt, no null message role or content, no null value in a column a
+  reward reads; the first bad row is named by index and column in one ``ConfigError`` line. A ``datasets.Dataset``
+  is checked column-wise on its Arrow data (about a second for a million rows); a list of row dicts row by row; an
+  ``IterableDataset`` (streamed, no length) is not scanned.
+* :func:`check_prompt_lengths`: no prompt as long as the model's context. Only rows whose UTF-8 size could reach the
+  limit are tokenized (a token covers at least one byte), so a dataset of short prompts costs no tokenization.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+
+# Tokens the chat template may add per message beyond the content (role names, separators), for the byte bound.
+_TEMPLATE_TOKENS_PER_MESSAGE = 16
+
+
+def _arrow_column(dataset, column: str):
+    """``column`` of a ``datasets.Dataset`` as one Arrow array, with any selection or shuffle applied."""
+    import pyarrow as pa
+
+    values = dataset.with_format("arrow")[column]
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def _first(mask) -> int | None:
+    """Index of the first True of a boolean Arrow array or numpy array, or None."""
+    array = np.asarray(mask.to_numpy(zero_copy_only=False) if hasattr(mask, "to_numpy") else mask, dtype=bool)
+    hits = np.flatnonzero(array)
+    return int(hits[0]) if hits.size else None
+
+
+def _fail(name: str, row: int, column: str, problem: str) -> None:
+    raise ConfigError(
+        f"{name} row {row}: {problem} in column '{column}'; every row needs it (fix or drop the row before training)"
+    )
+
+
+def _bad_prompt_row(values) -> tuple[int, str] | None:
+    """(row, problem) of the first bad prompt of an Arrow prompt column, or None."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = values.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        bad = pc.or_(pc.is_null(values), pc.equal(pc.utf8_length(values), 0))
+        row = _first(pc.fill_null(bad, True))
+        return None if row is None else (row, "a null or empty prompt")
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+        return None if len(values) == 0 else (0, f"a prompt of Arrow type {kind} (want a string or a list of messages)")
+    rows = [
+        _first(pc.is_null(values)),
+        _first(pc.fill_null(pc.equal(pc.list_value_length(values), 0), False)),
+    ]
+    problems = ["a null prompt", "an empty message list"]
+    messages = pc.list_flatten(values)
+    parents = pc.list_parent_indices(values).to_numpy(zero_copy_only=False)
+    if pa.types.is_struct(messages.type):
+        names = [messages.type.field(i).name for i in range(messages.type.num_fields)]
+        for field in ("role", "content"):
+            if field not in names:
+                return (0, f"messages without a '{field}' key")
+            index = _first(pc.is_null(pc.struct_field(messages, field)))
+            rows.append(None if index is None else int(parents[index]))
+            problems.append(f"a message whose '{field}' is null")
+        index = _first(pc.is_null(messages))
+        rows.append(None if index is None else int(parents[index]))
+        problems.append("a null message")
+    found = [(row, problem) for row, problem in zip(rows, problems) if row is not None]
+    return min(found) if found else None
+
+
+def _bad_python_prompt(prompt) -> str | None:
+    if isinstance(prompt, str):
+        return None if prompt else "an empty prompt"
+    if prompt is None:
+        return "a null prompt"
+    if not isinstance(prompt, list) or not prompt:
+        return "an empty message list" if isinstance(prompt, list) else f"a prompt of type {type(prompt).__name__}"
+    for message in prompt:
+        if not isinstance(message, dict):
+            return "a message that is not a {'role', 'content'} mapping"
+        for field in ("role", "content"):
+            if message.get(field) is None:
+                return f"a message whose '{field}' is null"
+    return None
+
+
+def validate_rows(dataset, columns: Sequence[str] = ("prompt",), *, name: str = "dataset") -> None:
+    """Check every row of ``dataset`` (a ``datasets.Dataset`` or a list of row dicts) for the ``columns`` training
+    reads: ``prompt`` a non-empty string or list of messages with non-null ``role`` and ``content``, other columns
+    (those the rewards read) not null. Raises a one-line ``ConfigError`` naming ``name``, the first bad row's index
+    and its column. A missing column is named too; an ``IterableDataset`` is left unchecked (it cannot be scanned)."""
+    if isinstance(dataset, list):
+        for row_index, row in enumerate(dataset):
+            for column in columns:
+                if not isinstance(row, dict) or column not in row:
+                    _fail(name, row_index, column, "no value")
+                problem = _bad_python_prompt(row[column]) if column == "prompt" else (
+                    "a null value" if row[column] is None else None
+                )
+                if problem:
+                    _fail(name, row_index, column, problem)
+        return
+    present = getattr(dataset, "column_names", None)
+    if present is None or not hasattr(dataset, "with_format") or not hasattr(dataset, "__len__"):
+        return  # streamed: rows are only known as they are drawn
+    import pyarrow.compute as pc
+
+    for column in columns:
+        if column not in present:
+            raise ConfigError(
+                f"{name} is missing column '{column}' (needed for training or by a reward); found: "
+                f"{', '.join(present) or 'none'}"
+            )
+    found = []
+    for column in columns:
+        values = _arrow_column(dataset, column)
+        if column == "prompt":
+            bad = _bad_prompt_row(values)
+            if bad is not None:
+                found.append((bad[0], column, bad[1]))
+        else:
+            row = _first(pc.is_null(values))
+            if row is not None:
+                found.append((row, column, "a null value"))
+    if found:
+        row, column, problem = min(found)
+        _fail(name, row, column, problem)
+
+
+def _content_bytes(dataset) -> tuple[np.ndarray, np.ndarray] | None:
+    """(UTF-8 bytes of each row's prompt text, number of messages per row), or None where not measurable this way
+    (multimodal content, a list of row dicts is measured in Python)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(dataset, list):
+        sizes, counts = [], []
+        for row in dataset:
+            prompt = row.get("prompt") if isinstance(row, dict) else None
+            if isinstance(prompt, str):
+                sizes.append(len(prompt.encode()))
+                counts.append(1)
+            elif isinstance(prompt, list) and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in prompt):
+                sizes.append(sum(len(m["content"].encode()) for m in prompt))
+                counts.append(len(prompt))
+            else:
+                return None
+        return np.asarray(sizes, dtype=np.int64), np.asarray(counts, dtype=np.int64)
+    if not hasattr(dataset, "with_format") or "prompt" not in (getattr(dataset, "column_names", None) or []):
+        return None
+    values = _arrow_column(dataset, "prompt")
+    kind = values.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        sizes = pc.fill_null(pc.binary_length(values), 0).to_numpy(zero_copy_only=False)
+        return sizes.astype(np.int64), np.ones(len(values), dtype=np.int64)
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+        return None
+    messages = pc.list_flatten(values)
+    if not pa.types.is_struct(messages.type) or messages.type.get_field_index("content") < 0:
+        return None
+    content = pc.struct_field(messages, "content")
+    if not (pa.types.is_string(content.type) or pa.types.is_large_string(content.type)):
+        return None  # multimodal content parts
+    parents = pc.list_parent_indices(values).to_numpy(zero_copy_only=False)
+    lengths = pc.fill_null(pc.binary_length(content), 0).to_numpy(zero_copy_only=False)
+    sizes = np.bincount(parents, weights=lengths, minlength=len(values)).astype(np.int64)
+    counts = pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    return sizes, counts
+
+
+def prompt_token_count(prompt, tokenizer, **chat_template_kwargs) -> int:
+    """Tokens of one prompt as the model sees it: a conversation through the chat template (with the generation
+    prompt), a string as it is."""
+    if isinstance(prompt, list):
+        text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True, **chat_template_kwargs)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return len(tokenizer(prompt)["input_ids"])
+
+
+def check_prompt_lengths(dataset, tokenizer, limit: int | None, name: str = "dataset", **chat_template_kwargs) -> None:
+    """Raise a one-line ``ConfigError`` naming the first row whose prompt is at least ``limit`` tokens (the model's
+    context: nothing would be left to generate, and the forward over it may run for hours), its length and how
+    many rows are too long. Rows whose UTF-8 size plus the template's allowance stays below ``limit`` are not
+    tokenized."""
+    if not limit or tokenizer is None or not hasattr(tokenizer, "apply_chat_template"):
+        return
+    measured = _content_bytes(dataset)
+    if measured is None:
+        return
+    sizes, counts = measured
+    try:
+        overhead = prompt_token_count([{"role": "user", "content": ""}], tokenizer, **chat_template_kwargs)
+    except Exception:  # noqa: BLE001 - a tokenizer without a chat template: plain strings only
+        overhead = 0
+    bound = sizes + overhead + _TEMPLATE_TOKENS_PER_MESSAGE * counts
+    candidates = np.flatnonzero(bound >= limit)
+    too_long = []
+    for row in candidates.tolist():
+        prompt = dataset[row]["prompt"]
+        n = prompt_token_count(prompt, tokenizer, **chat_template_kwargs)
+        if n >= limit:
+            too_long.append((row, n))
+    if too_long:
+        row, n = too_long[0]
+        others = f" ({len(too_long)} rows in all)" if len(too_long) > 1 else ""
+        raise ConfigError(
+            f"{name} row {row}: the prompt is {n} tokens, not shorter than the model's context of {limit} tokens"
+            f"{others}; nothing would be left to generate (TRL 1.16 does not truncate prompts): shorten or drop such "
+            "rows"
+        )
