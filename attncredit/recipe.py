@@ -157,9 +157,9 @@ def run(argv: list[str], trainer_cls, config_cls, default_config: Path, prog: st
     """The recipe: parse, check the output_dir before anything slow, load tokenizer and data, build
     ``trainer_cls`` (bad input of any of these ends with one ``error:`` line, exit 2), train, save."""
     from attncredit.data import validate_columns
-    from attncredit.errors import ConfigError, NonFiniteTrainingError
+    from attncredit.errors import CheckpointSaveError, ConfigError, NonFiniteTrainingError
     from attncredit.models import load_tokenizer, resolve_model_name
-    from attncredit.output_dir import check_writable, prepare_output_dir, resolve_resume
+    from attncredit.output_dir import FinishedRunError, check_resume, check_writable, prepare_output_dir, resolve_resume
     from rewards import GradingWorkerError, get_reward_funcs
 
     try:
@@ -168,6 +168,9 @@ def run(argv: list[str], trainer_cls, config_cls, default_config: Path, prog: st
 
         # Before anything slow: a bad output_dir, or one holding another run (the trainer deletes it on overwrite).
         resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+        if resume is not None:  # another trainer's checkpoint is refused; a finished run's end leaves all as it is
+            kind = getattr(trainer_cls, "checkpoint_kind", "grpo")
+            check_resume(resume, kind, training_args.max_steps, training_args.num_train_epochs)
         check_writable(training_args.output_dir)
         prepare_output_dir(training_args.output_dir, resume, training_args.overwrite_output_dir, delete=False)
 
@@ -197,12 +200,15 @@ def run(argv: list[str], trainer_cls, config_cls, default_config: Path, prog: st
             processing_class=tokenizer,
             peft_config=get_peft_config(model_args),
         )
+    except FinishedRunError as e:  # nothing to do: exit 0, so a runner that resumes every run skips finished ones
+        print(f"attncredit: {e}", file=sys.stderr)
+        return
     except (ConfigError, ValueError) as e:
         _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
     try:
         trainer.train(resume_from_checkpoint=resume)
-    except (NonFiniteTrainingError, GradingWorkerError) as e:  # the message names the step or the worker's output
+    except (NonFiniteTrainingError, GradingWorkerError, CheckpointSaveError) as e:  # one line naming step/worker/path
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     trainer.save_model(training_args.output_dir)

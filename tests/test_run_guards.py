@@ -229,3 +229,26 @@ def test_a_reward_returning_none_for_a_whole_batch_warns_once(tiny_qwen2, tmp_pa
         trainer.train()
     hits = [w for w in caught if "reward function 'nothing' returned None for every completion" in str(w.message)]
     assert len(hits) == 1, [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("trainer", ["grpo", "ppo"])
+def test_cli_resume_of_a_finished_run_exits_0_and_of_the_other_trainer_exits_2(tiny_qwen2, tmp_path, capsys, no_model_load, trainer):
+    """`attncredit grpo|ppo --resume_from_checkpoint true` on a finished run: one line, exit 0, nothing written, before
+    the model loads; on the other trainer's checkpoint: one error line, exit 2."""
+    import importlib
+
+    main = importlib.import_module(f"attncredit.cli.{trainer}").main
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model_name_or_path: {tiny_qwen2}\noutput_dir: {tmp_path / 'run'}\nreport_to: none\nuse_cpu: true\nmax_steps: 2\n")
+    fake_checkpoint(tmp_path / "run" / "checkpoint-2", 2, critic=trainer == "ppo", max_steps=2)
+    before = snapshot(tmp_path / "run")
+    main(["--config", str(config), "--resume_from_checkpoint", "true"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("attncredit: resume_from_checkpoint: ") and "step 2 of a finished run" in err[-1], err
+    assert snapshot(tmp_path / "run") == before
+    shutil.rmtree(tmp_path / "run")
+    fake_checkpoint(tmp_path / "run" / "checkpoint-1", 1, critic=trainer != "ppo", max_steps=2)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(config), "--resume_from_checkpoint", "true"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and err[-1].startswith("error: resume_from_checkpoint=") and "it cannot resume" in err[-1], err
