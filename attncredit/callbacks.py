@@ -87,6 +87,7 @@ class CreditLoggingCallback(TrainerCallback):
         self._since = time.perf_counter()
         self._latest_groups = None
         self._logged_groups = None
+        self._rollout_means: dict[str, float] = {}  # the latest logged means, for steps that compute no credit
         self._token_view_step = -1
 
     def on_credit(self, chunk: CreditChunk) -> None:
@@ -110,12 +111,18 @@ class CreditLoggingCallback(TrainerCallback):
         """On logging steps and the last step, push this period's means into the trainer's metrics before it logs
         them (the Trainer calls ``log`` right after this event, with ``control.should_log`` set by then; after the
         last step its closing ``log`` of the run summary takes them)."""
-        if not (control.should_log or state.global_step >= state.max_steps) or not self._summaries:
+        if not (control.should_log or state.global_step >= state.max_steps):
+            return
+        if not self._summaries and not self._rollout_means:
             return
         metrics = self.trainer._metrics["train"]
-        names = list(self._summaries[0])
-        local = torch.stack([torch.stack([s[k] for k in names]) for s in self._summaries]).mean(0)
-        for name, value in zip(names, self.trainer.accelerator.gather(local[None]).mean(0).tolist()):
+        if self._summaries:
+            names = list(self._summaries[0])
+            local = torch.stack([torch.stack([s[k] for k in names]) for s in self._summaries]).mean(0)
+            self._rollout_means = dict(zip(names, self.trainer.accelerator.gather(local[None]).mean(0).tolist()))
+        # A step that reuses a rollout whose gamma is known (num_iterations > 1, steps_per_generation > 1) computes
+        # no credit: it logs that rollout's statistics again, so every step has its attncredit/* metrics.
+        for name, value in self._rollout_means.items():
             metrics[f"attncredit/{name}"].append(value)
         now = time.perf_counter()
         stats_seconds = sum(clock.seconds() for clock in self._clocks)

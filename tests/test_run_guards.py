@@ -252,3 +252,35 @@ def test_cli_resume_of_a_finished_run_exits_0_and_of_the_other_trainer_exits_2(t
         main(["--config", str(config), "--resume_from_checkpoint", "true"])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and err[-1].startswith("error: resume_from_checkpoint=") and "it cannot resume" in err[-1], err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# PPO logging and its default config
+# ---------------------------------------------------------------------------------------------------------------
+def test_ppo_logs_critic_lr_like_learning_rate_and_credit_metrics_on_every_step(tiny_qwen2, tmp_path):
+    """critic/lr is read where transformers reads learning_rate (the rate the step used, before the scheduler steps);
+    with num_iterations 2 the step that reuses the rollout logs its attncredit/* statistics too."""
+    from attncredit import AnchorPPOConfig, AnchorPPOTrainer
+
+    args = AnchorPPOConfig(**tiny_args(tmp_path, "ppo", learning_rate=1e-3, critic_learning_rate=1e-3, num_iterations=2,
+                                       lr_scheduler_type="linear"))  # fmt: skip
+    trainer = AnchorPPOTrainer(model=str(tiny_qwen2), reward_funcs=digit_reward, args=args, train_dataset=prompts(),
+                               processing_class=load_tokenizer(str(tiny_qwen2)))  # fmt: skip
+    trainer.train()
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = {e["step"]: e for e in logged if "loss" in e}
+    assert sorted(steps) == [1, 2]
+    for step, entry in steps.items():
+        assert entry["critic/lr"] == pytest.approx(entry["learning_rate"]), (step, entry)
+        assert "attncredit/gamma_mean" in entry and "attncredit/amplified_frac" in entry, (step, sorted(entry))
+    assert steps[1]["learning_rate"] == pytest.approx(1e-3)  # linear decay: step 1 trains at the full rate
+
+
+def test_ppo_default_config_keeps_one_checkpoint():
+    import yaml
+
+    from tiny_training import ROOT
+
+    config = yaml.safe_load((ROOT / "recipes" / "configs" / "ppo_default.yaml").read_text())
+    default = yaml.safe_load((ROOT / "recipes" / "configs" / "default.yaml").read_text())
+    assert config["save_total_limit"] == default["save_total_limit"] == 1
