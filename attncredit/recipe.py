@@ -53,7 +53,20 @@ class AnchorScriptArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N evaluation rows."})
     reward_funcs: list[str] = field(
         default_factory=lambda: ["math_accuracy"],
-        metadata={"help": "Reward functions by name (see rewards.REWARD_FUNCS), weighted by reward_weights."},
+        metadata={
+            "help": "Rewards, weighted by reward_weights, as in TRL's script: our names (rewards.REWARD_FUNCS: "
+            "math_accuracy, countdown, format, tag_count, ...), any dotted import path of a reward function "
+            "(e.g. trl.rewards.think_format_reward, mypkg.rewards.my_reward; the working directory is importable), "
+            "or a reward model (a hub id 'org/name' or a local folder), which the trainer loads as a "
+            "sequence-classification model."
+        },
+    )
+    reward_model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "TRL's reward-model option: a hub id or local folder of a sequence-classification reward model, "
+            "put before reward_funcs (so its reward_weights entry comes first)."
+        },
     )
 
 
@@ -131,6 +144,54 @@ def load_data(script_args, split: str, limit: int | None, seed: int):
     )
 
 
+def resolve_reward_funcs(names, reward_model: str | None = None) -> list:
+    """The ``reward_funcs`` of the trainer from the recipe's values, as TRL's ``trl/scripts/grpo.py`` resolves them:
+    ``reward_model`` first (a string, which GRPOTrainer loads as a sequence-classification reward model), then per
+    name: a callable as is; one of our names (``rewards.REWARD_FUNCS``); a reward model, i.e. a hub id ``org/name``
+    or a local folder (kept a string for the trainer, checked like a policy model name); a dotted import path
+    ``module.function`` (the working directory importable, as in TRL). Anything else, or an import path that does not
+    import, is a one-line ``ConfigError`` listing our names. (Here, not in ``rewards``: that package imports nothing
+    from attncredit and resolves only its own names.)"""
+    import importlib
+    import os
+
+    from rewards import REWARD_FUNCS, get_reward_funcs
+
+    from attncredit.errors import ConfigError
+    from attncredit.models import resolve_model_name
+
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    items = [reward_model] if reward_model else []
+    items += list(names or [])
+    allowed = f"allowed: {', '.join(REWARD_FUNCS)}, an import path module.function, or a reward model (hub id or folder)"
+    if not items:
+        raise ConfigError(f"no reward functions given; {allowed}")
+    resolved = []
+    for item in items:
+        if callable(item) or item in REWARD_FUNCS:
+            resolved.extend(get_reward_funcs([item]))
+        elif not isinstance(item, str):
+            raise ConfigError(f"reward function {item!r} is neither a name nor a callable; {allowed}")
+        elif item is reward_model or "/" in item or "\\" in item or os.path.isdir(item):
+            resolved.append(resolve_model_name(item))  # one-line errors for a missing folder or unknown hub id
+        elif "." in item and all(part.isidentifier() for part in item.split(".")):
+            module_name, attr = item.rsplit(".", 1)
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())  # as TRL's script: local modules of the working directory
+            try:
+                func = getattr(importlib.import_module(module_name), attr)
+            except Exception as e:  # noqa: BLE001 - ImportError, AttributeError, or the module's own failure
+                why = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise ConfigError(f"reward function {item!r} cannot be imported ({why}); {allowed}") from None
+            if not callable(func):
+                raise ConfigError(f"reward function {item!r} is a {type(func).__name__}, not a function; {allowed}")
+            resolved.append(func)
+        else:
+            raise ConfigError(f"unknown reward function {item!r}; {allowed}")
+    return resolved
+
+
 def quiet_console() -> None:
     """Hide what a user cannot act on: TRL's use of names transformers deprecated, and matplotlib's note on
     control characters in token views. One progress bar: training's. Call it before importing attncredit (which
@@ -160,7 +221,7 @@ def run(argv: list[str], trainer_cls, config_cls, default_config: Path, prog: st
     from attncredit.errors import CheckpointSaveError, ConfigError, NonFiniteTrainingError
     from attncredit.models import load_tokenizer, resolve_model_name
     from attncredit.output_dir import FinishedRunError, check_resume, check_writable, prepare_output_dir, resolve_resume
-    from rewards import GradingWorkerError, get_reward_funcs
+    from rewards import GradingWorkerError
 
     try:
         script_args, training_args, model_args = parse_args(argv, config_cls, default_config, prog)
@@ -186,10 +247,11 @@ def run(argv: list[str], trainer_cls, config_cls, default_config: Path, prog: st
         eval_dataset = None
         if script_args.dataset_test_split:
             eval_dataset = load_data(script_args, script_args.dataset_test_split, script_args.max_eval_samples, seed)
-        reward_funcs = get_reward_funcs(script_args.reward_funcs)
+        reward_funcs = resolve_reward_funcs(script_args.reward_funcs, script_args.reward_model_name_or_path)
+        reward_callables = [f for f in reward_funcs if callable(f)]  # reward models (strings) read no columns
         for data in (train_dataset, eval_dataset):
             if data is not None:
-                validate_columns(data, rewards=script_args.reward_funcs)
+                validate_columns(data, rewards=reward_callables or None)
         # Built here too: what the trainer loads (e.g. a PPO critic folder) fails in one line like the rest.
         trainer = trainer_cls(
             model=model_path,
