@@ -49,6 +49,7 @@ from .credit import NonFiniteStatisticError, compute_token_weights, required_sta
 from .data.checks import check_prompt_lengths, validate_rows
 from .data.templates import has_prefill, prefill_prompt_ids
 from .errors import CheckpointSaveError, ConfigError, NonFiniteTrainingError
+from .model_card import add_attncredit_sections, base_model_id, name_base_model
 from .models import resolve_model_name
 from .output_dir import check_resume, check_writable, finished_checkpoint, last_complete_checkpoint
 from .output_dir import prepare_output_dir, resolve_resume, run_outputs
@@ -154,6 +155,7 @@ class AnchorGRPOTrainer(GRPOTrainer):
 
     #: Which trainer writes this trainer's checkpoints (``attncredit.output_dir.checkpoint_trainer``).
     checkpoint_kind = "grpo"
+    _tag_names = ["trl", "grpo", "attncredit"]  # TRL's card and model tags, plus ours
 
     @classmethod
     def _check_run_folder(cls, args) -> None:
@@ -445,6 +447,42 @@ class AnchorGRPOTrainer(GRPOTrainer):
             )
         )
         return gamma
+
+    # ----------------------------------------------------------------------------------------------------
+    # Model card and saved names: TRL's card with the base model's hub id, the run folder and the method
+    # ----------------------------------------------------------------------------------------------------
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None):
+        """TRL's card (``<output_dir>/README.md``), which names the base model by the hub id of the model it started
+        from (the embedded model's too: ``attncredit.model_card.base_model_id``; TRL takes ``config._name_or_path``,
+        a local cache folder here), loads ``output_dir`` in its quick start when nothing is pushed to the hub (TRL
+        writes ``model="None"``), and carries a section on the credit assignment (the method, arXiv 2510.13554, the
+        run's settings) and its citation beside TRL's."""
+        config = self.model.config
+        original, hub_model_id = getattr(config, "_name_or_path", ""), self.hub_model_id
+        base = base_model_id(original)
+        try:
+            if base:
+                config._name_or_path = base
+            if self.hub_model_id is None:
+                self.hub_model_id = self.args.output_dir
+            super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        finally:
+            config._name_or_path, self.hub_model_id = original, hub_model_id
+        if self.is_world_process_zero():
+            add_attncredit_sections(os.path.join(self.args.output_dir, "README.md"), self._name, self.args, base or original)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """transformers' save (checkpoints call it too), then the base model's hub id into the folder's
+        ``config.json`` (``_name_or_path``) and a LoRA adapter's ``base_model_name_or_path`` (PEFT writes the local
+        path it loaded); the final save of ``output_dir`` also writes the model card (TRL writes it only with
+        checkpoints)."""
+        super().save_model(output_dir, _internal_call)
+        folder = output_dir or self.args.output_dir
+        if self.args.should_save:
+            name_base_model(folder, base_model_id(getattr(self.model.config, "_name_or_path", "")))
+        if not _internal_call and os.path.abspath(folder) == os.path.abspath(self.args.output_dir):
+            hub = self.args.hub_model_id
+            self.create_model_card(model_name=hub.split("/")[-1] if hub else os.path.basename(os.path.abspath(folder)))
 
     # ----------------------------------------------------------------------------------------------------
     # Checkpoints: the head groups kept between regroup steps travel with the checkpoint

@@ -24,12 +24,16 @@ OVERRIDDEN = {
     ],
 }
 # transformers' Trainer method overridden to stop on a non-finite grad norm before the optimizer step
-OVERRIDDEN_TRAINER = {"_get_grad_norm": ["self", "model", "grad_norm"], "train": ["self", "resume_from_checkpoint", "trial", "ignore_keys_for_eval"]}
+OVERRIDDEN_TRAINER = {"_get_grad_norm": ["self", "model", "grad_norm"], "train": ["self", "resume_from_checkpoint", "trial", "ignore_keys_for_eval"],
+                      # the model card (TRL's _BaseTrainer) and the saved base-model name (transformers' Trainer)
+                      "create_model_card": ["self", "model_name", "dataset_name", "tags"],
+                      "save_model": ["self", "output_dir", "_internal_call"]}
 # methods and attributes the trainer and CreditLoggingCallback use without overriding them
 CALLED = ["_log_completion_extra", "_get_output_dir"]
 ATTRIBUTES = [
     "_metrics", "_is_vlm", "environment_factories", "tools", "chat_template", "chat_template_kwargs", "use_vllm",
     "vllm_importance_sampling_correction", "num_iterations", "log_completions", "reward_funcs", "reward_func_names",
+    "hub_model_id", "_name", "_paper", "_tag_names",  # read by TRL's create_model_card
 ]
 
 

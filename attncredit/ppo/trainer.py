@@ -26,6 +26,7 @@ from transformers import get_scheduler
 from trl.trainer.utils import use_adapter
 
 from ..errors import ConfigError
+from ..model_card import PPO_PAPER
 from ..models import resolve_model_name
 from ..trainer import AnchorGRPOTrainer
 from .config import AnchorPPOConfig
@@ -54,6 +55,9 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
     """
 
     checkpoint_kind = "ppo"  # its checkpoints hold the critic: a GRPO trainer refuses them, and this one GRPO's
+    _tag_names = ["trl", "ppo", "attncredit"]  # the model card (TRL's, with attncredit's sections) says PPO
+    _name = "PPO"
+    _paper = PPO_PAPER
 
     def __init__(self, model, reward_funcs=None, args: AnchorPPOConfig | None = None, *pargs, critic: ValueModel | None = None, **kwargs):
         if args is None:
