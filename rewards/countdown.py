@@ -12,7 +12,8 @@ Score of one completion, given the row's ``numbers`` and ``target``:
 
 Where the equation is read from (last ``TAIL_CHARS`` of the completion): the last ``<answer>...</answer>``,
 else the last ``\\boxed{}``, else the last non-empty line (correct there still earns 1.0, never the format
-score). ``expr = N`` and ``N = expr`` are accepted; ``N`` is ignored and ``expr`` must hit the target.
+score). ``expr = N`` and ``N = expr`` are accepted when true: ``expr`` must hit the target, and a false ``N``
+(``1+2+3 = 7`` for target 6) makes the answer wrong (format score in a tag, 0.0 on the last line).
 
 The evaluator is a recursive-descent parser over integer tokens, never ``eval``; input is capped at
 ``MAX_EQUATION_CHARS`` characters and ``MAX_DEPTH`` nested parentheses.
@@ -126,20 +127,31 @@ def evaluate_equation(equation: str) -> tuple[Fraction | None, list[int]]:
     """(exact value, integers used in order) of an arithmetic expression, optionally ``expr = N`` / ``N = expr``.
 
     The value is ``None`` after a division by zero. Raises ``InvalidEquation`` for anything that is not such an
-    expression.
+    expression. The stated ``N`` is not checked here: :func:`equation_claim` returns it.
     """
+    return _evaluate(equation)[:2]
+
+
+def equation_claim(equation: str) -> Fraction | None:
+    """The ``N`` of ``expr = N`` / ``N = expr`` (None without one); raises ``InvalidEquation`` as
+    :func:`evaluate_equation`."""
+    return _evaluate(equation)[2]
+
+
+def _evaluate(equation: str) -> tuple[Fraction | None, list[int], Fraction | None]:
     if not isinstance(equation, str):
         raise InvalidEquation("not a string")
     equation = equation.strip().rstrip(".").strip()
     if not equation or len(equation) > MAX_EQUATION_CHARS:
         raise InvalidEquation("empty or too long")
     sides = equation.split("=")
+    claim = None
     if len(sides) == 2:
         left, right = (s.strip() for s in sides)
         if re.fullmatch(r"-?[0-9]+", right):
-            equation = left
+            equation, claim = left, right
         elif re.fullmatch(r"-?[0-9]+", left):
-            equation = right
+            equation, claim = right, left
         else:
             raise InvalidEquation("both sides of '=' are expressions")
     elif len(sides) > 2:
@@ -147,17 +159,22 @@ def evaluate_equation(equation: str) -> tuple[Fraction | None, list[int]]:
     tokens = _tokenize(equation)
     if not tokens:
         raise InvalidEquation("empty")
-    return _Parser(tokens).parse()
+    value, used = _Parser(tokens).parse()
+    if claim is not None and len(claim.lstrip("-")) > MAX_DIGITS:
+        raise InvalidEquation("number too long")
+    return value, used, None if claim is None else Fraction(int(claim))
 
 
 def score_equation(equation: str, numbers, target, format_score: float = 0.1) -> float:
     """The Countdown score of one equation string (see the module docstring); never raises."""
     try:
-        value, used = evaluate_equation(equation)
+        value, used, claim = _evaluate(equation)
     except (InvalidEquation, RecursionError, ValueError, TypeError, OverflowError):
         return 0.0
     if value is None:  # division by zero
         return 0.0
+    if claim is not None and claim != value:  # a false equation (1+2+3 = 7) is a wrong answer, whatever expr hits
+        return format_score
     try:
         given = Counter(int(n) for n in numbers)
         goal = Fraction(int(target))

@@ -317,7 +317,7 @@ def cd(*completions, numbers=NUMS, target=TARGET, reward=countdown):
         ("Let me check.\n55 + 36 - 7 - 18", 0.0),  # ... but earns no format score
         # well formed in the tag but wrong: TinyZero's format score
         ("<answer>55 + 36 - 7 - 18</answer>", 0.1),  # wrong number (18 not given), wrong value
-        ("<answer>55 + 36 - 7 - 19 = 66</answer>", 1.0),  # the claimed result is ignored, the expression is right
+        ("<answer>55 + 36 - 7 - 19 = 66</answer>", 0.1),  # a false equation is wrong, whatever the expression hits
         ("<answer>55 + 36 - 19</answer>", 0.1),  # 7 missing
         ("<answer>55 + 36 - 7 - 19 + 7 - 7</answer>", 0.1),  # 7 used three times, value still 65
         ("<answer>55 + 36 - 7 - 19 + 0</answer>", 0.1),  # extra number
