@@ -388,3 +388,26 @@ def test_evaluate_script_caps_answers_on_a_cpu(tiny_qwen2, tmp_path, capsys, mon
     assert evaluate.main(argv) == 0
     assert json.loads((out / "results.json").read_text())["settings"]["max_new_tokens"] == 256
     assert "capped at 256 new tokens" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_to_replace_an_earlier_results_json(tiny_qwen2, tmp_path, capsys, monkeypatch):
+    """A second evaluation into the same folder is one error line naming --overwrite, before the model loads; with
+    --overwrite it replaces results.json."""
+    from attncredit.cli import eval as evaluate
+    from attncredit import evaluation
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "results.json").write_text('{"earlier": true}')
+    argv = ["--model", str(tiny_qwen2), "--benchmarks", "countdown3", "--limit", "1", "--max-new-tokens", "2",
+            "--backend", "hf", "--out", str(out), "--quiet"]  # fmt: skip
+    make_generator = evaluation.make_generator
+    monkeypatch.setattr(evaluation, "make_generator", lambda *a, **k: pytest.fail("model loaded"))
+    assert evaluate.main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error: ") and "results.json exists" in err[0] and "--overwrite" in err[0], err
+    assert json.loads((out / "results.json").read_text()) == {"earlier": True}
+    monkeypatch.setattr(evaluation, "make_generator", make_generator)
+    assert evaluate.main([*argv, "--overwrite"]) == 0
+    assert "benchmarks" in json.loads((out / "results.json").read_text())

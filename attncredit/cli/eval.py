@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-memory-utilization", type=float, default=None,
                    help="vLLM memory share: of the GPU (default 0.9), or of host memory on vLLM's CPU build (default 0.3)")
     p.add_argument("--out", default=None, help="output folder for results.json (default: runs/eval/<model name>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier results.json in --out (without it such a run is refused before the model loads)")
     p.add_argument("--seed", type=int, default=42,
                    help="sampling seed and Countdown generator seed; 42 = the recipes' seed, so 'countdown' is the "
                    "split held out in training (default: %(default)s)")
@@ -142,6 +144,11 @@ def _run(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    out = Path(args.out) if args.out else Path("runs") / "eval" / Path(str(args.model).rstrip("/")).name
+    if (out / "results.json").exists() and not args.overwrite:  # an earlier evaluation's generations stay
+        raise ConfigError(
+            f"{out / 'results.json'} exists (an earlier evaluation); replace it with --overwrite, or choose another --out"
+        )
     rows = load_benchmark_rows(plan)  # fail on a benchmark the loaders cannot serve before loading a model
     start = time.perf_counter()
     generator = make_generator(
@@ -159,7 +166,6 @@ def _run(args) -> int:
     results = run_evaluation(generator, plan, rows=rows, model_name=args.model, show_progress=not args.quiet)
     results["settings"]["model_load_seconds"] = load_seconds
     results["settings"]["command"] = " ".join(["attncredit", "eval", *args.argv])
-    out = Path(args.out) if args.out else Path("runs") / "eval" / Path(str(args.model).rstrip("/")).name
     path = write_results(results, out)
     print(format_table(results))
     print(f"model load {load_seconds:.0f} s, evaluation {results['settings']['wall_seconds']:.0f} s; wrote {path}")
