@@ -75,3 +75,4 @@ def test_readme_python_blocks_run_offline_as_written(tmp_path):
         proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, f"README python block {i}:\n{code}\n{proc.stderr[-3000:]}"
     assert (tmp_path / "runs" / "api" / "metrics.jsonl").exists()
+    assert not list((tmp_path / "runs" / "api").glob("checkpoint-*"))  # save_strategy="no": no 1.6 GB checkpoint
