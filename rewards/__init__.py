@@ -15,6 +15,7 @@ name               score                                                        
 ``format_r1``      1/0: ``<think>...</think> <answer>...</answer>``                    -
 ``format_boxed``   1/0: a non-empty ``\\boxed{...}``                                   -
 ``tag_count``      0.25 per R1 tag present exactly once (shaping for small models)     -
+``arithmetic_answer`` 1/0: the last ``Answer: N`` line holds the value (study task)  ``answer``
 =================  ===============================================================  ==================
 
 ``countdown_accuracy`` is ``countdown`` without the 0.1 format score (1/0, the accuracy): give it reward weight 0 to
@@ -39,6 +40,7 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 from .accuracy import make_math_accuracy_reward, math_accuracy
+from .arithmetic import arithmetic_answer
 from .countdown import countdown, make_countdown_reward
 from .errors import GradingWorkerError, RewardConfigError
 from .format import format_boxed, format_r1, format_reward, make_format_reward, tag_count
@@ -51,10 +53,13 @@ REWARD_FUNCS: dict[str, Callable[..., list[float]]] = {
     "format_r1": format_r1,
     "format_boxed": format_boxed,
     "tag_count": tag_count,
+    "arithmetic_answer": arithmetic_answer,
 }
 
 # A sensible reward set per dataset task (``attncredit.data`` rows carry a ``task`` column).
-DEFAULT_REWARDS = {"countdown": ["countdown", "format"], "math": ["math_accuracy", "format"]}
+DEFAULT_REWARDS = {
+    "countdown": ["countdown", "format"], "math": ["math_accuracy", "format"], "arithmetic": ["arithmetic_answer"]
+}
 
 
 def list_rewards() -> list[str]:
@@ -108,6 +113,7 @@ __all__ = [
     "list_rewards",
     "required_columns",
     "math_accuracy",
+    "arithmetic_answer",
     "countdown",
     "format_reward",
     "format_r1",

@@ -5,9 +5,10 @@ Row format (every dataset):
 * ``prompt``: conversational messages, ``[{"role": "system", ...}?, {"role": "user", "content": ...}]``, rendered
   by the prompt template (``templates.py``);
 * ``answer``: the gold answer as a string (Countdown: one reference solution);
-* ``task``: ``"countdown"`` or ``"math"`` (which rewards apply: ``rewards.DEFAULT_REWARDS[task]``);
+* ``task``: ``"countdown"``, ``"math"`` or ``"arithmetic"`` (which rewards apply: ``rewards.DEFAULT_REWARDS[task]``);
 * Countdown: ``numbers`` (list of int), ``target`` (int); math: ``question`` (the raw problem) plus per-dataset
-  extras (``solution``, ``id``, ``category``, ``answer_original``).
+  extras (``solution``, ``id``, ``category``, ``answer_original``); arithmetic: ``expression`` (its prompt is
+  its own, ``arithmetic.prompt_messages``: no template applies).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 from attncredit.errors import ConfigError
 
-from . import hub, packaged
+from . import arithmetic, hub, packaged
 from .countdown import countdown_split
 from .templates import PromptTemplate, get_template
 
@@ -29,6 +30,9 @@ _COUNTDOWN_OPTIONS = {
     "min_target": 1,
     "max_target": 100,
 }
+
+# The study task's default difficulty: the setting chosen by arithmetic.py's selection rule.
+_ARITHMETIC_OPTIONS = {"num_train": 20_000, "num_test": 640, **arithmetic.CANDIDATES["5x1-9+"]}
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,9 @@ DATASETS: dict[str, DatasetSpec] = {
                     dict(_COUNTDOWN_OPTIONS)),
         DatasetSpec("countdown3", "countdown", {"train": "generated", "test": "generated"},
                     "easy Countdown demo: 3 numbers", {**_COUNTDOWN_OPTIONS, "num_numbers": 3}),
+        DatasetSpec("arithmetic", "arithmetic", {"train": "generated", "test": "generated"},
+                    "integer arithmetic answered with worked steps and 'Answer: N'; fixed held-out set (640)",
+                    dict(_ARITHMETIC_OPTIONS)),
         DatasetSpec("gsm8k", "math", {"train": "hub", "test": "packaged"},
                     "GSM8K: test (1319) packaged, train (7473) from openai/gsm8k"),
         DatasetSpec("aime2025", "math", {"test": "packaged"}, "AIME 2025 I+II (30), packaged"),
@@ -85,7 +92,10 @@ def _check_options(spec: DatasetSpec, options: dict) -> dict:
         raise ConfigError(f"unknown option '{unknown[0]}' for dataset '{spec.name}'; allowed: {allowed}")
     merged = {**spec.options, **options}
     for key, value in options.items():
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(spec.options[key], str):
+            if not isinstance(value, str):
+                raise ConfigError(f"dataset option {key} must be a string, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"dataset option {key} must be an integer, got {value!r}")
     if spec.task == "countdown":
         m = merged
@@ -109,6 +119,24 @@ def _countdown_rows(split: str, limit: int | None, seed: int, opts: dict) -> lis
         return countdown_split(split, n, seed=seed, num_test=opts["num_test"], **ranges)
     except ValueError as exc:  # ranges that admit too few distinct puzzles
         raise ConfigError(str(exc)) from None
+
+
+def _arithmetic_dataset(split: str, limit: int | None, seed: int, opts: dict):
+    import datasets
+
+    settings = {k: opts[k] for k in ("num_operands", "min_operand", "max_operand", "operators")}
+    size = opts["num_train" if split == "train" else "num_test"]
+    n = size if limit is None else min(limit, size)
+    try:
+        problems = arithmetic.arithmetic_split(split, n, seed=seed, num_test=opts["num_test"], **settings)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    rows = [
+        {"prompt": arithmetic.prompt_messages(p["expression"]), "answer": str(p["value"]), "task": "arithmetic",
+         "expression": p["expression"]}
+        for p in problems
+    ]
+    return datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({"prompt": [], "answer": [], "task": []})
 
 
 _PACKAGED = {
@@ -148,6 +176,10 @@ def load_dataset_by_name(
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
     opts = _check_options(spec, options)
+    if spec.task == "arithmetic":
+        if template is not None:
+            raise ConfigError(f"dataset '{name}' writes its own prompts; prompt_template must be unset, got {template!r}")
+        return _arithmetic_dataset(split, limit, seed, opts)
     tmpl = get_template(template, spec.task)
     tmpl.render(spec.task, numbers=[1, 2], target=3, question="?")  # fail fast on a template without this task
 
