@@ -180,13 +180,17 @@ def check_resume(checkpoint: str, trainer: str, max_steps: int, num_train_epochs
         )
 
 
-def finished_checkpoint(output_dir: str, max_steps: int, num_train_epochs: float) -> str | None:
-    """The newest complete checkpoint of ``output_dir`` when it ends a finished run (see :func:`check_resume`)."""
-    last, _ = last_complete_checkpoint(output_dir)
-    if last is None:
-        return None
-    try:
-        check_resume(last, checkpoint_trainer(last), max_steps, num_train_epochs)
-    except FinishedRunError:
-        return last
-    return None
+def resumable_checkpoints(output_dir: str, trainer: str, max_steps: int, num_train_epochs: float) -> list[str]:
+    """The complete checkpoints of ``output_dir`` that ``trainer`` could resume (see :func:`check_resume`), oldest
+    first: none when the folder holds no checkpoint, only torn ones, only the other trainer's, or only steps that
+    a finished run has reached."""
+    root = Path(output_dir)
+    found = []
+    for name in run_outputs(output_dir):
+        if CHECKPOINT.match(name) and is_complete(root / name):
+            try:
+                check_resume(str(root / name), trainer, max_steps, num_train_epochs)
+            except ConfigError:
+                continue
+            found.append(str(root / name))
+    return found

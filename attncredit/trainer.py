@@ -51,8 +51,8 @@ from .data.templates import has_prefill, prefill_prompt_ids
 from .errors import CheckpointSaveError, ConfigError, NonFiniteTrainingError
 from .model_card import add_attncredit_sections, base_model_id, name_base_model
 from .models import resolve_model_name
-from .output_dir import check_resume, check_writable, finished_checkpoint, last_complete_checkpoint
-from .output_dir import prepare_output_dir, resolve_resume, run_outputs
+from .output_dir import check_resume, check_writable, last_complete_checkpoint, prepare_output_dir
+from .output_dir import resolve_resume, resumable_checkpoints, run_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -169,9 +169,8 @@ class AnchorGRPOTrainer(GRPOTrainer):
             return
         if args.overwrite_output_dir or not run_outputs(args.output_dir):
             return
-        last, _ = last_complete_checkpoint(args.output_dir)
-        if last is None or finished_checkpoint(args.output_dir, args.max_steps, args.num_train_epochs):
-            # nothing that train(resume_from_checkpoint=True) could resume: refuse now, not after loading the model
+        if not resumable_checkpoints(args.output_dir, cls.checkpoint_kind, args.max_steps, args.num_train_epochs):
+            # nothing that train(resume_from_checkpoint=...) could resume: refuse now, not after loading the model
             prepare_output_dir(args.output_dir, None, False, delete=False, cli=False)
 
     def _check_probe_count(self, base, types: dict) -> None:
