@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("eval", "evaluate a model on math and Countdown benchmarks: avg@k, pass@k, results.json"),
     "analyze": ("analyze", "see and measure a model's preplan-and-anchor rhythm: plots, token page, Table 2"),
     "compare": ("compare", "compare training runs: one plot per metric and a table of final and best values"),
+    "exp": ("exp", "run arms x seeds of an experiment file resumably, collect finished runs, report with intervals"),
     "env": ("env", "print the installed versions and GPU, and flag combinations outside the tested stacks"),
 }
 

@@ -1,0 +1,238 @@
+"""The experiment report: what the runs that exist say, with intervals, curves and per-step time.
+
+Reads every run folder under one root (``<root>/<arm>-s<seed>/`` with ``experiment_run.json`` and
+``metrics.jsonl``): the run root of ``attncredit exp run`` or a folder ``attncredit exp collect`` filled. A
+resumed run logs some steps twice in ``metrics.jsonl``; the last entry per step counts.
+
+For each arm (statistics in ``stats.py``):
+
+* the primary metric at the final step: each seed's value from its evaluation at ``max_steps``; the mean over
+  seeds and its 95% Student-t interval (runs without that evaluation, e.g. unfinished, are left out and named);
+* the paired difference to the baseline arm: per seed both arms have, arm minus baseline; the mean, its t-interval
+  and its percentile bootstrap interval (10,000 resamples, RNG seed 0);
+* the per-step time: the median of TRL's ``step_time`` (seconds of one optimizer step, generation included,
+  evaluation not) over every logged step of every run of the arm, and its ratio to the baseline arm's median.
+
+Also ``curves.png``: the primary metric vs step (mean over seeds, band: the 95% t-interval at each step with 2+
+seeds) and the train metric vs step (each run's trailing mean over ``SMOOTH`` steps, then mean and band over seeds).
+The markdown table goes to ``<root>/report.md``; it says how many seeds and steps each number rests on and flags
+arms with fewer than two seeds (no interval).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from attncredit.errors import ConfigError
+
+from .runner import FINISHED_FILE, METRICS_FILE, SETTINGS_FILE
+from .stats import Estimate, bootstrap_interval, mean_interval, paired_differences
+
+STEP_TIME = "step_time"
+SMOOTH = 10
+
+
+@dataclass
+class RunRecord:
+    """One run folder's settings and metrics (the last logged entry per step and kind)."""
+
+    path: Path
+    settings: dict
+    finished: bool
+    train: dict[int, dict] = field(default_factory=dict)  # step -> merged training-step record
+    evals: dict[int, dict] = field(default_factory=dict)  # step -> merged evaluation record
+
+    @property
+    def arm(self) -> str:
+        return self.settings["arm"]
+
+    @property
+    def seed(self) -> int:
+        return int(self.settings["seed"])
+
+
+def read_run(path: Path) -> RunRecord:
+    """A run folder as a ``RunRecord``; lines cut by a kill are skipped."""
+    settings = json.loads((path / SETTINGS_FILE).read_text())
+    run = RunRecord(path, settings, (path / FINISHED_FILE).is_file())
+    metrics = path / METRICS_FILE
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
+    for line in lines:
+        try:
+            record = json.loads(line)
+            step = int(record["step"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if any(key.startswith("eval_") for key in record):
+            run.evals.setdefault(step, {}).update(record)
+        elif "train_runtime" not in record:  # the end-of-training summary is not a step
+            run.train.setdefault(step, {}).update(record)
+    return run
+
+
+def read_runs(root: str | Path) -> list[RunRecord]:
+    """Every run folder directly under ``root``; ``ConfigError`` when there is none or they mix experiments."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"results folder {str(root)!r} does not exist; give an experiment file or a folder of runs")
+    runs = [read_run(p.parent) for p in sorted(root.glob(f"*/{SETTINGS_FILE}"))]
+    if not runs:
+        raise ConfigError(f"no run folder (<arm>-s<seed>/{SETTINGS_FILE}) under {root}")
+    names = sorted({r.settings["experiment"] for r in runs})
+    if len(names) > 1:
+        raise ConfigError(f"{root} holds runs of several experiments ({', '.join(names)}); report one at a time")
+    return runs
+
+
+@dataclass
+class ArmSummary:
+    arm: str
+    final: dict[int, float]  # seed -> primary metric at max_steps
+    estimate: Estimate | None
+    difference: Estimate | None = None  # paired, t-interval
+    bootstrap: Estimate | None = None  # paired, percentile bootstrap
+    step_time: float | None = None
+    timed_steps: int = 0
+    runs: int = 0
+    missing: list[str] = field(default_factory=list)  # runs without the primary metric at max_steps
+
+
+def summarize(runs: list[RunRecord], primary: str, baseline: str, max_steps: int) -> dict[str, ArmSummary]:
+    """Per arm (the baseline first, then in the order first seen): final values, mean and t-interval, paired difference to ``baseline``
+    (t and bootstrap), median step time (module docstring)."""
+    summaries: dict[str, ArmSummary] = {}
+    times: dict[str, list[float]] = {}
+    for run in sorted(runs, key=lambda r: r.arm != baseline):
+        summary = summaries.setdefault(run.arm, ArmSummary(run.arm, {}, None))
+        summary.runs += 1
+        value = run.evals.get(max_steps, {}).get(primary)
+        if value is None:
+            summary.missing.append(run.path.name)
+        else:
+            summary.final[run.seed] = float(value)
+        times.setdefault(run.arm, []).extend(float(r[STEP_TIME]) for r in run.train.values() if STEP_TIME in r)
+    for arm, summary in summaries.items():
+        summary.final = dict(sorted(summary.final.items()))
+        summary.estimate = mean_interval(summary.final.values()) if summary.final else None
+        if times[arm]:
+            summary.step_time, summary.timed_steps = statistics.median(times[arm]), len(times[arm])
+        if arm != baseline and baseline in summaries:
+            diffs = paired_differences(summary.final, summaries[baseline].final)
+            if diffs:
+                summary.difference = mean_interval(diffs.values())
+                summary.bootstrap = bootstrap_interval(diffs.values())
+    return summaries
+
+
+def _interval(e: Estimate | None, signed: bool = False) -> str:
+    if e is None or e.low is None:
+        return "-"
+    f = "{:+.3f}" if signed else "{:.3f}"
+    return f"[{f.format(e.low)}, {f.format(e.high)}]"
+
+
+def markdown(name: str, summaries: dict[str, ArmSummary], primary: str, baseline: str, max_steps: int) -> str:
+    """The report's markdown: one table row per arm and the notes on what each number rests on."""
+    base = summaries.get(baseline)
+    lines = [
+        f"# {name}: {primary} at step {max_steps}",
+        "",
+        f"| arm | seeds | mean | 95% CI (t) | diff vs {baseline} | paired seeds | diff 95% CI (t) | "
+        f"diff 95% CI (bootstrap) | step time, median (s) | time / {baseline} |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries.values():
+        ratio = (f"{s.step_time / base.step_time:.3f}" if s.step_time and base is not None and base.step_time
+                 else "-")
+        lines.append(
+            f"| {s.arm} | {len(s.final)} | {s.estimate.mean:.3f} | {_interval(s.estimate)} | "
+            if s.estimate else f"| {s.arm} | 0 | - | - | "
+        )
+        lines[-1] += (
+            f"{f'{s.difference.mean:+.3f}' if s.difference else '-'} | {s.difference.n if s.difference else 0} | "
+            f"{_interval(s.difference, True)} | {_interval(s.bootstrap, True)} | "
+            f"{f'{s.step_time:.3f}' if s.step_time is not None else '-'} | {ratio} |"
+        )
+    lines += ["", f"Each mean rests on one evaluation per seed at step {max_steps} (seeds: "
+              + "; ".join(f"{s.arm} {', '.join(map(str, s.final)) or 'none'}" for s in summaries.values()) + "). "
+              f"Differences are paired by seed (same data order) and use only seeds both arms have; t-intervals are "
+              f"Student-t over seeds, bootstrap intervals the percentiles of 10,000 resampled means (RNG seed 0). "
+              "Step time: median of TRL's step_time over "
+              + "; ".join(f"{s.arm} {s.timed_steps} steps of {s.runs} runs" for s in summaries.values()) + "."]
+    few = [s.arm for s in summaries.values() if len(s.final) < 2]
+    if few:
+        lines.append(f"\nFewer than 2 seeds, no interval: {', '.join(few)}.")
+    if base is None:
+        lines.append(f"\nNo run of the baseline arm {baseline!r}: no differences.")
+    missing = [m for s in summaries.values() for m in s.missing]
+    if missing:
+        lines.append(f"\nLeft out (no {primary} at step {max_steps}, e.g. unfinished): {', '.join(missing)}.")
+    return "\n".join(lines) + "\n"
+
+
+def _band(series: dict[int, list[float]]):
+    steps = sorted(series)
+    estimates = [mean_interval(series[s]) for s in steps]
+    mean = [e.mean for e in estimates]
+    low = [e.low if e.low is not None else e.mean for e in estimates]
+    high = [e.high if e.high is not None else e.mean for e in estimates]
+    return steps, mean, low, high
+
+
+def plot_curves(runs: list[RunRecord], primary: str, train_metric: str, path: Path) -> None:
+    """``curves.png``: primary metric and smoothed train metric vs step, mean and 95% t band per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    arms = list(dict.fromkeys(r.arm for r in runs))
+    for index, arm in enumerate(arms):
+        color = f"C{index % 10}"
+        evals: dict[int, list[float]] = {}
+        train: dict[int, list[float]] = {}
+        for run in (r for r in runs if r.arm == arm):
+            for step, record in run.evals.items():
+                if primary in record:
+                    evals.setdefault(step, []).append(float(record[primary]))
+            points = sorted((s, float(r[train_metric])) for s, r in run.train.items() if train_metric in r)
+            for i, (step, _) in enumerate(points):
+                window = [v for _, v in points[max(0, i - SMOOTH + 1): i + 1]]
+                train.setdefault(step, []).append(sum(window) / len(window))
+        for axis, series in ((left, evals), (right, train)):
+            if series:
+                steps, mean, low, high = _band(series)
+                axis.plot(steps, mean, color=color, label=arm)
+                axis.fill_between(steps, low, high, color=color, alpha=0.2)
+    left.set(xlabel="step", ylabel=primary, title="held-out metric (mean, 95% t band over seeds)")
+    right.set(xlabel="step", ylabel=train_metric, title=f"train metric, trailing mean of {SMOOTH} steps")
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(root: str | Path, *, primary: str | None = None, baseline: str | None = None,
+                 max_steps: int | None = None, train_metric: str | None = None) -> str:
+    """Read the runs under ``root``, write ``report.md`` and ``curves.png`` there, return the markdown.
+    The experiment's primary metric, baseline, step budget and train metric come from the runs' settings unless
+    given (an experiment file gives them)."""
+    root = Path(root)
+    runs = read_runs(root)
+    first = runs[0].settings
+    primary = primary or first["primary_metric"]
+    baseline = baseline or first["baseline"]
+    max_steps = max_steps or int(first["max_steps"])
+    train_metric = train_metric or first.get("train_metric", "reward")
+    summaries = summarize(runs, primary, baseline, max_steps)
+    text = markdown(first["experiment"], summaries, primary, baseline, max_steps)
+    plot_curves(runs, primary, train_metric, root / "curves.png")
+    text += "\n![learning curves](curves.png)\n"
+    (root / "report.md").write_text(text)
+    return text

@@ -1,0 +1,263 @@
+"""Run every arm x seed of an experiment through the recipe's own training path, resumably.
+
+Each run is one subprocess, ``python -m attncredit <recipe> --config <config> --output_dir <run dir> --seed s
+--data_seed s --max_steps M --save_strategy steps --save_steps K --save_total_limit 1 --<field> <value> ...``
+(the arm's overrides), its console appended to ``<run dir>/console.log``. At most ``parallel`` run at once.
+
+State of a run folder, and what ``run`` does with it:
+
+* ``finished.json`` (written only after the process exited 0 with a complete checkpoint at ``max_steps``):
+  skipped;
+* a complete checkpoint (``attncredit.output_dir``): resumed with ``--resume_from_checkpoint true``, so a killed
+  command costs at most ``save_steps`` steps per run;
+* outputs but no complete checkpoint (killed before the first save): started over (``--overwrite_output_dir``);
+* ``runner.pid`` naming a live process: left alone (another ``run`` drives it).
+
+A run that fails twice in a row within one ``run`` is not retried again; ``run`` names it in one line with its
+``console.log``. Each run folder also gets ``experiment_run.json`` (experiment, arm, seed, overrides, baseline,
+primary metric, git commit, versions, device), which ``report`` and ``collect`` read.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from attncredit.output_dir import CHECKPOINT, last_complete_checkpoint, run_outputs
+
+from .spec import Experiment, run_name
+
+SETTINGS_FILE = "experiment_run.json"
+FINISHED_FILE = "finished.json"
+PID_FILE = "runner.pid"
+CONSOLE_FILE = "console.log"
+METRICS_FILE = "metrics.jsonl"
+SMALL_FILES = (METRICS_FILE, SETTINGS_FILE, FINISHED_FILE)  # what ``collect`` copies
+ATTEMPTS = 2
+
+
+def _flag_values(value) -> list[str]:
+    """A YAML value as the recipe's command-line words (TrlParser: lists as separate words, booleans true/false,
+    mappings as JSON, e.g. dataset_options)."""
+    if isinstance(value, bool):
+        return ["true" if value else "false"]
+    if isinstance(value, list):
+        return [w for v in value for w in _flag_values(v)]
+    if isinstance(value, dict):
+        return [json.dumps(value)]
+    return [str(value)]
+
+
+def run_command(experiment: Experiment, arm: str, seed: int, resume: bool, overwrite: bool,
+                launcher: list[str] | None = None) -> list[str]:
+    """The subprocess command line of one run (module docstring); ``launcher`` replaces ``python -m attncredit``
+    (the tests run the recipe through a script that adds a reward for random models)."""
+    cmd = [*(launcher or [sys.executable, "-m", "attncredit"]), experiment.recipe, "--config", experiment.config,
+           "--output_dir", str(experiment.run_dir(arm, seed)), "--seed", str(seed), "--data_seed", str(seed),
+           "--max_steps", str(experiment.max_steps), "--save_strategy", "steps",
+           "--save_steps", str(experiment.save_steps), "--save_total_limit", "1"]
+    for key, value in experiment.overrides(arm).items():
+        cmd += [f"--{key}", *_flag_values(value)]
+    if resume:
+        cmd += ["--resume_from_checkpoint", "true"]
+    elif overwrite:
+        cmd += ["--overwrite_output_dir", "true"]
+    return cmd
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _device() -> str:
+    """The GPU name from nvidia-smi (without initialising CUDA in the runner), or ``cpu``."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "cpu"
+    names = out.stdout.strip().splitlines()
+    return names[0] if out.returncode == 0 and names else "cpu"
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": sys.version.split()[0]}
+    for package in ("attncredit", "torch", "transformers", "trl", "accelerate"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def run_settings(experiment: Experiment, arm: str, seed: int, environment: dict) -> dict:
+    """What ``experiment_run.json`` records for one run (module docstring)."""
+    return {"experiment": experiment.name, "experiment_file": experiment.path, "arm": arm, "seed": seed,
+            "overrides": experiment.overrides(arm), "recipe": experiment.recipe, "config": experiment.config,
+            "max_steps": experiment.max_steps, "save_steps": experiment.save_steps, "baseline": experiment.baseline,
+            "primary_metric": experiment.primary_metric, "train_metric": experiment.train_metric, **environment}
+
+
+def is_finished(run_dir: Path) -> bool:
+    return (run_dir / FINISHED_FILE).is_file()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _driven_elsewhere(run_dir: Path) -> int | None:
+    """The pid of a live process that another ``run`` started in ``run_dir``, or None."""
+    try:
+        pid = int((run_dir / PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid != os.getpid() and _alive(pid) else None
+
+
+def train_progress(run_dir: Path) -> int:
+    """The highest optimizer step ``run_dir``'s metrics.jsonl has logged (0 for none)."""
+    step = 0
+    try:
+        with open(run_dir / METRICS_FILE) as f:
+            for line in f:
+                try:
+                    step = max(step, int(json.loads(line).get("step", 0)))
+                except (ValueError, AttributeError, TypeError):
+                    continue  # a line cut by a kill
+    except OSError:
+        pass
+    return step
+
+
+@dataclass
+class _Run:
+    arm: str
+    seed: int
+    run_dir: Path
+    attempts: int = 0
+    process: subprocess.Popen | None = None
+    console: object = None
+
+
+def _start(experiment: Experiment, run: _Run, environment: dict, launcher: list[str] | None) -> None:
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    last, _ = last_complete_checkpoint(str(run.run_dir))
+    resume = last is not None
+    overwrite = not resume and bool(run_outputs(str(run.run_dir)))
+    cmd = run_command(experiment, run.arm, run.seed, resume, overwrite, launcher)
+    (run.run_dir / SETTINGS_FILE).write_text(
+        json.dumps({**run_settings(experiment, run.arm, run.seed, environment), "command": cmd}, indent=1) + "\n")
+    run.console = open(run.run_dir / CONSOLE_FILE, "a")
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    how = f"resuming from {Path(last).name}" if resume else ("starting over" if overwrite else "starting")
+    run.console.write(f"\n=== {stamp} attncredit exp: {how}, attempt {run.attempts + 1}\n$ {' '.join(cmd)}\n")
+    run.console.flush()
+    run.process = subprocess.Popen(cmd, stdout=run.console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    (run.run_dir / PID_FILE).write_text(str(run.process.pid))
+    run.attempts += 1
+
+
+def _finish(experiment: Experiment, run: _Run) -> bool:
+    """Close a run whose process exited; write ``finished.json`` when it completed; True when it did."""
+    rc = run.process.wait()
+    run.console.close()
+    (run.run_dir / PID_FILE).unlink(missing_ok=True)
+    last, _ = last_complete_checkpoint(str(run.run_dir))
+    step = int(CHECKPOINT.match(Path(last).name).group(1)) if last else 0
+    if rc == 0 and step == experiment.max_steps:
+        stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        (run.run_dir / FINISHED_FILE).write_text(json.dumps({"global_step": step, "finished_at": stamp}) + "\n")
+        return True
+    with open(run.run_dir / CONSOLE_FILE, "a") as console:
+        console.write(f"=== attncredit exp: exit code {rc}, newest complete checkpoint step {step} of "
+                      f"{experiment.max_steps}\n")
+    return False
+
+
+def run_experiment(experiment: Experiment, runs: list[tuple[str, int]] | None = None, *, parallel: int = 1,
+                   poll_seconds: float = 2.0, progress: bool = True, launcher: list[str] | None = None) -> int:
+    """Run ``runs`` (default: every arm x seed) of ``experiment``, ``parallel`` at a time, with one tqdm bar over
+    all their optimizer steps. Returns 0 when every selected run is finished, else 1 (the failed runs are named
+    on stderr, one line each with its console.log). ``launcher``: see ``run_command``."""
+    from tqdm import tqdm
+
+    selected = experiment.runs() if runs is None else runs
+    todo, skipped, elsewhere = [], 0, []
+    for arm, seed in selected:
+        run_dir = experiment.run_dir(arm, seed)
+        if is_finished(run_dir):
+            skipped += 1
+        elif (pid := _driven_elsewhere(run_dir)) is not None:
+            elsewhere.append(f"{run_name(arm, seed)} (pid {pid})")
+        else:
+            todo.append(_Run(arm, seed, run_dir))
+    print(f"{experiment.name}: {len(selected)} runs selected, {skipped} finished already, {len(todo)} to run"
+          + (f", {len(elsewhere)} running elsewhere: {', '.join(elsewhere)}" if elsewhere else "")
+          + f" ({parallel} at a time)", flush=True)
+    environment = {"git_commit": _git_commit(), "versions": _versions(), "device": _device()}
+    bar = tqdm(total=len(todo) * experiment.max_steps, unit="step", disable=not progress, dynamic_ncols=True)
+    waiting, active, failed, done = list(todo), [], [], 0
+    try:
+        while waiting or active:
+            while waiting and len(active) < parallel:
+                run = waiting.pop(0)
+                _start(experiment, run, environment, launcher)
+                active.append(run)
+            time.sleep(poll_seconds)
+            for run in [r for r in active if r.process.poll() is not None]:
+                active.remove(run)
+                if _finish(experiment, run):
+                    done += 1
+                elif run.attempts < ATTEMPTS:
+                    waiting.insert(0, run)
+                else:
+                    failed.append(run)
+            bar.n = sum(experiment.max_steps if is_finished(r.run_dir) else train_progress(r.run_dir) for r in todo)
+            bar.set_postfix(running=len(active), finished=done, failed=len(failed), refresh=False)
+            bar.refresh()
+    finally:
+        bar.close()
+        for run in active:  # interrupted (Ctrl-C): stop the children; their checkpoints resume next time
+            run.process.terminate()
+    for run in failed:
+        print(f"run {run_name(run.arm, run.seed)} failed {ATTEMPTS} times in a row; see "
+              f"{run.run_dir / CONSOLE_FILE}", file=sys.stderr)
+    print(f"{experiment.name}: {skipped + done}/{len(selected)} selected runs finished", flush=True)
+    return 0 if not failed and not elsewhere else 1
+
+
+def collect(experiment: Experiment, destination: str) -> list[str]:
+    """Copy the small files (``SMALL_FILES``) of every finished run under ``experiment.output_root`` to
+    ``destination/<arm>-s<seed>/``; returns the run names copied."""
+    copied = []
+    for arm, seed in experiment.runs():
+        run_dir = experiment.run_dir(arm, seed)
+        if not is_finished(run_dir):
+            continue
+        target = Path(destination) / run_name(arm, seed)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in SMALL_FILES:
+            shutil.copy2(run_dir / name, target / name)
+        copied.append(run_name(arm, seed))
+    return copied

@@ -1,0 +1,232 @@
+"""attncredit.experiments and ``attncredit exp``: experiment-file errors, run selection, collect, the report's
+statistics against a hand computation, and a sweep killed mid-run and resumed against an uninterrupted one."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from tiny_training import SCRIPTS, assert_same_tensors, logged_steps, resume_recipe_config, subprocess_env
+
+from attncredit.cli import exp as exp_cli
+from attncredit.errors import ConfigError
+from attncredit.experiments import collect, load_experiment, parse_only, write_report
+from attncredit.experiments.stats import bootstrap_interval, mean_interval, paired_differences, t_quantile
+
+
+def experiment_file(folder, recipe_config, root, /, **fields):
+    """``folder``/experiment.yaml over ``recipe_config`` with arms none/coupled, seeds 0-1, 4 steps; ``fields`` replace entries
+    (a value None deletes the key)."""
+    data = dict(name="tiny", recipe="grpo", config=str(recipe_config), output_root=str(root), seeds=[0, 1], max_steps=4,
+                save_steps=2, baseline="none", primary_metric="eval_reward",
+                arms={"none": {"credit_strategy": "none"}, "coupled": {"credit_strategy": "coupled"}})
+    data.update(fields)
+    data = {k: v for k, v in data.items() if v is not None}
+    path = folder / "experiment.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def recipe_config(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("learning_rate: 1.0e-3\neval_steps: 2\n")
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Bad experiment files: one line, naming the bad value and what is allowed, exit 2
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(baseline=None), "is missing 'baseline'; required: name, recipe, config"),
+        (dict(arms={"none": {"credit_stratgy": "none"}}), "arm 'none': unknown recipe field 'credit_stratgy' (did you mean credit_strategy"),
+        (dict(arms={"none": {"seed": 3}}), "arm 'none': 'seed' is set by the runner; allowed: any recipe field except"),
+        (dict(recipe="dpo"), "unknown recipe 'dpo'; allowed: grpo, ppo"),
+        (dict(seeds=[0, "one"]), "every seed must be an integer >= 0, got 'one'"),
+        (dict(seeds=[1, 1]), "seeds must be distinct, got [1, 1]"),
+        (dict(seeds=[]), "seeds must be a non-empty list of integers >= 0, got []"),
+        (dict(baseline="grpo"), "baseline 'grpo' is not an arm; allowed: none, coupled"),
+        (dict(config="missing.yaml"), "recipe config 'missing.yaml' does not exist"),
+        (dict(max_steps=5), "max_steps 5 is not a multiple of eval_steps 2"),
+        (dict(colour="red"), "unknown key 'colour'; allowed: name, recipe"),
+        (dict(max_steps=0), "max_steps must be an integer >= 1, got 0"),
+    ],
+)
+def test_a_bad_experiment_file_is_one_line_naming_the_value(tmp_path, recipe_config, capsys, fields, message):
+    path = experiment_file(tmp_path, recipe_config, tmp_path / "runs", **fields)
+    assert exp_cli.main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_missing_experiment_file_and_a_bad_only(tmp_path, recipe_config, capsys):
+    assert exp_cli.main(["run", str(tmp_path / "nope.yaml")]) == 2
+    assert "experiment file" in capsys.readouterr().err
+    path = experiment_file(tmp_path, recipe_config, tmp_path / "runs")
+    assert exp_cli.main(["run", str(path), "--only", "arm=entropy"]) == 2
+    assert "error: --only: arm 'entropy' is not in the experiment; allowed: none, coupled\n" == capsys.readouterr().err
+
+
+def test_only_selects_arms_and_seeds(tmp_path, recipe_config):
+    experiment = load_experiment(experiment_file(tmp_path, recipe_config, tmp_path / "runs", seeds=[0, 1, 2]))
+    assert parse_only("arm=coupled", experiment) == [("coupled", 0), ("coupled", 1), ("coupled", 2)]
+    assert parse_only("seed=2,0", experiment) == [("none", 0), ("coupled", 0), ("none", 2), ("coupled", 2)]
+    assert parse_only("arm=none,coupled,seed=1", experiment) == [("none", 1), ("coupled", 1)]
+    for bad, message in [("seed=7", "seed '7' is not in the experiment; allowed: 0, 1, 2"),
+                         ("colour=red", "unknown key 'colour'"), ("none", "expected arm=NAME")]:
+        with pytest.raises(ConfigError, match=message):
+            parse_only(bad, experiment)
+
+
+def test_the_shipped_study_files_validate():
+    experiment = load_experiment("experiments/credit_study.yaml")
+    assert list(experiment.arms) == ["none", "random", "entropy", "entropy_mask_80_20", "coupled"]
+    assert experiment.seeds == list(range(10)) and experiment.max_steps >= 300
+    assert experiment.overrides("entropy_mask_80_20") == {"credit_strategy": "none", "top_entropy_quantile": 0.2}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The report's statistics against a hand computation, on synthetic run folders
+# --------------------------------------------------------------------------------------------------------------
+def write_run(root, arm, seed, final, step_times, *, finished=True, max_steps=4, resumed=False):
+    run = root / f"{arm}-s{seed}"
+    run.mkdir(parents=True)
+    settings = dict(experiment="synthetic", arm=arm, seed=seed, max_steps=max_steps, baseline="none",
+                    primary_metric="eval_rewards/acc/mean", train_metric="reward")
+    (run / "experiment_run.json").write_text(json.dumps(settings))
+    lines = [{"step": 0, "eval_rewards/acc/mean": 0.1}]
+    for step, seconds in enumerate(step_times, start=1):
+        lines.append({"step": step, "loss": 0.0, "reward": 0.1 * step, "step_time": seconds})
+    if resumed:  # a resumed run logs steps 3-4 again; the last entry per step counts
+        lines += [{"step": 3, "loss": 0.0, "reward": 9.0, "step_time": 99.0}, {"step": 4, "eval_rewards/acc/mean": -1.0}]
+        lines[3]["step_time"] = 1.0
+    if finished:
+        lines += [{"step": max_steps, "eval_rewards/acc/mean": final}, {"step": max_steps, "train_runtime": 50.0}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"step": 4, "los')
+    if finished:
+        (run / "finished.json").write_text('{"global_step": 4}')
+    return run
+
+
+def test_report_statistics_equal_a_hand_computation(tmp_path):
+    root = tmp_path / "results"
+    none = {0: 0.2, 1: 0.3, 2: 0.4}
+    coupled = {0: 0.3, 1: 0.5, 2: 0.4, 3: 0.9}  # seed 3 has no baseline: not in the paired difference
+    for seed, value in none.items():
+        write_run(root, "none", seed, value, [2.0, 2.0, 2.0, 2.0])
+    for seed, value in coupled.items():
+        write_run(root, "coupled", seed, value, [3.0, 1.0, 1.5, 1.5], resumed=seed == 0)
+    write_run(root, "random", 0, 0.25, [2.0, 2.0, 2.0, 2.0])
+    write_run(root, "random", 1, 0.35, [2.0, 2.0], finished=False)  # no evaluation at step 4: left out
+
+    text = write_report(root)
+
+    # none: mean 0.3, sd 0.1, t(0.975, 2) = 4.302653 -> 0.3 +- 0.248414
+    half = 4.302653 * 0.1 / math.sqrt(3)
+    assert f"| none | 3 | 0.300 | [{0.3 - half:.3f}, {0.3 + half:.3f}] |" in text
+    # coupled: seeds 0-3, mean 0.525, sd of (0.3, 0.5, 0.4, 0.9) = 0.262996, t(0.975, 3) = 3.182446
+    sd = math.sqrt(sum((v - 0.525) ** 2 for v in coupled.values()) / 3)
+    half_c = 3.182446 * sd / 2
+    # paired with none on seeds 0-2: differences 0.1, 0.2, 0.0 -> mean 0.1, sd 0.1
+    diffs = np.array([0.1, 0.2, 0.0])
+    means = diffs[np.random.default_rng(0).integers(0, 3, size=(10_000, 3))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    assert (f"| coupled | 4 | 0.525 | [{0.525 - half_c:.3f}, {0.525 + half_c:.3f}] | +0.100 | 3 | "
+            f"[{0.1 - half:+.3f}, {0.1 + half:+.3f}] | [{low:+.3f}, {high:+.3f}] |") in text
+    # step time: median over every logged step of the arm's runs; coupled seed 0's step 3 re-logged as 99 s
+    coupled_times = [3.0, 1.0, 99.0, 1.5] + [3.0, 1.0, 1.5, 1.5] * 3
+    assert f"| {np.median(coupled_times):.3f} | {np.median(coupled_times) / 2.0:.3f} |" in text
+    assert "| random | 1 | 0.250 | - | +0.050 | 1 | - | - | 2.000 | 1.000 |" in text
+    assert "Fewer than 2 seeds, no interval: random." in text
+    assert "Left out (no eval_rewards/acc/mean at step 4, e.g. unfinished): random-s1." in text
+    assert "none 12 steps of 3 runs" in text and "random 6 steps of 2 runs" in text
+    assert (root / "report.md").read_text() == text and (root / "curves.png").stat().st_size > 10_000
+
+
+def test_statistics_primitives():
+    for df, table in [(1, 12.706205), (4, 2.776445), (9, 2.262157), (30, 2.042272)]:
+        assert t_quantile(0.975, df) == pytest.approx(table, abs=1e-6)
+    assert mean_interval([0.5]).low is None and bootstrap_interval([0.5]).high is None
+    assert paired_differences({0: 1.0, 2: 3.0, 5: 1.0}, {2: 1.0, 0: 0.5, 7: 0.0}) == {0: 0.5, 2: 2.0}
+    assert bootstrap_interval([1.0, 2.0, 3.0]) == bootstrap_interval([1.0, 2.0, 3.0])  # fixed RNG seed
+
+
+def test_collect_copies_the_small_files_of_finished_runs_only(tmp_path, recipe_config, capsys):
+    root = tmp_path / "runs"
+    path = experiment_file(tmp_path, recipe_config, root, seeds=[0])
+    done = write_run(root, "none", 0, 0.5, [1.0] * 4)
+    (done / "checkpoint-4").mkdir()
+    (done / "model.safetensors").write_bytes(b"weights")
+    write_run(root, "coupled", 0, 0.5, [1.0] * 4, finished=False)
+    assert exp_cli.main(["collect", str(path), "--to", str(tmp_path / "study")]) == 0
+    assert "1 finished runs copied" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "study").iterdir()) == ["none-s0"]
+    assert sorted(p.name for p in (tmp_path / "study" / "none-s0").iterdir()) == [
+        "experiment_run.json", "finished.json", "metrics.jsonl"]
+    assert exp_cli.main(["report", str(tmp_path / "study")]) == 0
+    assert "| none | 1 | 0.500 |" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A sweep killed mid-run (SIGKILL of the runner and its children) and resumed equals an uninterrupted sweep
+# --------------------------------------------------------------------------------------------------------------
+def start_sweep(path):
+    """``run_experiment`` on ``path`` in its own process group, the recipe run through tests/scripts/run_recipe.py
+    (which adds the ``digits`` reward that gives random text reward spread)."""
+    code = ("import sys; from attncredit.experiments import load_experiment, run_experiment; "
+            f"sys.exit(run_experiment(load_experiment({str(path)!r}), parallel=2, poll_seconds=0.2, progress=False, "
+            f"launcher=[sys.executable, {str(SCRIPTS / 'run_recipe.py')!r}, '--trainer']))")
+    return subprocess.Popen([sys.executable, "-c", code], env=subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_to_the_uninterrupted_result_and_skips_finished_runs(tiny_qwen2, tmp_path):
+    config = resume_recipe_config(tmp_path / "recipe.yaml", tiny_qwen2, tmp_path / "unused", num_generations=4,
+                                  dataset_test_split="test", max_eval_samples=2, eval_strategy="steps", eval_steps=2,
+                                  per_device_eval_batch_size=4)
+    sweeps = {}
+    for name in ("straight", "killed"):
+        (tmp_path / name).mkdir()
+        sweeps[name] = experiment_file(tmp_path / name, config, tmp_path / name / "runs", seeds=[0],
+                                       arms={"none": {"credit_strategy": "none"},
+                                             "coupled": {"credit_strategy": "coupled"}})
+    straight, killed = start_sweep(sweeps["straight"]), start_sweep(sweeps["killed"])
+    checkpoints = [tmp_path / "killed" / "runs" / f"{arm}-s0" / "checkpoint-2" / "trainer_state.json"
+                   for arm in ("none", "coupled")]
+    deadline = time.monotonic() + 600
+    while not any(p.is_file() and p.read_text().strip().endswith("}") for p in checkpoints):
+        assert killed.poll() is None and time.monotonic() < deadline, killed.stdout.read()[-4000:]
+        time.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL)  # the runner and both training processes, no clean-up
+    killed.communicate(timeout=60)
+    assert not all((p.parents[1] / "finished.json").exists() for p in checkpoints)
+
+    resumed = start_sweep(sweeps["killed"])
+    for proc in (straight, resumed):
+        out, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, out[-6000:]
+    assert "resuming from checkpoint-2" in "".join(p.parents[1].joinpath("console.log").read_text() for p in checkpoints)
+    for arm in ("none", "coupled"):
+        a, b = tmp_path / "straight" / "runs" / f"{arm}-s0", tmp_path / "killed" / "runs" / f"{arm}-s0"
+        keys = ["loss", "grad_norm", "reward"]
+        steps_a, steps_b = logged_steps(a), logged_steps(b)
+        assert sorted(steps_a) == sorted(steps_b) == [1, 2, 3, 4]
+        assert all({k: steps_a[s][k] for k in keys} == {k: steps_b[s][k] for k in keys} for s in (3, 4)), arm
+        assert_same_tensors(a / "model.safetensors", b / "model.safetensors")
+        assert json.loads((b / "experiment_run.json").read_text())["overrides"] == {"credit_strategy": arm}
+    assert "eval_reward" in write_report(tmp_path / "killed" / "runs")
+
+    again = start_sweep(sweeps["killed"])
+    out, _ = again.communicate(timeout=120)
+    assert again.returncode == 0 and "2 runs selected, 2 finished already, 0 to run" in out, out
