@@ -174,8 +174,9 @@ def check_resume(checkpoint: str, trainer: str, max_steps: int, num_train_epochs
         target = state.get("max_steps")
     if isinstance(step, int) and isinstance(target, int) and target > 0 and step >= target:
         raise FinishedRunError(
-            f"resume_from_checkpoint: {checkpoint} is step {step} of a finished run (max_steps={target}): nothing "
-            f"to train, its outputs are left as they are; raise max_steps to train on from it, or start over with "
+            f"resume_from_checkpoint: {checkpoint} is step {step}, at or past max_steps={target}: the run has "
+            f"finished, nothing to train, its outputs are left as they are; raise max_steps to train on from it, or "
+            f"start over with "
             f"{_hint('overwrite_output_dir', 'true', cli)}"
         )
 

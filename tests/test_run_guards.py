@@ -78,10 +78,10 @@ def test_resuming_a_finished_run_trains_nothing_and_keeps_its_outputs(tiny_qwen2
     (out / "model.safetensors").write_text("the finished run's model")
     before = snapshot(out)
     for max_steps in (2, 1):  # the same max_steps, and a lower one
-        with pytest.raises(FinishedRunError, match=r"checkpoint-2 is step 2 of a finished run \(max_steps=%d\): nothing to train" % max_steps):
+        with pytest.raises(FinishedRunError, match=r"checkpoint-2 is step 2, at or past max_steps=%d: the run has finished, nothing to train" % max_steps):
             trainer_for(tiny_qwen2, out, max_steps=max_steps, resume_from_checkpoint="true")
     # By epochs: the finished run's own max_steps counts, when the number of epochs is the same.
-    with pytest.raises(FinishedRunError, match=r"max_steps=2\)"):
+    with pytest.raises(FinishedRunError, match=r"max_steps=2: the run has finished"):
         trainer_for(tiny_qwen2, out, max_steps=-1, num_train_epochs=1, resume_from_checkpoint="true")
     # Rerun without resuming: refused before the model loads, naming the Python arguments.
     with pytest.raises(ConfigError, match=r"holds another run's outputs .*resume_from_checkpoint=True \(config or train\(\)\), start over with overwrite_output_dir=True"):
@@ -96,7 +96,7 @@ def test_finished_run_is_refused_by_train_and_an_unfinished_one_resumes(tiny_qwe
     before = snapshot(out)
     trainer = trainer_for(tiny_qwen2, tmp_path / "other")  # train(resume_from_checkpoint=...) names it instead
     trainer.args.output_dir = str(out)
-    with pytest.raises(FinishedRunError, match=r"step 2 of a finished run \(max_steps=2\)"):
+    with pytest.raises(FinishedRunError, match=r"step 2, at or past max_steps=2: the run has finished"):
         trainer.train(resume_from_checkpoint=True)
     assert snapshot(out) == before
     # The experiment runner's case: a run that has not reached max_steps resumes and trains on.
@@ -244,7 +244,7 @@ def test_cli_resume_of_a_finished_run_exits_0_and_of_the_other_trainer_exits_2(t
     before = snapshot(tmp_path / "run")
     main(["--config", str(config), "--resume_from_checkpoint", "true"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("attncredit: resume_from_checkpoint: ") and "step 2 of a finished run" in err[-1], err
+    assert err[-1].startswith("attncredit: resume_from_checkpoint: ") and "step 2, at or past max_steps=2: the run has finished" in err[-1], err
     assert snapshot(tmp_path / "run") == before
     shutil.rmtree(tmp_path / "run")
     fake_checkpoint(tmp_path / "run" / "checkpoint-1", 1, critic=trainer != "ppo", max_steps=2)
