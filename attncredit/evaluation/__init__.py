@@ -4,7 +4,7 @@
 * ``benchmarks``: ``BENCHMARKS`` (name -> dataset split, scorer, the paper's k), ``parse_benchmarks``;
 * ``generate``: ``make_generator(model, backend="auto"|"vllm"|"hf")``, ``SamplingSettings``;
 * ``runner``: ``EvalPlan``, ``run_evaluation``, ``write_results``, ``format_table`` (used by ``attncredit eval``);
-  ``sample_and_score``, the generate-and-score loop under them (also used by ``scripts/study_learning.py``).
+  ``sample_and_score``, the generate-and-score loop under them (also used by ``scripts/task_difficulty.py``).
 
 Comparing training runs' logs is analysis: ``attncredit.analysis.runs`` (``attncredit compare``).
 

@@ -103,7 +103,7 @@ def sample_and_score(
     progress=None,
 ) -> tuple[list[list[dict]], float]:
     """Generate ``sampling.n`` answers to each row's ``prompt`` and score them: the evaluation loop of
-    ``evaluate_benchmark`` and of ``scripts/study_learning.py``.
+    ``evaluate_benchmark`` and of ``scripts/task_difficulty.py``.
 
     ``score(completions, rows)`` gets every answer as TRL's conversational ``[{"role": "assistant", "content":
     text}]`` with its problem's row (a row repeated once per answer) and returns one dict of named scores per
