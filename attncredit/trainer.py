@@ -111,10 +111,15 @@ class AnchorGRPOTrainer(GRPOTrainer):
                 if rows is not None:
                     label = name if split is None else f"{name}[{split!r}]"
                     validate_rows(rows, ["prompt", *_reward_columns(reward_funcs)], name=label)
+        filled = args.model_init_kwargs
         if not isinstance(model, str) and getattr(args, "_filled_model_init_kwargs", False):
-            # The config's own float32 default serves loading by name only; TRL would warn that it is ignored.
+            # The config's own float32 default serves loading by name only; TRL would warn that it is ignored (TRL
+            # builds a reference model like the given one). Put back afterwards: the config stays as the user made it.
             args.model_init_kwargs = None
-        super().__init__(model, reward_funcs, args, *pargs, **kwargs)
+        try:
+            super().__init__(model, reward_funcs, args, *pargs, **kwargs)
+        finally:
+            args.model_init_kwargs = filled
         self.add_callback(MetricsJsonlCallback())
         self.add_callback(NonFiniteGuardCallback())
         self.add_callback(CompleteCheckpointsCallback())

@@ -209,6 +209,7 @@ def test_a_model_object_gets_no_ignored_model_init_kwargs_warning(tiny_qwen2, tm
         AnchorGRPOTrainer(model=model, reward_funcs=digit_reward, args=args, train_dataset=prompts(),
                           processing_class=load_tokenizer(str(tiny_qwen2)))  # fmt: skip
     assert not [w for w in caught if "model_init_kwargs" in str(w.message)]
+    assert args.model_init_kwargs == {"dtype": "float32"}  # the user's config is left as it was
 
 
 def test_more_probe_layers_than_the_model_has_is_one_line(tiny_qwen2, tmp_path):
