@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog=prog, description="arms x seeds over a recipe config: run resumably, collect, report",
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train every arm x seed not finished yet (resuming unfinished ones)")
