@@ -195,3 +195,14 @@ def resumable_checkpoints(output_dir: str, trainer: str, max_steps: int, num_tra
                 continue
             found.append(str(root / name))
     return found
+
+
+def is_save_error(error: BaseException) -> bool:
+    """Whether saving failed on the file system (full disk, quota, permissions) rather than by a bug: an ``OSError``,
+    safetensors' ``SafetensorError`` (its Rust-side I/O errors are no ``OSError``) or torch's stream-writer error."""
+    if isinstance(error, OSError) or type(error).__name__ == "SafetensorError":
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(
+        marker in text for marker in ("PytorchStreamWriter", "inline_container", "No space left", "file write failed")
+    )

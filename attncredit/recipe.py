@@ -273,6 +273,18 @@ def run(argv: list[str], trainer_cls, config_cls, default_config: Path, prog: st
     except (NonFiniteTrainingError, GradingWorkerError, CheckpointSaveError) as e:  # one line naming step/worker/path
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
-    trainer.save_model(training_args.output_dir)
+    try:
+        trainer.save_model(training_args.output_dir)
+    except Exception as e:  # a full disk at the end: one line; the newest checkpoint holds the same weights
+        from attncredit.output_dir import is_save_error, last_complete_checkpoint
+
+        if not is_save_error(e):
+            raise
+        last, _ = last_complete_checkpoint(training_args.output_dir)
+        keep = f"{last} holds the trained weights" if last else "no checkpoint holds the trained weights"
+        text = str(e).splitlines()[0] if str(e).strip() else repr(e)
+        print(f"error: saving the final model to {training_args.output_dir} failed ({type(e).__name__}: {text}); "
+              f"{keep}", file=sys.stderr)
+        raise SystemExit(1) from None
     if trainer.accelerator.is_main_process:
         print(json.dumps({"output_dir": training_args.output_dir, "global_step": trainer.state.global_step}))

@@ -51,7 +51,7 @@ from .data.templates import has_prefill, prefill_prompt_ids
 from .errors import CheckpointSaveError, ConfigError, NonFiniteTrainingError
 from .model_card import add_attncredit_sections, base_model_id, name_base_model
 from .models import resolve_model_name
-from .output_dir import check_resume, check_writable, last_complete_checkpoint, prepare_output_dir
+from .output_dir import check_resume, check_writable, is_save_error, last_complete_checkpoint, prepare_output_dir
 from .output_dir import resolve_resume, resumable_checkpoints, run_outputs
 
 logger = logging.getLogger(__name__)
@@ -501,7 +501,7 @@ class AnchorGRPOTrainer(GRPOTrainer):
         try:
             self._write_checkpoint(model, trial)
         except Exception as e:
-            if not _is_save_error(e):
+            if not is_save_error(e):
                 raise
             if self.args.should_save:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -593,15 +593,3 @@ def _reward_columns(reward_funcs) -> list[str]:
             if column not in columns:
                 columns.append(column)
     return columns
-
-
-def _is_save_error(error: Exception) -> bool:
-    """Whether a checkpoint save failed on the file system (full disk, quota, permissions), as opposed to a bug."""
-    if isinstance(error, OSError):
-        return True
-    if type(error).__name__ == "SafetensorError":  # safetensors' Rust-side I/O errors, not an OSError
-        return True
-    text = str(error)
-    return isinstance(error, RuntimeError) and any(
-        marker in text for marker in ("PytorchStreamWriter", "inline_container", "No space left", "file write failed")
-    )

@@ -159,8 +159,8 @@ def test_a_prompt_longer_than_the_context_fails_before_training(tiny_qwen2, tmp_
     rows = [{"prompt": [{"role": "user", "content": "1 + 1 ="}]}, {"prompt": [{"role": "user", "content": long}]}]
     with pytest.raises(ConfigError, match=r"^train_dataset row 1: the prompt is \d+ tokens, not shorter than the model's context of 2048 tokens"):
         trainer_for(tiny_qwen2, tmp_path, train_dataset=Dataset.from_list(rows * 4))
-    with pytest.raises(ConfigError, match=r"^dataset row 1: .* \(2 rows in all\)"):
-        check_prompt_lengths(Dataset.from_list(rows * 2), tokenizer, 2048)
+    with pytest.raises(ConfigError, match=r"^dataset row 3: the prompt is"):  # rows 0-2 are within the limit
+        check_prompt_lengths(Dataset.from_list([rows[0]] * 3 + [rows[1]]), tokenizer, 2048)
     with pytest.raises(ConfigError, match=r"^dataset row 0: the prompt is"):
         check_prompt_lengths([{"prompt": long}], tokenizer, 2048)
     check_prompt_lengths(Dataset.from_list(rows[:1] * 1000), tokenizer, 2048)  # short rows: no tokenization
@@ -285,3 +285,33 @@ def test_ppo_default_config_keeps_one_checkpoint():
     config = yaml.safe_load((ROOT / "recipes" / "configs" / "ppo_default.yaml").read_text())
     default = yaml.safe_load((ROOT / "recipes" / "configs" / "default.yaml").read_text())
     assert config["save_total_limit"] == default["save_total_limit"] == 1
+
+
+@pytest.mark.parametrize("where", ["checkpoint-2", "final"])
+def test_cli_full_disk_is_one_error_line_with_exit_1(tiny_qwen2, tmp_path, capsys, monkeypatch, where):
+    """`attncredit grpo` when the disk fills at the step-2 checkpoint or at the final model: one error line naming the
+    folder and the OSError, exit 1, no traceback."""
+    from attncredit.cli.grpo import main
+
+    out = tmp_path / "run"
+    save_model = AnchorGRPOTrainer.save_model
+
+    def full_disk(self, output_dir=None, _internal_call=False):
+        target = out / where if where != "final" else out
+        if output_dir is not None and str(output_dir).rstrip("/") == str(target):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save_model(self, output_dir, _internal_call)
+
+    monkeypatch.setattr(AnchorGRPOTrainer, "save_model", full_disk)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"model_name_or_path: {tiny_qwen2}\ndtype: float32\noutput_dir: {out}\nreport_to: none\nuse_cpu: true\n"
+        "max_steps: 2\nsave_strategy: steps\nsave_steps: 1\nper_device_train_batch_size: 4\nnum_generations: 4\n"
+        "max_completion_length: 8\nreward_funcs: [format]\ndataset_name: countdown3\nbf16: false\n"
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(config)])
+    err = [line.strip() for line in capsys.readouterr().err.splitlines() if "error: " in line or "Traceback" in line]
+    assert exit_info.value.code == 1 and len(err) == 1, err
+    kept = "checkpoint-1" if where == "checkpoint-2" else "checkpoint-2"
+    assert "No space left on device" in err[0] and str(out) in err[0] and kept in err[0], err

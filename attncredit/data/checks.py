@@ -18,6 +18,7 @@ from ..errors import ConfigError
 
 # Tokens the chat template may add per message beyond the content (role names, separators), for the byte bound.
 _TEMPLATE_TOKENS_PER_MESSAGE = 16
+_BATCH = 512  # rows rendered and tokenized at once by check_prompt_lengths
 
 
 def _arrow_column(dataset, column: str):
@@ -175,20 +176,26 @@ def _content_bytes(dataset) -> tuple[np.ndarray, np.ndarray] | None:
     return sizes, counts
 
 
-def prompt_token_count(prompt, tokenizer, **chat_template_kwargs) -> int:
-    """Tokens of one prompt as the model sees it: a conversation through the chat template (with the generation
-    prompt), a string as it is."""
+def _rendered(prompt, tokenizer, **chat_template_kwargs) -> tuple[str, bool]:
+    """(text, add_special_tokens) of one prompt as the model sees it: a conversation through the chat template (with
+    the generation prompt), a string as it is."""
     if isinstance(prompt, list):
         text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True, **chat_template_kwargs)
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-    return len(tokenizer(prompt)["input_ids"])
+        return text, False
+    return prompt, True
+
+
+def prompt_token_count(prompt, tokenizer, **chat_template_kwargs) -> int:
+    """Tokens of one prompt as the model sees it (see :func:`_rendered`)."""
+    text, special = _rendered(prompt, tokenizer, **chat_template_kwargs)
+    return len(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
 def check_prompt_lengths(dataset, tokenizer, limit: int | None, name: str = "dataset", **chat_template_kwargs) -> None:
     """Raise a one-line ``ConfigError`` naming the first row whose prompt is at least ``limit`` tokens (the model's
-    context: nothing would be left to generate, and the forward over it may run for hours), its length and how
-    many rows are too long. Rows whose UTF-8 size plus the template's allowance stays below ``limit`` are not
-    tokenized."""
+    context: nothing would be left to generate, and the forward over it may run for hours) and its length. Rows whose
+    UTF-8 size plus the template's allowance stays below ``limit`` are not tokenized; the others are, in batches,
+    until the first one too long."""
     if not limit or tokenizer is None or not hasattr(tokenizer, "apply_chat_template"):
         return
     measured = _content_bytes(dataset)
@@ -200,18 +207,21 @@ def check_prompt_lengths(dataset, tokenizer, limit: int | None, name: str = "dat
     except Exception:  # noqa: BLE001 - a tokenizer without a chat template: plain strings only
         overhead = 0
     bound = sizes + overhead + _TEMPLATE_TOKENS_PER_MESSAGE * counts
-    candidates = np.flatnonzero(bound >= limit)
-    too_long = []
-    for row in candidates.tolist():
-        prompt = dataset[row]["prompt"]
-        n = prompt_token_count(prompt, tokenizer, **chat_template_kwargs)
-        if n >= limit:
-            too_long.append((row, n))
-    if too_long:
-        row, n = too_long[0]
-        others = f" ({len(too_long)} rows in all)" if len(too_long) > 1 else ""
-        raise ConfigError(
-            f"{name} row {row}: the prompt is {n} tokens, not shorter than the model's context of {limit} tokens"
-            f"{others}; nothing would be left to generate (TRL 1.16 does not truncate prompts): shorten or drop such "
-            "rows"
-        )
+    candidates = np.flatnonzero(bound >= limit).tolist()
+    for start in range(0, len(candidates), _BATCH):
+        rows = candidates[start : start + _BATCH]
+        rendered = [_rendered(dataset[row]["prompt"], tokenizer, **chat_template_kwargs) for row in rows]
+        lengths = [0] * len(rows)
+        for special in (False, True):
+            picked = [i for i, (_, s) in enumerate(rendered) if s == special]
+            if picked:
+                ids = tokenizer([rendered[i][0] for i in picked], add_special_tokens=special)["input_ids"]
+                for i, tokens in zip(picked, ids):
+                    lengths[i] = len(tokens)
+        for row, n in zip(rows, lengths):
+            if n >= limit:
+                raise ConfigError(
+                    f"{name} row {row}: the prompt is {n} tokens, not shorter than the model's context of {limit} "
+                    "tokens; nothing would be left to generate (TRL 1.16 does not truncate prompts): shorten or drop "
+                    "such rows"
+                )
