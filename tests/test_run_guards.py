@@ -315,3 +315,22 @@ def test_cli_full_disk_is_one_error_line_with_exit_1(tiny_qwen2, tmp_path, capsy
     assert exit_info.value.code == 1 and len(err) == 1, err
     kept = "checkpoint-1" if where == "checkpoint-2" else "checkpoint-2"
     assert "No space left on device" in err[0] and str(out) in err[0] and kept in err[0], err
+
+
+def test_cli_a_null_prompt_in_row_2_is_one_error_line_before_the_model_loads(tiny_qwen2, tmp_path, capsys, no_model_load):
+    from attncredit.cli.grpo import main
+
+    data = tmp_path / "prompts.jsonl"
+    rows = [{"prompt": "What is 1 + 1?", "answer": "2"}, {"prompt": "What is 2 + 2?", "answer": "4"},
+            {"prompt": None, "answer": "6"}, {"prompt": "What is 4 + 4?", "answer": "8"}]  # fmt: skip
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model_name_or_path: {tiny_qwen2}\noutput_dir: {tmp_path / 'run'}\nreport_to: none\nuse_cpu: true\n"
+                      f"dataset_name: {data}\nreward_funcs: [math_accuracy]\nnum_generations: 4\n")  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(config)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and err[-1] == (
+        "error: train_dataset row 2: a null or empty prompt in column 'prompt'; every row needs it (fix or drop the row "
+        "before training)"
+    ), err
