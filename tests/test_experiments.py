@@ -201,14 +201,33 @@ def test_a_run_with_its_last_checkpoint_is_finished_and_a_failing_run_is_tried_t
 # --------------------------------------------------------------------------------------------------------------
 # A sweep killed mid-run (SIGKILL of the runner and its children) and resumed equals an uninterrupted sweep
 # --------------------------------------------------------------------------------------------------------------
-def start_sweep(path):
-    """``run_experiment`` on ``path`` in its own process group, the recipe run through tests/scripts/run_recipe.py
-    (which adds the ``digits`` reward that gives random text reward spread)."""
+def start_sweep(path, launcher=f"[sys.executable, {str(SCRIPTS / 'run_recipe.py')!r}, '--trainer']"):
+    """``run_experiment`` on ``path`` in its own process group, by default the recipe run through
+    tests/scripts/run_recipe.py (which adds the ``digits`` reward that gives random text reward spread)."""
     code = ("import sys; from attncredit.experiments import load_experiment, run_experiment; "
             f"sys.exit(run_experiment(load_experiment({str(path)!r}), parallel=2, poll_seconds=0.2, progress=False, "
-            f"launcher=[sys.executable, {str(SCRIPTS / 'run_recipe.py')!r}, '--trainer']))")
+            f"launcher={launcher}))")
     return subprocess.Popen([sys.executable, "-c", code], env=subprocess_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def test_sigterm_stops_the_runner_and_its_runs(tmp_path, recipe_config):
+    root = tmp_path / "runs"
+    sweep = start_sweep(experiment_file(tmp_path, recipe_config, root, seeds=[0]),
+                        launcher="[sys.executable, '-c', 'import time; time.sleep(120)']")
+    pid_files = [root / "none-s0" / "runner.pid", root / "coupled-s0" / "runner.pid"]
+    deadline = time.monotonic() + 120
+    while not all(p.is_file() and p.read_text() for p in pid_files):
+        assert sweep.poll() is None and time.monotonic() < deadline, sweep.stdout.read()
+        time.sleep(0.05)
+    children = [int(p.read_text()) for p in pid_files]
+    sweep.send_signal(signal.SIGTERM)  # the runner only, as `timeout` or a job scheduler would
+    sweep.communicate(timeout=60)
+    assert sweep.returncode == 128 + signal.SIGTERM
+    assert not any(p.exists() for p in pid_files)
+    for child in children:
+        with pytest.raises(ProcessLookupError):
+            os.kill(child, 0)
 
 
 @pytest.mark.slow

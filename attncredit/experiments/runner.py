@@ -24,6 +24,7 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -233,6 +234,11 @@ def run_experiment(experiment: Experiment, runs: list[tuple[str, int]] | None = 
     environment = {"git_commit": _git_commit(), "versions": _versions(), "device": _device()}
     bar = tqdm(total=len(todo) * experiment.max_steps, unit="step", disable=not progress, dynamic_ncols=True)
     waiting, active, failed, done = list(todo), [], [], 0
+
+    def stop(signum, frame):  # `timeout` or a kill: end through the clean-up below
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         while waiting or active:
             while waiting and len(active) < parallel:
@@ -253,9 +259,13 @@ def run_experiment(experiment: Experiment, runs: list[tuple[str, int]] | None = 
             bar.set_postfix(running=len(active), finished=done, failed=len(failed), refresh=False)
             bar.refresh()
     finally:
+        signal.signal(signal.SIGTERM, previous)
         bar.close()
-        for run in active:  # interrupted (Ctrl-C): stop the children; their checkpoints resume next time
+        for run in active:  # interrupted (Ctrl-C, SIGTERM): stop the children; their checkpoints resume next time
             run.process.terminate()
+            run.process.wait()
+            run.console.close()
+            (run.run_dir / PID_FILE).unlink(missing_ok=True)
     for run in failed:
         print(f"run {run_name(run.arm, run.seed)} failed {ATTEMPTS} times in a row; see "
               f"{run.run_dir / CONSOLE_FILE}", file=sys.stderr)
