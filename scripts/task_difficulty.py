@@ -5,7 +5,9 @@
 For every candidate setting of ``attncredit.data.arithmetic.CANDIDATES`` (or ``--candidates a,b``): the untrained
 model's held-out avg@k (k samples per problem at ``--temperature``, scored by ``rewards.arithmetic_answer``) and
 mean completion length in tokens, on the first ``--num-test`` held-out problems; then the setting the selection
-rule chooses. Writes the command, settings and numbers to ``--out`` (JSON). Bad input: one ``error:`` line, exit 2.
+rule chooses. Writes the command, settings and numbers to ``--out`` (JSON), and with ``--write-config CONFIG`` puts
+the chosen setting into that recipe config's ``dataset_options`` (its other options, e.g. ``num_test``, stay).
+Bad input: one ``error:`` line, exit 2; no candidate inside the rule: exit 1, the config untouched.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="auto", help="auto: float32 on a CPU, the checkpoint's dtype on a GPU")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--out", default=None, help="JSON file for the command, settings and numbers")
+    p.add_argument("--write-config", default=None, metavar="CONFIG",
+                   help="recipe config whose dataset_options get the chosen setting (e.g. the study's)")
     args = p.parse_args(argv)
     bad = [c for c in args.candidates if c not in arithmetic.CANDIDATES]
     if bad:
@@ -95,7 +99,31 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"chosen": chosen}))
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
+    if chosen is None:
+        return 1
+    if args.write_config:
+        write_setting(Path(args.write_config), arithmetic.CANDIDATES[chosen])
     return 0
+
+
+def write_setting(config: Path, setting: dict) -> None:
+    """Replace the difficulty keys of ``config``'s one-line ``dataset_options: {...}`` mapping by ``setting``,
+    keeping its other keys and the rest of the file (comments included)."""
+    import re
+
+    import yaml
+
+    text = config.read_text()
+    line = re.search(r"^dataset_options:.*$", text, flags=re.M)
+    if line is None:
+        raise SystemExit(f"error: {config} has no 'dataset_options:' line to write the chosen setting into")
+    value, _, comment = line.group(0).partition("#")
+    options = {**(yaml.safe_load(value.split(":", 1)[1]) or {}), **setting}
+    new = "dataset_options: {" + ", ".join(
+        f"{k}: {json.dumps(v) if isinstance(v, str) else v}" for k, v in options.items()) + "}"
+    text = text[: line.start()] + new + (f"  #{comment}" if comment else "") + text[line.end():]
+    config.write_text(text)
+    print(f"wrote {new} into {config}", flush=True)
 
 
 if __name__ == "__main__":
