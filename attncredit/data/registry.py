@@ -32,7 +32,7 @@ _COUNTDOWN_OPTIONS = {
 }
 
 # The study task's default difficulty: the setting chosen by arithmetic.py's selection rule.
-_ARITHMETIC_OPTIONS = {"num_train": 20_000, "num_test": 640, **arithmetic.CANDIDATES["5x1-9+"]}
+_ARITHMETIC_OPTIONS = {"num_train": 20_000, "num_test": 640, **arithmetic.CANDIDATES["4x1-9+"]}
 
 
 @dataclass(frozen=True)
