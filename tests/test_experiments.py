@@ -59,6 +59,7 @@ def recipe_config(tmp_path):
         (dict(max_steps=5), "max_steps 5 is not a multiple of eval_steps 2"),
         (dict(colour="red"), "unknown key 'colour'; allowed: name, recipe"),
         (dict(max_steps=0), "max_steps must be an integer >= 1, got 0"),
+        (dict(comparisons=[["coupled", "entropy"]]), "comparison ['coupled', 'entropy'] must be [arm, other arm] of two"),
     ],
 )
 def test_a_bad_experiment_file_is_one_line_naming_the_value(tmp_path, recipe_config, capsys, fields, message):
@@ -93,6 +94,7 @@ def test_the_shipped_study_files_validate():
     assert list(experiment.arms) == ["none", "random", "entropy", "entropy_mask_80_20", "coupled"]
     assert experiment.seeds == list(range(10)) and experiment.max_steps >= 300
     assert experiment.overrides("entropy_mask_80_20") == {"credit_strategy": "none", "top_entropy_quantile": 0.2}
+    assert experiment.comparisons == [("coupled", "random"), ("coupled", "entropy_mask_80_20")]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -102,7 +104,8 @@ def write_run(root, arm, seed, final, step_times, *, finished=True, max_steps=4,
     run = root / f"{arm}-s{seed}"
     run.mkdir(parents=True)
     settings = dict(experiment="synthetic", arm=arm, seed=seed, max_steps=max_steps, baseline="none",
-                    primary_metric="eval_rewards/acc/mean", train_metric="reward")
+                    primary_metric="eval_rewards/acc/mean", train_metric="reward",
+                    comparisons=[["coupled", "random"], ["random", "entropy"]])
     (run / "experiment_run.json").write_text(json.dumps(settings))
     lines = [{"step": 0, "eval_rewards/acc/mean": 0.1}]
     for step, seconds in enumerate(step_times, start=1):
@@ -147,6 +150,8 @@ def test_report_statistics_equal_a_hand_computation(tmp_path):
     coupled_times = [3.0, 1.0, 99.0, 1.5] + [3.0, 1.0, 1.5, 1.5] * 3
     assert f"| {np.median(coupled_times):.3f} | {np.median(coupled_times) / 2.0:.3f} |" in text
     assert "| random | 1 | 0.250 | - | +0.050 | 1 | - | - | 2.000 | 1.000 |" in text
+    assert "| coupled - random | 1 | +0.050 | - | - |" in text  # random's seed 1 is unfinished
+    assert "| random - entropy | 0 | - | - | - |" in text
     assert "Fewer than 2 seeds, no interval: random." in text
     assert "Left out (no eval_rewards/acc/mean at step 4, e.g. unfinished): random-s1." in text
     assert "none 12 steps of 3 runs" in text and "random 6 steps of 2 runs" in text

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                 experiment = load_experiment(args.source, check_fields=False)
                 text = write_report(experiment.output_root, primary=experiment.primary_metric,
                                     baseline=experiment.baseline, max_steps=experiment.max_steps,
-                                    train_metric=experiment.train_metric)
+                                    train_metric=experiment.train_metric, comparisons=experiment.comparisons)
             print(text, end="")
             return 0
         experiment = load_experiment(args.experiment, check_fields=args.command == "run")

@@ -9,7 +9,8 @@ For each arm (statistics in ``stats.py``):
 * the primary metric at the final step: each seed's value from its evaluation at ``max_steps``; the mean over
   seeds and its 95% Student-t interval (runs without that evaluation, e.g. unfinished, are left out and named);
 * the paired difference to the baseline arm: per seed both arms have, arm minus baseline; the mean, its t-interval
-  and its percentile bootstrap interval (10,000 resamples, RNG seed 0);
+  and its percentile bootstrap interval (10,000 resamples, RNG seed 0); the same for the experiment's other
+  ``comparisons`` (pairs of arms), in a second table;
 * the per-step time: the median of TRL's ``step_time`` (seconds of one optimizer step, generation included,
   evaluation not) over every logged step of every run of the arm, and its ratio to the baseline arm's median.
 
@@ -119,12 +120,18 @@ def summarize(runs: list[RunRecord], primary: str, baseline: str, max_steps: int
         summary.estimate = mean_interval(summary.final.values()) if summary.final else None
         if times[arm]:
             summary.step_time, summary.timed_steps = statistics.median(times[arm]), len(times[arm])
-        if arm != baseline and baseline in summaries:
-            diffs = paired_differences(summary.final, summaries[baseline].final)
-            if diffs:
-                summary.difference = mean_interval(diffs.values())
-                summary.bootstrap = bootstrap_interval(diffs.values())
+        if arm != baseline and (pair := compare(summaries, arm, baseline)):
+            summary.difference, summary.bootstrap = pair
     return summaries
+
+
+def compare(summaries: dict[str, ArmSummary], arm: str, other: str) -> tuple[Estimate, Estimate] | None:
+    """The paired difference ``arm - other`` over the seeds both have: (t estimate, bootstrap estimate), or None
+    when they share no seed (or either arm has no run)."""
+    if arm not in summaries or other not in summaries:
+        return None
+    diffs = paired_differences(summaries[arm].final, summaries[other].final)
+    return (mean_interval(diffs.values()), bootstrap_interval(diffs.values())) if diffs else None
 
 
 def _interval(e: Estimate | None, signed: bool = False) -> str:
@@ -134,8 +141,10 @@ def _interval(e: Estimate | None, signed: bool = False) -> str:
     return f"[{f.format(e.low)}, {f.format(e.high)}]"
 
 
-def markdown(name: str, summaries: dict[str, ArmSummary], primary: str, baseline: str, max_steps: int) -> str:
-    """The report's markdown: one table row per arm and the notes on what each number rests on."""
+def markdown(name: str, summaries: dict[str, ArmSummary], primary: str, baseline: str, max_steps: int,
+             comparisons: list | tuple = ()) -> str:
+    """The report's markdown: one table row per arm, one per other comparison, and the notes on what each number
+    rests on."""
     base = summaries.get(baseline)
     lines = [
         f"# {name}: {primary} at step {max_steps}",
@@ -156,6 +165,13 @@ def markdown(name: str, summaries: dict[str, ArmSummary], primary: str, baseline
             f"{_interval(s.difference, True)} | {_interval(s.bootstrap, True)} | "
             f"{f'{s.step_time:.3f}' if s.step_time is not None else '-'} | {ratio} |"
         )
+    if comparisons:
+        lines += ["", "| comparison | paired seeds | mean difference | 95% CI (t) | 95% CI (bootstrap) |",
+                  "|---|---|---|---|---|"]
+        for arm, other in comparisons:
+            pair = compare(summaries, arm, other)
+            lines.append(f"| {arm} - {other} | " + (f"{pair[0].n} | {pair[0].mean:+.3f} | {_interval(pair[0], True)} | "
+                                                     f"{_interval(pair[1], True)} |" if pair else "0 | - | - | - |"))
     lines += ["", f"Each mean rests on one evaluation per seed at step {max_steps} (seeds: "
               + "; ".join(f"{s.arm} {', '.join(map(str, s.final)) or 'none'}" for s in summaries.values()) + "). "
               f"Differences are paired by seed (same data order) and use only seeds both arms have; t-intervals are "
@@ -219,10 +235,10 @@ def plot_curves(runs: list[RunRecord], primary: str, train_metric: str, path: Pa
 
 
 def write_report(root: str | Path, *, primary: str | None = None, baseline: str | None = None,
-                 max_steps: int | None = None, train_metric: str | None = None) -> str:
+                 max_steps: int | None = None, train_metric: str | None = None, comparisons=None) -> str:
     """Read the runs under ``root``, write ``report.md`` and ``curves.png`` there, return the markdown.
-    The experiment's primary metric, baseline, step budget and train metric come from the runs' settings unless
-    given (an experiment file gives them)."""
+    The experiment's primary metric, baseline, step budget, train metric and other comparisons come from the runs'
+    settings unless given (an experiment file gives them)."""
     root = Path(root)
     runs = read_runs(root)
     first = runs[0].settings
@@ -230,8 +246,9 @@ def write_report(root: str | Path, *, primary: str | None = None, baseline: str 
     baseline = baseline or first["baseline"]
     max_steps = max_steps or int(first["max_steps"])
     train_metric = train_metric or first.get("train_metric", "reward")
+    comparisons = first.get("comparisons", []) if comparisons is None else comparisons
     summaries = summarize(runs, primary, baseline, max_steps)
-    text = markdown(first["experiment"], summaries, primary, baseline, max_steps)
+    text = markdown(first["experiment"], summaries, primary, baseline, max_steps, comparisons)
     plot_curves(runs, primary, train_metric, root / "curves.png")
     text += "\n![learning curves](curves.png)\n"
     (root / "report.md").write_text(text)

@@ -110,7 +110,8 @@ def run_settings(experiment: Experiment, arm: str, seed: int, environment: dict)
     return {"experiment": experiment.name, "experiment_file": experiment.path, "arm": arm, "seed": seed,
             "overrides": experiment.overrides(arm), "recipe": experiment.recipe, "config": experiment.config,
             "max_steps": experiment.max_steps, "save_steps": experiment.save_steps, "baseline": experiment.baseline,
-            "primary_metric": experiment.primary_metric, "train_metric": experiment.train_metric, **environment}
+            "primary_metric": experiment.primary_metric, "train_metric": experiment.train_metric,
+            "comparisons": [list(pair) for pair in experiment.comparisons], **environment}
 
 
 def is_finished(run_dir: Path, max_steps: int) -> bool:

@@ -13,6 +13,7 @@ An experiment file is a YAML mapping::
     primary_metric: eval_rewards/arithmetic_answer/mean # a metrics.jsonl key, read at the final step
     train_metric: reward                                # optional (default: reward): the train curve
     common: {eval_steps: 25}                            # optional: overrides every arm gets
+    comparisons: [[coupled, random]]                    # optional: paired comparisons besides arm vs baseline
     arms:                                               # arm name -> recipe config overrides
       none: {credit_strategy: none}
       coupled: {credit_strategy: coupled}
@@ -36,7 +37,7 @@ from attncredit.errors import ConfigError
 RECIPES = ("grpo", "ppo")
 REQUIRED = ("name", "recipe", "config", "output_root", "seeds", "max_steps", "save_steps", "baseline",
             "primary_metric", "arms")
-OPTIONAL = ("train_metric", "common")
+OPTIONAL = ("train_metric", "common", "comparisons")
 RUNNER_FIELDS = ("output_dir", "seed", "data_seed", "max_steps", "save_steps", "save_strategy", "save_total_limit",
                  "resume_from_checkpoint", "overwrite_output_dir")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -58,6 +59,7 @@ class Experiment:
     arms: dict[str, dict]
     train_metric: str = "reward"
     common: dict = field(default_factory=dict)
+    comparisons: list[tuple[str, str]] = field(default_factory=list)
     path: str = ""
 
     def overrides(self, arm: str) -> dict:
@@ -171,6 +173,13 @@ def load_experiment(path: str, *, check_fields: bool = True) -> Experiment:
     train_metric = data.get("train_metric", "reward")
     if not isinstance(train_metric, str) or not train_metric:
         raise ConfigError(f"train_metric must be a non-empty string, got {train_metric!r}")
+    comparisons = data.get("comparisons") or []
+    if not isinstance(comparisons, list):
+        raise ConfigError(f"comparisons must be a list of [arm, other arm] pairs, got {comparisons!r}")
+    for pair in comparisons:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(a in arms for a in pair) and pair[0] != pair[1]):
+            raise ConfigError(f"comparison {pair!r} must be [arm, other arm] of two different arms; allowed arms: "
+                              f"{', '.join(arms)}")
     allowed = recipe_fields(data["recipe"]) if check_fields else None
     common = data.get("common") or {}
     if check_fields:
@@ -183,7 +192,8 @@ def load_experiment(path: str, *, check_fields: bool = True) -> Experiment:
     return Experiment(name=name, recipe=data["recipe"], config=data["config"], output_root=data["output_root"],
                       seeds=list(seeds), max_steps=max_steps, save_steps=save_steps, baseline=data["baseline"],
                       primary_metric=data["primary_metric"], arms={a: dict(o or {}) for a, o in arms.items()},
-                      train_metric=train_metric, common=dict(common), path=str(path))
+                      train_metric=train_metric, common=dict(common),
+                      comparisons=[tuple(pair) for pair in comparisons], path=str(path))
 
 
 def parse_only(text: str, experiment: Experiment) -> list[tuple[str, int]]:
