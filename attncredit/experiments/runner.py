@@ -235,6 +235,7 @@ def run_experiment(experiment: Experiment, runs: list[tuple[str, int]] | None = 
     environment = {"git_commit": _git_commit(), "versions": _versions(), "device": _device()}
     bar = tqdm(total=len(todo) * experiment.max_steps, unit="step", disable=not progress, dynamic_ncols=True)
     waiting, active, failed, done = list(todo), [], [], 0
+    last_shown = None
 
     def stop(signum, frame):  # `timeout` or a kill: end through the clean-up below
         raise SystemExit(128 + signum)
@@ -255,10 +256,13 @@ def run_experiment(experiment: Experiment, runs: list[tuple[str, int]] | None = 
                     waiting.insert(0, run)
                 else:
                     failed.append(run)
-            bar.n = sum(experiment.max_steps if is_finished(r.run_dir, experiment.max_steps) else
-                        train_progress(r.run_dir) for r in todo)
-            bar.set_postfix(running=len(active), finished=done, failed=len(failed), refresh=False)
-            bar.refresh()
+            shown = (sum(experiment.max_steps if is_finished(r.run_dir, experiment.max_steps) else
+                         train_progress(r.run_dir) for r in todo), len(active), done, len(failed))
+            if shown != last_shown:  # redraw on change only: a log file (no terminal) gets one line per change
+                last_shown = shown
+                bar.n = shown[0]
+                bar.set_postfix(running=shown[1], finished=shown[2], failed=shown[3], refresh=False)
+                bar.refresh()
     finally:
         signal.signal(signal.SIGTERM, previous)
         bar.close()
