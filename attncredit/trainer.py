@@ -516,22 +516,53 @@ class AnchorGRPOTrainer(GRPOTrainer):
 
     def _write_checkpoint(self, model, trial):
         """TRL's checkpoint, with the kept head groups written first, so that ``trainer_state.json`` stays the
-        checkpoint's last file."""
-        if self._fixed_heads is not None and self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            os.makedirs(folder, exist_ok=True)
+        checkpoint's last file.
+
+        Each rank keeps the groups of its own rows (statistics stay on their rank), so with several processes the
+        file holds every rank's groups under ``"ranks"`` (gathered to the main process: a collective, every rank
+        calls it); ``"local"`` / ``"global"`` are rank 0's, the whole content of a single-process file."""
+        if self._fixed_heads is not None:
             local, glob = (m.int().tolist() for m in self._fixed_heads)
-            with open(os.path.join(folder, HEAD_GROUPS_FILE), "w") as f:
-                json.dump({"local": local, "global": glob}, f)
+            record = {"local": local, "global": glob}
+            if self.accelerator.num_processes > 1:
+                from accelerate.utils import gather_object
+
+                record["ranks"] = gather_object([{"local": local, "global": glob}])
+            if self.args.should_save:
+                folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+                os.makedirs(folder, exist_ok=True)
+                with open(os.path.join(folder, HEAD_GROUPS_FILE), "w") as f:
+                    json.dump(record, f)
         super()._save_checkpoint(model, trial)
 
+    def _save_rng_state(self, output_dir):
+        """transformers' per-rank ``rng_state_<rank>.pth``, then a barrier: the main process writes
+        ``trainer_state.json`` (what makes a checkpoint complete) right after its own RNG file, and without the
+        barrier a run killed at that moment could leave a "complete" checkpoint without another rank's RNG file
+        (transformers then resumes that rank with a fresh RNG, logging only at info level)."""
+        super()._save_rng_state(output_dir)
+        if self.accelerator.num_processes > 1:
+            self.accelerator.wait_for_everyone()
+
     def _load_optimizer_and_scheduler(self, checkpoint):
-        """TRL's resume hook (TRL 1.16: ``_load_optimizer_and_scheduler(checkpoint)``), then the kept head groups."""
+        """TRL's resume hook (TRL 1.16: ``_load_optimizer_and_scheduler(checkpoint)``), then the kept head groups:
+        this rank's entry of ``"ranks"`` when the checkpoint has one per rank of this run, else rank 0's (a
+        checkpoint of one process, or of another number of processes: then every rank starts from rank 0's groups
+        until the next regroup step, with a warning)."""
         super()._load_optimizer_and_scheduler(checkpoint)
         path = os.path.join(checkpoint, HEAD_GROUPS_FILE) if checkpoint else None
         if path and os.path.exists(path):
             with open(path) as f:
                 saved = json.load(f)
+            ranks = saved.get("ranks")
+            rank, world = self.accelerator.process_index, self.accelerator.num_processes
+            if ranks is not None and len(ranks) == world:
+                saved = ranks[rank]
+            elif world > 1 or ranks is not None:
+                logger.warning(
+                    "%s holds head groups of %d process(es), this run has %d: every rank keeps rank 0's groups until "
+                    "the next regroup step", path, len(ranks) if ranks is not None else 1, world,
+                )
             device = self.accelerator.device
             self._fixed_heads = tuple(torch.tensor(saved[k], dtype=torch.bool, device=device) for k in ("local", "global"))
 

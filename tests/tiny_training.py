@@ -1,6 +1,7 @@
 """Shared pieces of the tiny GRPO and PPO trainer tests: reward, prompts, small configs, a spy on the advantages the
 loss reads, a weights digest, and the launchers of the subprocess runs (tests/scripts/train_tiny.py under
-`accelerate launch` or in the vLLM venv; tests/scripts/run_recipe.py killed after a checkpoint and resumed)."""
+`accelerate launch` or in the vLLM venv, 2-process runs killed after a checkpoint and resumed;
+tests/scripts/run_recipe.py killed after a checkpoint and resumed)."""
 
 import json
 import os
@@ -144,20 +145,70 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_two_processes(model_dir, out_dir, overrides: dict, trainer="grpo") -> list[dict]:
-    """Run tests/scripts/train_tiny.py with 2 processes and return each rank's JSON record.
+ACCELERATE_CONFIGS = ROOT / "recipes" / "accelerate"
 
-    `accelerate launch --multi_gpu` starts one process per rank through torch's elastic launcher; with use_cpu=True
-    in the training arguments each rank joins a gloo process group on the CPU."""
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+
+def two_process_command(model_dir, out_dir, overrides: dict, trainer="grpo", config_file=None) -> list[str]:
+    """`accelerate launch` of tests/scripts/train_tiny.py with 2 processes on this CPU: ``--multi_gpu`` (DDP), or
+    the shipped accelerate config ``config_file`` (a name in recipes/accelerate/, e.g. ``"cpu_2proc.yaml"`` or
+    ``"fsdp2.yaml"``) with its process count set to 2 and mixed precision off."""
+    launch = ["--multi_gpu", "--num_machines", "1", "--dynamo_backend", "no"]
+    if config_file is not None:
+        launch = ["--config_file", str(ACCELERATE_CONFIGS / config_file)]
+    return [
+        sys.executable, "-m", "accelerate.commands.launch", *launch,
+        "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(free_port()),
         str(SCRIPTS / "train_tiny.py"), "--trainer", trainer, str(model_dir), str(out_dir), json.dumps(overrides),
     ]  # fmt: skip
+
+
+def launch_two_processes(model_dir, out_dir, overrides: dict, trainer="grpo", config_file=None) -> list[dict]:
+    """Run tests/scripts/train_tiny.py with 2 processes and return each rank's JSON record.
+
+    `accelerate launch --multi_gpu` (or ``config_file``, see :func:`two_process_command`) starts one process per rank
+    through torch's elastic launcher; with use_cpu=True in the training arguments each rank joins a gloo process
+    group on the CPU."""
+    cmd = two_process_command(model_dir, out_dir, overrides, trainer, config_file)
     proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    return [json.loads((Path(out_dir) / f"rank{r}.json").read_text()) for r in range(2)]
+    return rank_records(out_dir)
+
+
+def rank_records(out_dir, n=2) -> list[dict]:
+    """The JSON record each rank of a tests/scripts/train_tiny.py run wrote."""
+    return [json.loads((Path(out_dir) / f"rank{r}.json").read_text()) for r in range(n)]
+
+
+def start_two_processes(model_dir, out_dir, overrides: dict, trainer="grpo", config_file=None) -> subprocess.Popen:
+    """Start the 2-process run of :func:`two_process_command`, stdout and stderr together in ``proc.stdout``;
+    :func:`kill_after_checkpoints` kills the launcher and its ranks at once, as a scheduler's SIGKILL of the job
+    would (killing the launcher alone leaves the ranks training: torch's elastic agent starts each rank in a session
+    of its own, so not even the launcher's process group reaches them)."""
+    proc = subprocess.Popen(
+        two_process_command(model_dir, out_dir, overrides, trainer, config_file),
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    proc.whole_tree = True
+    return proc
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL ``proc`` and every process it started (found before any is killed), by process id."""
+    import psutil
+
+    try:
+        tree = [psutil.Process(proc.pid)]
+        tree += tree[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for p in tree:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
 
 
 def train_with_vllm_colocate(model_dir, out_dir, trainer="grpo") -> dict:
@@ -257,12 +308,18 @@ def kill_after_checkpoints(runs: dict, timeout: float = 600) -> None:
                 json.loads((checkpoint / "trainer_state.json").read_text())
             except (FileNotFoundError, json.JSONDecodeError):
                 continue
-            proc.send_signal(signal.SIGKILL)
+            if getattr(proc, "whole_tree", False):  # start_two_processes: the launcher and its ranks
+                kill_tree(proc)
+            else:
+                proc.send_signal(signal.SIGKILL)
             proc.communicate(timeout=60)
             del pending[name]
         time.sleep(0.02)
     for proc, _ in pending.values():
-        proc.kill()
+        if getattr(proc, "whole_tree", False):
+            kill_tree(proc)
+        else:
+            proc.kill()
     assert not pending, f"no checkpoint after {timeout} s for {sorted(pending)}"
 
 

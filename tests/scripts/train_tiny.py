@@ -10,7 +10,9 @@ AnchorGRPOConfig / AnchorPPOConfig overrides of ``tiny_training.tiny_args``, plu
 
 * ``recorded``: one entry per recorded forward (the forward whose attention gave gamma): the token rows it saw,
   whether it ran with gradients (loss forward) or without (TRL's old-log-prob forward), gamma's shape and this rank's
-  mean gamma over response tokens;
+  mean gamma over response tokens, whether it ranked the head groups afresh (``regroup``) and the kept groups after
+  it (``heads``: [local, global] per probe layer, ``None`` with ``credit_head_regroup_every`` 1);
+* ``distributed_type`` / ``fsdp2_wrapped``: accelerate's distributed type and whether the policy is FSDP2-sharded;
 * ``logps_forwards``: every log-prob forward of the policy (step, with or without gradients, rows);
 * ``loss_rows`` / ``loss_advantage_dims``: the rows of each micro-batch the loss saw, and the dimension of the
   advantages TRL's loss read (last read of ``inputs["advantages"]`` inside ``_compute_loss``);
@@ -93,6 +95,7 @@ def make_trainer_class(trainer: str):
 
         def _recorded_forward(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
             with_grad = torch.is_grad_enabled()
+            regroup = self._regroups_now()
             with self._in_phase("recorded_forward"):
                 out = super()._recorded_forward(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
             gamma = out[3]
@@ -105,6 +108,8 @@ def make_trainer_class(trainer: str):
                     "gamma_shape": list(gamma.shape),
                     "gamma_mean": float(gamma[mask].sum() / mask.sum().clamp(min=1)),
                     "gamma_max": float(gamma.max()),
+                    "regroup": regroup,
+                    "heads": None if self._fixed_heads is None else [m.int().tolist() for m in self._fixed_heads],
                 }
             )
             return out
@@ -154,6 +159,15 @@ def patch_vllm_for_cpu_tests() -> None:
     vllm_layer_utils.dispatch_cpu_unquantized_gemm = plain_linear
 
 
+def _fsdp2_wrapped(model) -> bool:
+    """Whether ``model`` is sharded by FSDP2 (``fully_shard`` turns it into an ``FSDPModule``)."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:
+        return False
+    return isinstance(model, FSDPModule)
+
+
 def main(trainer_name: str, model_dir: str, out_dir: str, overrides: dict) -> None:
     from transformers import AutoModelForCausalLM
 
@@ -180,6 +194,8 @@ def main(trainer_name: str, model_dir: str, out_dir: str, overrides: dict) -> No
     result = {
         "process_index": rank,
         "num_processes": trainer.accelerator.num_processes,
+        "distributed_type": trainer.accelerator.distributed_type.value,
+        "fsdp2_wrapped": _fsdp2_wrapped(trainer.model_wrapped),
         "runs_old_logps_forward": trainer._trl_runs_old_logps_forward(),
         **before,
         "policy_after": weights_hash(trainer.model),
