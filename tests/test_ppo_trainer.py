@@ -283,7 +283,11 @@ def test_deepspeed_is_refused_in_one_line_before_loading(tmp_path):
     with pytest.raises(ConfigError) as info:
         AnchorPPOTrainer(model="no-model-is-loaded", args=args)
     message = str(info.value)
-    assert "\n" not in message and "DDP (recipes/accelerate/multi_gpu.yaml) and FSDP2" in message and "DeepSpeed" in message
+    assert "\n" not in message and message.startswith("AnchorPPOTrainer does not support DeepSpeed (ZeRO-2/3)")
+    # the reason names the part of accelerate that makes it unsound, and the way out is FSDP2
+    assert "Accelerator.deepspeed_engine_wrapped" in message and "the first one prepared" in message
+    assert "the policy's loss would run and step the critic's engine" in message
+    assert "use FSDP2 (recipes/accelerate/fsdp2.yaml" in message
 
 
 class AdvantageLog(AnchorPPOTrainer):

@@ -35,10 +35,25 @@ from .gae import compute_gae, length_adaptive_lambda, outcome_token_rewards
 from .losses import clipped_value_loss, explained_variance, masked_mean_var, whiten
 
 CRITIC_FOLDER = "critic"
-UNSUPPORTED_DISTRIBUTED = (
-    "AnchorPPOTrainer trains two models (policy and critic) and supports a single process, DDP "
-    "(recipes/accelerate/multi_gpu.yaml) and FSDP2 (recipes/accelerate/fsdp2.yaml); DeepSpeed and FSDP1 are not "
-    "supported (accelerate prepares one DeepSpeed engine per run)"
+#: Why DeepSpeed is refused (accelerate 1.16, transformers' Trainer, TRL 1.16): ``Accelerator.backward`` under DeepSpeed
+#: calls ``deepspeed_engine_wrapped.backward(loss)`` (backward, then ``engine.step()`` at the accumulation boundary)
+#: on ONE engine, the first one ``prepare`` built; a later prepare only logs "A wrapped DeepSpeed engine reference is
+#: currently tied", and several ``deepspeed_plugins`` change the config of a prepare, not that engine. The critic is
+#: prepared in ``__init__``, the policy by the Trainer in ``train()`` (``deepspeed_init``), so the policy's loss would
+#: run and step the critic's engine; ``clip_grad_norm_`` returns that one engine's norm too. The critic's checkpoint
+#: code (``torch.distributed.checkpoint`` full state dicts) does not read ZeRO-3's partitioned parameters or ZeRO's
+#: flat optimizer partitions either. Making it sound needs a second Accelerator with its own engine for the critic.
+UNSUPPORTED_DEEPSPEED = (
+    "AnchorPPOTrainer does not support DeepSpeed (ZeRO-2/3): accelerate routes every accelerator.backward() to one "
+    "DeepSpeed engine (Accelerator.deepspeed_engine_wrapped, the first one prepared), which would be the critic's "
+    "(prepared when the trainer is built, before the Trainer prepares the policy in train()), so the policy's loss "
+    "would run and step the critic's engine, and the critic's checkpoint code cannot read ZeRO's partitioned state; "
+    "for PPO on several GPUs use FSDP2 (recipes/accelerate/fsdp2.yaml: policy and critic both sharded) or DDP "
+    "(recipes/accelerate/multi_gpu.yaml)"
+)
+UNSUPPORTED_FSDP1 = (
+    "AnchorPPOTrainer supports FSDP2 only (fsdp_version: 2, recipes/accelerate/fsdp2.yaml), not FSDP1: the critic is "
+    "sharded, saved and resumed through FSDP2's per-parameter state dicts"
 )
 CRITIC_STATE_FILE = "critic_optimizer.pt"
 # The image inputs of a TRL 1.16 rollout and of its micro-batches, as the model's forward takes them (token type ids
@@ -51,7 +66,8 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
     """PPO trainer: critic + GAE advantages, attention credit on top (``AnchorPPOConfig``).
 
     ``critic``: an optional ``ValueModel`` to train instead of the one ``critic_model_name_or_path`` names.
-    Distributed: single process, DDP and FSDP2 (the critic is prepared by accelerate with its optimizer).
+    Distributed: single process, DDP and FSDP2 (the critic is prepared by accelerate with its optimizer); DeepSpeed
+    is refused (:data:`UNSUPPORTED_DEEPSPEED` says why).
     """
 
     checkpoint_kind = "ppo"  # its checkpoints hold the critic: a GRPO trainer refuses them, and this one GRPO's
@@ -68,7 +84,7 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
         self._check_run_folder(args)  # before the critic and the policy load
         state = args.distributed_state  # accelerate's, known before the models load
         if state is not None and state.distributed_type == DistributedType.DEEPSPEED:
-            raise ConfigError(UNSUPPORTED_DISTRIBUTED)
+            raise ConfigError(UNSUPPORTED_DEEPSPEED)
         if critic is None:
             critic = self._load_critic(model, args)
         # kl_coef needs reference log-probs, which TRL sets up (reference model, or the PEFT adapter switched off) only
@@ -83,8 +99,10 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
                 args.beta = 0.0
         if borrow_beta:
             self.beta = 0.0
-        if self.is_deepspeed_enabled or (self.is_fsdp_enabled and getattr(self.accelerator.state.fsdp_plugin, "fsdp_version", 1) != 2):
-            raise ConfigError(UNSUPPORTED_DISTRIBUTED)
+        if self.is_deepspeed_enabled:
+            raise ConfigError(UNSUPPORTED_DEEPSPEED)
+        if self.is_fsdp_enabled and getattr(self.accelerator.state.fsdp_plugin, "fsdp_version", 1) != 2:
+            raise ConfigError(UNSUPPORTED_FSDP1)
         if args.disable_dropout:
             from trl.trainer.utils import disable_dropout_in_model
 
