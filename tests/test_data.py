@@ -171,7 +171,7 @@ def test_hub_datasets_offline_fail_with_one_clear_line(name, split):
     assert "\n" not in message
     assert f"dataset '{name}'" in message and hub.HUB_SOURCES[(name, split)].repo in message
     assert "HF_HUB_OFFLINE=1" in message
-    assert "offline datasets: countdown, countdown3, gsm8k (test), aime2025, champ" in message
+    assert "offline datasets: countdown, countdown3, arithmetic, gsm8k (test), aime2025, champ" in message
 
 
 def test_hub_rows_are_mapped_from_each_hub_schema(monkeypatch):
@@ -218,8 +218,8 @@ def test_hub_rows_are_mapped_from_each_hub_schema(monkeypatch):
 
 def test_registry_names_and_errors():
     assert list_datasets() == list(DATASETS)
-    assert list_datasets(offline_only=True) == ["countdown", "countdown3", "gsm8k", "aime2025", "champ"]
-    with pytest.raises(ConfigError, match="unknown dataset 'gsm9k'; allowed: countdown, countdown3, gsm8k"):
+    assert list_datasets(offline_only=True) == ["countdown", "countdown3", "arithmetic", "gsm8k", "aime2025", "champ"]
+    with pytest.raises(ConfigError, match="unknown dataset 'gsm9k'; allowed: countdown, countdown3, arithmetic, gsm8k"):
         load_dataset_by_name("gsm9k")
     with pytest.raises(ConfigError, match="dataset 'aime2025' has no split 'train'; allowed: test"):
         load_dataset_by_name("aime2025")

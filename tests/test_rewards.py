@@ -440,7 +440,8 @@ def test_format_auto_follows_the_prompt():
 
 def test_registry_names_and_errors():
     assert list(rewards.REWARD_FUNCS) == [
-        "math_accuracy", "countdown", "countdown_accuracy", "format", "format_r1", "format_boxed", "tag_count"
+        "math_accuracy", "countdown", "countdown_accuracy", "format", "format_r1", "format_boxed", "tag_count",
+        "arithmetic_answer",
     ]
     for name, func in rewards.REWARD_FUNCS.items():
         assert func.__name__ == name

@@ -5,6 +5,7 @@ name               task       splits                       source
 =================  =========  ===========================  ==============================================
 ``countdown``      countdown  train (20000), test (512)    generated, seeded, solvable by construction
 ``countdown3``     countdown  train, test                  generated, 3 numbers (easy demo)
+``arithmetic``    arithmetic train, test (640)            generated, worked steps + ``Answer: N`` (the study task)
 ``gsm8k``          math       test (1319) / train (7473)   test packaged (offline) / train from the hub
 ``aime2025``       math       test (30)                    packaged (offline)
 ``champ``          math       test (270)                   packaged (offline)
@@ -24,6 +25,7 @@ Hub ids are in ``hub.py``, package files in ``packaged.py``. Example::
     mine = load_data_file("my_prompts.jsonl")                             # 'prompt' + the rewards' columns
 """
 
+from .arithmetic import arithmetic_split
 from .countdown import countdown_split, countdown_splits, generate_countdown, solve_countdown
 from .files import DATA_FILE_SUFFIXES, load_data_file
 from .registry import DATASETS, list_datasets, load_dataset_by_name, validate_columns
@@ -46,6 +48,7 @@ __all__ = [
     "list_datasets",
     "validate_columns",
     "DATASETS",
+    "arithmetic_split",
     "generate_countdown",
     "countdown_split",
     "countdown_splits",
