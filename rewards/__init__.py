@@ -15,8 +15,10 @@ name               score                                                        
 ``format_r1``      1/0: ``<think>...</think> <answer>...</answer>``                    -
 ``format_boxed``   1/0: a non-empty ``\\boxed{...}``                                   -
 ``tag_count``      0.25 per R1 tag present exactly once (shaping for small models)     -
-``arithmetic_answer`` 1/0: the last ``Answer: N`` line holds the value (study task)  ``answer``
 =================  ===============================================================  ==================
+
+``arithmetic_answer`` (columns ``answer``): 1/0, the last ``Answer: N`` line of the completion holds the value
+(the ``arithmetic`` study task, ``rewards/arithmetic.py``).
 
 ``countdown_accuracy`` is ``countdown`` without the 0.1 format score (1/0, the accuracy): give it reward weight 0 to
 log the accuracy (``rewards/countdown_accuracy/mean``, ``eval_rewards/countdown_accuracy/mean``) without changing
