@@ -8,8 +8,7 @@
   ``n`` values with replacement from ``x`` by ``numpy.random.default_rng(seed)`` (seed 0), the 2.5th and 97.5th
   percentiles (numpy's default linear interpolation) of the resampled means.
 
-The t quantile is computed here (no scipy): the Student-t density integrated by Simpson's rule, inverted by
-bisection; it matches tables to 1e-6.
+The t quantile is scipy's (imported only when a report is computed, so the runner needs no scipy).
 """
 
 from __future__ import annotations
@@ -22,31 +21,13 @@ RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 
 
-def _t_cdf_from_zero(x: float, df: int, intervals: int = 4000) -> float:
-    """P(0 <= T <= x) for Student's t with ``df`` degrees of freedom (Simpson's rule on the density)."""
-    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-
-    def density(t: float) -> float:
-        return math.exp(log_norm - (df + 1) / 2 * math.log1p(t * t / df))
-
-    h = x / intervals
-    total = density(0.0) + density(x)
-    total += sum((4 if i % 2 else 2) * density(i * h) for i in range(1, intervals))
-    return total * h / 3
-
-
 def t_quantile(probability: float, df: int) -> float:
-    """The ``probability`` quantile (> 0.5) of Student's t with ``df`` >= 1 degrees of freedom."""
-    if df < 1 or not 0.5 < probability < 1:
-        raise ValueError(f"t_quantile needs df >= 1 and 0.5 < probability < 1, got df={df}, probability={probability}")
-    target = probability - 0.5
-    low, high = 0.0, 1.0
-    while _t_cdf_from_zero(high, df) < target:
-        high *= 2
-    for _ in range(60):
-        mid = (low + high) / 2
-        low, high = (mid, high) if _t_cdf_from_zero(mid, df) < target else (low, mid)
-    return (low + high) / 2
+    """The ``probability`` quantile of Student's t with ``df`` >= 1 degrees of freedom (scipy)."""
+    from scipy.stats import t
+
+    if df < 1:
+        raise ValueError(f"t_quantile needs df >= 1, got {df}")
+    return float(t.ppf(probability, df))
 
 
 @dataclass(frozen=True)
