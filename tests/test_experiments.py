@@ -37,7 +37,7 @@ def experiment_file(folder, recipe_config, root, /, **fields):
 @pytest.fixture
 def recipe_config(tmp_path):
     path = tmp_path / "recipe.yaml"
-    path.write_text("learning_rate: 1.0e-3\neval_steps: 2\n")
+    path.write_text("learning_rate: 1.0e-3\neval_strategy: steps\neval_steps: 2\n")
     return path
 
 
@@ -57,6 +57,7 @@ def recipe_config(tmp_path):
         (dict(baseline="grpo"), "baseline 'grpo' is not an arm; allowed: none, coupled"),
         (dict(config="missing.yaml"), "recipe config 'missing.yaml' does not exist"),
         (dict(max_steps=5), "max_steps 5 is not a multiple of eval_steps 2"),
+        (dict(common={"eval_strategy": "no"}), "primary_metric 'eval_reward' is an evaluation metric, but the recipe"),
         (dict(colour="red"), "unknown key 'colour'; allowed: name, recipe"),
         (dict(max_steps=0), "max_steps must be an integer >= 1, got 0"),
         (dict(comparisons=[["coupled", "entropy"]]), "comparison ['coupled', 'entropy'] must be [arm, other arm] of two"),

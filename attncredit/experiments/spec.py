@@ -186,6 +186,10 @@ def load_experiment(path: str, *, check_fields: bool = True) -> Experiment:
         common = _check_overrides("common", common, allowed)
         arms = {arm: _check_overrides(f"arm '{arm}'", overrides or {}, allowed) for arm, overrides in arms.items()}
     eval_steps = common.get("eval_steps", config.get("eval_steps"))
+    eval_strategy = str(common.get("eval_strategy", config.get("eval_strategy", "no")))
+    if data["primary_metric"].startswith("eval_") and eval_strategy != "steps":
+        raise ConfigError(f"primary_metric {data['primary_metric']!r} is an evaluation metric, but the recipe config "
+                          f"has eval_strategy {eval_strategy!r}; allowed: eval_strategy steps (with dataset_test_split)")
     if data["primary_metric"].startswith("eval_") and isinstance(eval_steps, int) and max_steps % eval_steps:
         raise ConfigError(f"max_steps {max_steps} is not a multiple of eval_steps {eval_steps}: no evaluation at the "
                           "final step for the primary metric; allowed: a max_steps that eval_steps divides")
