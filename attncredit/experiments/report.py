@@ -198,15 +198,15 @@ def _band(series: dict[int, list[float]]):
     return steps, mean, low, high
 
 
-def plot_curves(runs: list[RunRecord], primary: str, train_metric: str, path: Path) -> None:
-    """``curves.png``: primary metric and smoothed train metric vs step, mean and 95% t band per arm."""
+def plot_curves(runs: list[RunRecord], primary: str, train_metric: str, path: Path, arms: list[str]) -> None:
+    """``curves.png``: primary metric and smoothed train metric vs step, mean and 95% t band per arm (in the
+    order of ``arms``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    arms = list(dict.fromkeys(r.arm for r in runs))
     for index, arm in enumerate(arms):
         color = f"C{index % 10}"
         evals: dict[int, list[float]] = {}
@@ -249,7 +249,7 @@ def write_report(root: str | Path, *, primary: str | None = None, baseline: str 
     comparisons = first.get("comparisons", []) if comparisons is None else comparisons
     summaries = summarize(runs, primary, baseline, max_steps)
     text = markdown(first["experiment"], summaries, primary, baseline, max_steps, comparisons)
-    plot_curves(runs, primary, train_metric, root / "curves.png")
+    plot_curves(runs, primary, train_metric, root / "curves.png", list(summaries))
     text += "\n![learning curves](curves.png)\n"
     (root / "report.md").write_text(text)
     return text
