@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from attncredit.callbacks import METRICS_FILE
 from attncredit.output_dir import CHECKPOINT, last_complete_checkpoint, run_outputs
 
 from .spec import Experiment, run_name
@@ -39,7 +40,6 @@ SETTINGS_FILE = "experiment_run.json"
 FINISHED_FILE = "finished.json"
 PID_FILE = "runner.pid"
 CONSOLE_FILE = "console.log"
-METRICS_FILE = "metrics.jsonl"
 SMALL_FILES = (METRICS_FILE, SETTINGS_FILE, FINISHED_FILE)  # what ``collect`` copies
 ATTEMPTS = 2
 
