@@ -73,3 +73,15 @@ def test_scripts_are_thin_wrappers_of_the_commands(script, command):
     target = importlib.import_module(f"attncredit.cli.{command}").main
     assert module.main is target or target.__name__ in module.main.__code__.co_names + module.main.__code__.co_varnames
     assert len(path.read_text().splitlines()) < 40
+
+
+def test_packaged_default_configs_are_the_recipes_configs():
+    """`attncredit grpo` / `ppo` without --config read attncredit/configs/ (package data, so an installed wheel has
+    them): links to recipes/configs/, which the wheel build copies; one file to edit, never two that drift."""
+    from pathlib import Path
+
+    from attncredit.recipe import DEFAULT_CONFIG, PPO_DEFAULT_CONFIG
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes" / "configs"
+    for packaged, name in ((DEFAULT_CONFIG, "default.yaml"), (PPO_DEFAULT_CONFIG, "ppo_default.yaml")):
+        assert packaged.is_file() and packaged.read_text() == (recipes / name).read_text()
