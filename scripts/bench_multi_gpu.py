@@ -393,7 +393,7 @@ def run_case(config: str, trainer: str, opts) -> dict[str, tuple[str, str]]:
     while not complete(checkpoint) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     if complete(checkpoint):
-        time.sleep(2)  # the ranks are waiting in on_save: nothing more is written
+        time.sleep(0.5)  # the ranks wait in on_save after the whole checkpoint (every rank past its RNG barrier)
     kill_tree(proc)
     proc.wait()
     log.close()
