@@ -14,8 +14,8 @@ State of a run folder, and what ``run`` does with it:
 * ``runner.pid`` naming a live process: left alone (another ``run`` drives it).
 
 A run that fails twice in a row within one ``run`` is not retried again; ``run`` names it in one line with its
-``console.log``. Each run folder also gets ``experiment_run.json`` (experiment, arm, seed, overrides, baseline,
-primary metric, git commit, versions, device), which ``report`` and ``collect`` read.
+``console.log``. Each run folder also gets ``experiment_run.json`` (experiment, arm, seed, overrides, the recipe
+config's contents, baseline, primary metric, git commit, versions, device), which ``report`` and ``collect`` read.
 """
 
 from __future__ import annotations
@@ -106,9 +106,15 @@ def _versions() -> dict:
 
 
 def run_settings(experiment: Experiment, arm: str, seed: int, environment: dict) -> dict:
-    """What ``experiment_run.json`` records for one run (module docstring)."""
+    """What ``experiment_run.json`` records for one run (module docstring), the recipe config's contents included
+    (a config edited between runs, e.g. the study's chosen difficulty, stays on record)."""
+    import yaml
+
+    with open(experiment.config) as f:
+        config = yaml.safe_load(f)
     return {"experiment": experiment.name, "experiment_file": experiment.path, "arm": arm, "seed": seed,
             "overrides": experiment.overrides(arm), "recipe": experiment.recipe, "config": experiment.config,
+            "config_contents": config,
             "max_steps": experiment.max_steps, "save_steps": experiment.save_steps, "baseline": experiment.baseline,
             "primary_metric": experiment.primary_metric, "train_metric": experiment.train_metric,
             "comparisons": [list(pair) for pair in experiment.comparisons], **environment}
