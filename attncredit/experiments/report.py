@@ -11,8 +11,10 @@ For each arm (statistics in ``stats.py``):
 * the paired difference to the baseline arm: per seed both arms have, arm minus baseline; the mean, its t-interval
   and its percentile bootstrap interval (10,000 resamples, RNG seed 0); the same for the experiment's other
   ``comparisons`` (pairs of arms), in a second table;
-* the per-step time: the median of TRL's ``step_time`` (seconds of one optimizer step, generation included,
-  evaluation not) over every logged step of every run of the arm, and its ratio to the baseline arm's median.
+* the per-step time: the median of TRL's ``step_time`` over every logged step of every run of the arm, and its
+  ratio to the baseline arm's median. ``step_time`` is the wall time of GRPOTrainer's ``training_step`` calls of
+  one optimizer step: generation, rewards, the credit statistics, loss and backward; the optimizer update itself
+  and evaluation are outside it.
 
 Also ``curves.png``: the primary metric vs step (mean over seeds, band: the 95% t-interval at each step with 2+
 seeds) and the train metric vs step (each run's trailing mean over ``SMOOTH`` steps, then mean and band over seeds).
