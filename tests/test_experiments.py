@@ -101,7 +101,7 @@ def test_the_shipped_study_files_validate():
 # --------------------------------------------------------------------------------------------------------------
 # The report's statistics against a hand computation, on synthetic run folders
 # --------------------------------------------------------------------------------------------------------------
-def write_run(root, arm, seed, final, step_times, *, finished=True, max_steps=4, resumed=False):
+def write_run(root, arm, seed, final, step_times, *, finished=True, max_steps=4, resumed=False, length=None):
     run = root / f"{arm}-s{seed}"
     run.mkdir(parents=True)
     settings = dict(experiment="synthetic", arm=arm, seed=seed, max_steps=max_steps, baseline="none",
@@ -115,7 +115,9 @@ def write_run(root, arm, seed, final, step_times, *, finished=True, max_steps=4,
         lines += [{"step": 3, "loss": 0.0, "reward": 9.0, "step_time": 99.0}, {"step": 4, "eval_rewards/acc/mean": -1.0}]
         lines[3]["step_time"] = 1.0
     if finished:
-        lines += [{"step": max_steps, "eval_rewards/acc/mean": final}, {"step": max_steps, "train_runtime": 50.0}]
+        lines += [{"step": max_steps, "eval_rewards/acc/mean": final, **({} if length is None else
+                                                                           {"eval_completions/mean_length": length})},
+                  {"step": max_steps, "train_runtime": 50.0}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"step": 4, "los')
     if finished:
         (run / "finished.json").write_text('{"global_step": 4}')
@@ -127,7 +129,7 @@ def test_report_statistics_equal_a_hand_computation(tmp_path):
     none = {0: 0.2, 1: 0.3, 2: 0.4}
     coupled = {0: 0.3, 1: 0.5, 2: 0.4, 3: 0.9}  # seed 3 has no baseline: not in the paired difference
     for seed, value in none.items():
-        write_run(root, "none", seed, value, [2.0, 2.0, 2.0, 2.0])
+        write_run(root, "none", seed, value, [2.0, 2.0, 2.0, 2.0], length=40.0 + 10 * seed)
     for seed, value in coupled.items():
         write_run(root, "coupled", seed, value, [3.0, 1.0, 1.5, 1.5], resumed=seed == 0)
     write_run(root, "random", 0, 0.25, [2.0, 2.0, 2.0, 2.0])
@@ -151,7 +153,12 @@ def test_report_statistics_equal_a_hand_computation(tmp_path):
     coupled_times = [3.0, 1.0, 99.0, 1.5] + [3.0, 1.0, 1.5, 1.5] * 3
     assert f"| {np.median(coupled_times):.3f} | {np.median(coupled_times) / 2.0:.3f} |" in text
     assert "| random | 1 | 0.250 | - | +0.050 | 1 | - | - | 2.000 | 1.000 |" in text
-    assert "| coupled - random | 1 | +0.050 | - | - |" in text  # random's seed 1 is unfinished
+    assert "| coupled - random | 1 | +0.050 | - | - |" in text
+    # secondary: train reward (0.1 x step) over steps 1-4, coupled seed 0's step 3 re-logged as 9.0; length at step 4
+    assert "| none | 0.250 | [0.250, 0.250] | 50.0 |" in text
+    late = [(0.1 + 0.2 + 9.0 + 0.4) / 4, 0.25, 0.25, 0.25]
+    half_late = 3.182446 * np.std(late, ddof=1) / 2
+    assert f"| coupled | {np.mean(late):.3f} | [{np.mean(late) - half_late:.3f}, {np.mean(late) + half_late:.3f}] | - |" in text  # random's seed 1 is unfinished
     assert "| random - entropy | 0 | - | - | - |" in text
     assert "Fewer than 2 seeds, no interval: random." in text
     assert "Left out (no eval_rewards/acc/mean at step 4, e.g. unfinished): random-s1." in text

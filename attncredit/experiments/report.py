@@ -11,6 +11,8 @@ For each arm (statistics in ``stats.py``):
 * the paired difference to the baseline arm: per seed both arms have, arm minus baseline; the mean, its t-interval
   and its percentile bootstrap interval (10,000 resamples, RNG seed 0); the same for the experiment's other
   ``comparisons`` (pairs of arms), in a second table;
+* secondary, per arm over its finished seeds: the train metric's mean over the last ``LAST_STEPS`` (20) steps
+  with a t-interval, and the held-out completion length at the final step;
 * the per-step time: the median of TRL's ``step_time`` over every logged step of every run of the arm, and its
   ratio to the baseline arm's median. ``step_time`` is the wall time of GRPOTrainer's ``training_step`` calls of
   one optimizer step: generation, rewards, the credit statistics, loss and backward; the optimizer update itself
@@ -35,7 +37,9 @@ from .runner import FINISHED_FILE, METRICS_FILE, SETTINGS_FILE
 from .stats import Estimate, bootstrap_interval, mean_interval, paired_differences
 
 STEP_TIME = "step_time"
+EVAL_LENGTH = "eval_completions/mean_length"
 SMOOTH = 10
+LAST_STEPS = 20
 
 
 @dataclass
@@ -101,11 +105,16 @@ class ArmSummary:
     timed_steps: int = 0
     runs: int = 0
     missing: list[str] = field(default_factory=list)  # runs without the primary metric at max_steps
+    late_train: dict[int, float] = field(default_factory=dict)  # seed -> train metric, mean of the last steps
+    length: dict[int, float] = field(default_factory=dict)  # seed -> held-out completion length at max_steps
 
 
-def summarize(runs: list[RunRecord], primary: str, baseline: str, max_steps: int) -> dict[str, ArmSummary]:
-    """Per arm (the baseline first, then in the order first seen): final values, mean and t-interval, paired difference to ``baseline``
-    (t and bootstrap), median step time (module docstring)."""
+def summarize(runs: list[RunRecord], primary: str, baseline: str, max_steps: int,
+              train_metric: str = "reward") -> dict[str, ArmSummary]:
+    """Per arm (the baseline first, then in the order first seen): final values, mean and t-interval, paired
+    difference to ``baseline`` (t and bootstrap), median step time (module docstring); per finished seed also the
+    train metric's mean over steps ``max_steps - LAST_STEPS + 1 .. max_steps`` and the held-out completion length
+    at ``max_steps``."""
     summaries: dict[str, ArmSummary] = {}
     times: dict[str, list[float]] = {}
     for run in sorted(runs, key=lambda r: r.arm != baseline):
@@ -116,6 +125,12 @@ def summarize(runs: list[RunRecord], primary: str, baseline: str, max_steps: int
             summary.missing.append(run.path.name)
         else:
             summary.final[run.seed] = float(value)
+            late = [float(r[train_metric]) for step, r in run.train.items()
+                    if step > max_steps - LAST_STEPS and train_metric in r]
+            if late:
+                summary.late_train[run.seed] = sum(late) / len(late)
+            if EVAL_LENGTH in run.evals[max_steps]:
+                summary.length[run.seed] = float(run.evals[max_steps][EVAL_LENGTH])
         times.setdefault(run.arm, []).extend(float(r[STEP_TIME]) for r in run.train.values() if STEP_TIME in r)
     for arm, summary in summaries.items():
         summary.final = dict(sorted(summary.final.items()))
@@ -144,7 +159,7 @@ def _interval(e: Estimate | None, signed: bool = False) -> str:
 
 
 def markdown(name: str, summaries: dict[str, ArmSummary], primary: str, baseline: str, max_steps: int,
-             comparisons: list | tuple = ()) -> str:
+             comparisons: list | tuple = (), train_metric: str = "reward") -> str:
     """The report's markdown: one table row per arm, one per other comparison, and the notes on what each number
     rests on."""
     base = summaries.get(baseline)
@@ -174,6 +189,12 @@ def markdown(name: str, summaries: dict[str, ArmSummary], primary: str, baseline
             pair = compare(summaries, arm, other)
             lines.append(f"| {arm} - {other} | " + (f"{pair[0].n} | {pair[0].mean:+.3f} | {_interval(pair[0], True)} | "
                                                      f"{_interval(pair[1], True)} |" if pair else "0 | - | - | - |"))
+    lines += ["", f"| arm | train {train_metric}, steps {max(1, max_steps - LAST_STEPS + 1)}-{max_steps}: mean | "
+              "95% CI (t) | held-out completion length (tokens) |", "|---|---|---|---|"]
+    for s in summaries.values():
+        late = mean_interval(s.late_train.values()) if s.late_train else None
+        length = f"{sum(s.length.values()) / len(s.length):.1f}" if s.length else "-"
+        lines.append(f"| {s.arm} | {f'{late.mean:.3f}' if late else '-'} | {_interval(late)} | {length} |")
     lines += ["", f"Each mean rests on one evaluation per seed at step {max_steps} (seeds: "
               + "; ".join(f"{s.arm} {', '.join(map(str, s.final)) or 'none'}" for s in summaries.values()) + "). "
               f"Differences are paired by seed (same data order) and use only seeds both arms have; t-intervals are "
@@ -249,8 +270,8 @@ def write_report(root: str | Path, *, primary: str | None = None, baseline: str 
     max_steps = max_steps or int(first["max_steps"])
     train_metric = train_metric or first.get("train_metric", "reward")
     comparisons = first.get("comparisons", []) if comparisons is None else comparisons
-    summaries = summarize(runs, primary, baseline, max_steps)
-    text = markdown(first["experiment"], summaries, primary, baseline, max_steps, comparisons)
+    summaries = summarize(runs, primary, baseline, max_steps, train_metric)
+    text = markdown(first["experiment"], summaries, primary, baseline, max_steps, comparisons, train_metric)
     plot_curves(runs, primary, train_metric, root / "curves.png", list(summaries))
     text += "\n![learning curves](curves.png)\n"
     (root / "report.md").write_text(text)
