@@ -85,3 +85,19 @@ def test_packaged_default_configs_are_the_recipes_configs():
     recipes = Path(__file__).resolve().parents[1] / "recipes" / "configs"
     for packaged, name in ((DEFAULT_CONFIG, "default.yaml"), (PPO_DEFAULT_CONFIG, "ppo_default.yaml")):
         assert packaged.is_file() and packaged.read_text() == (recipes / name).read_text()
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "countdown_cpu.yaml"])
+def test_cpu_demo_configs_parse(name):
+    """The CPU demo (arithmetic, a task the untrained model partly solves) and the Countdown CPU config read
+    through the recipe's parser."""
+    from pathlib import Path
+
+    from attncredit.recipe import parse_args
+
+    config = Path(__file__).resolve().parents[1] / "recipes" / "configs" / name
+    script_args, args, model_args = parse_args(["--config", str(config)])
+    assert model_args.model_name_or_path == "smollm2-135m-instruct" and args.max_steps == 5
+    assert (script_args.dataset_name, script_args.reward_funcs) in (
+        ("arithmetic", ["arithmetic_answer"]), ("countdown", ["countdown", "tag_count", "countdown_accuracy"])
+    )
