@@ -151,7 +151,9 @@ def test_default_run_trains_the_embedded_model_and_reuses_its_conversion(tmp_pat
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [m for m in metrics if "loss" in m]
     assert [m["step"] for m in steps] == [1, 2]
-    assert steps[0]["reward_std"] > 0 and 0 < steps[0]["reward"] < 1, "no reward spread at the first step"
+    # reward spread inside a group at the first step (frac_reward_zero_std < 1): real advantages, a real gradient
+    first = steps[0]
+    assert first["frac_reward_zero_std"] < 1 and first["grad_norm"] > 0 and 0 < first["reward"] < 1, first
     assert all(m["attncredit/gamma_mean"] > 1.0 and 0 < m["attncredit/amplified_frac"] < 1 for m in steps)
     # the run folder's model card and config name the embedded model's hub id, not its local conversion folder
     hub_id = "HuggingFaceTB/SmolLM2-135M-Instruct"
