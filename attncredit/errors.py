@@ -1,6 +1,6 @@
 """The one error type a user sees for bad input: a one-line message naming the bad value and what is allowed.
 
-Entry points (``recipes/grpo_anchor.py``, ``scripts/*.py``) print it as ``error: <message>`` and exit with
+Entry points (the ``attncredit`` commands, ``recipes/*.py``, ``scripts/*.py``) print it as ``error: <message>`` and exit with
 code 2, without a traceback.
 """
 

@@ -3,7 +3,7 @@
 A deprecation warning is raised inside the library that owns the deprecated name (transformers' ``warnings.warn``
 carries transformers' file and line), so the warning's filename does not say who called it. The culprit is the
 first caller outside that library: attncredit when our code calls a deprecated API, TRL when TRL does (those are
-left to TRL and reported, not silenced: recipes/grpo_anchor.py's quiet_console names them).
+left to TRL and reported, not silenced: attncredit/recipe.py's quiet_console names them).
 """
 
 import sys
