@@ -42,26 +42,54 @@ def test_quick_start_is_two_commands_and_ci_runs_the_second():
 
 
 def test_setup_runs_once_then_is_a_no_op(tmp_path):
-    """A venv whose stamp matches is left alone (its python is never called); a stale one is reinstalled."""
+    """scripts/setup_env.sh (scripts/install_lock.sh): a venv whose stamp matches is left alone (its python is
+    never called); one made from the same lock under another pyproject.toml only gets attncredit reinstalled; one
+    made from another lock is removed and rebuilt from the lock. A fake ``python3`` and venv python record the calls."""
     venv = tmp_path / "venv"
-    (venv / "bin").mkdir(parents=True)
     calls = tmp_path / "calls"
-    python = venv / "bin" / "python"
-    python.write_text(f'#!/usr/bin/env bash\necho "$@" >> {calls}\nexit 1\n')
-    python.chmod(0o755)
-    stamp = subprocess.run(
-        "cat pyproject.toml scripts/setup_env.sh | sha256sum | cut -d' ' -f1", shell=True, cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    env = {**os.environ, "ATTNCREDIT_VENV": str(venv)}
+    fake = f'#!/usr/bin/env bash\necho "$(basename "$0") $@" >> {calls}\nexit 1\n'
+
+    def fake_venv():
+        (venv / "bin").mkdir(parents=True, exist_ok=True)
+        (venv / "bin" / "python").write_text(fake)
+        (venv / "bin" / "python").chmod(0o755)
+
+    shim = tmp_path / "shim"  # python3 -m venv VENV: a fake venv whose python fails after recording its call
+    shim.mkdir()
+    (tmp_path / "fake_python").write_text(fake)
+    (shim / "python3").write_text(
+        f'#!/usr/bin/env bash\necho "python3 $@" >> {calls}\nmkdir -p "$3/bin"\n'
+        f'cp {tmp_path / "fake_python"} "$3/bin/python"\nchmod +x "$3/bin/python"\n'
+    )
+    (shim / "python3").chmod(0o755)
+
+    def stamp(*files):
+        out = subprocess.run(f"cat {' '.join(files)} | sha256sum | cut -d' ' -f1", shell=True, cwd=ROOT,
+                             capture_output=True, text=True)
+        return out.stdout.strip()
+
+    lock_stamp = stamp("attncredit/stacks/cpu.txt", "scripts/install_lock.sh")
+    env = {**os.environ, "ATTNCREDIT_VENV": str(venv), "PATH": f"{shim}:{os.environ['PATH']}"}
     setup = ["bash", str(ROOT / "scripts" / "setup_env.sh")]
 
-    (venv / ".attncredit-setup").write_text(stamp + "\n")
+    fake_venv()
+    (venv / ".attncredit-setup").write_text(f"{lock_stamp} {stamp('pyproject.toml')}\n")
     done = subprocess.run(setup, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "up to date" in done.stdout and not calls.exists(), done.stdout + done.stderr
 
-    (venv / ".attncredit-setup").write_text("stale\n")
+    (venv / ".attncredit-setup").write_text(f"{lock_stamp} another-pyproject\n")
     redo = subprocess.run(setup, env=env, capture_output=True, text=True, timeout=60)
-    assert redo.returncode != 0 and calls.read_text().startswith("-m pip install"), redo.stdout + redo.stderr
+    assert redo.returncode != 0, redo.stdout + redo.stderr
+    assert calls.read_text().splitlines() == [f"python -m pip install -q --no-deps --no-build-isolation -e {ROOT}"]
+
+    calls.unlink()
+    (venv / ".attncredit-setup").write_text("another-lock another-pyproject\n")
+    rebuild = subprocess.run(setup, env=env, capture_output=True, text=True, timeout=60)
+    assert rebuild.returncode != 0 and "rebuilding" in rebuild.stdout, rebuild.stdout + rebuild.stderr
+    assert not (venv / ".attncredit-setup").exists()  # the old venv went
+    assert calls.read_text().splitlines() == [
+        f"python3 -m venv {venv}", f"python -m pip install -q --no-deps -r {ROOT / 'attncredit/stacks/cpu.txt'}"
+    ]
 
 
 @pytest.mark.slow
