@@ -59,11 +59,14 @@ def test_offline_default_run_writes_checkpoints_critic_and_metrics(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"output_dir": str(out), "global_step": 2}
-    for checkpoint in ("checkpoint-1", "checkpoint-2"):
-        assert (out / checkpoint / "model.safetensors").exists()
-        assert (out / checkpoint / "critic" / "value_head.safetensors").exists()
-        assert (out / checkpoint / "critic" / "critic_optimizer.pt").exists()
+    # ppo_default.yaml keeps one resumable checkpoint (save_total_limit: 1), with the critic and its optimizer
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert (out / "checkpoint-2" / "model.safetensors").exists()
+    assert (out / "checkpoint-2" / "critic" / "value_head.safetensors").exists()
+    assert (out / "checkpoint-2" / "critic" / "critic_optimizer.pt").exists()
     assert (out / "critic" / "model.safetensors").exists()
+    card = (out / "README.md").read_text()  # the model card says PPO and names the embedded model's hub id
+    assert "- ppo" in card and "- grpo" not in card and "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card
     steps = [m for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
     assert [m["step"] for m in steps] == [1, 2]
     for m in steps:
