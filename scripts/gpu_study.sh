@@ -60,9 +60,12 @@ EOF
 follow() {  # follow the sweep for SEC seconds (or until it ends), then pack
     local exp=$1 seconds=$2 end
     end=$((SECONDS + seconds))
+    local n=0
     while ((SECONDS < end)); do
         if ! pgrep -f "attncredit exp run" >/dev/null; then echo "+ the sweep has ended"; break; fi
         sleep 20
+        # a snapshot every minute: a command cut by its time limit still returns what $OUT holds
+        (((n += 1) % 3 == 0)) && pack "$exp" >/dev/null 2>&1
     done
     tail -n 3 "$keep/sweep.log" 2>/dev/null
     pack "$exp"
