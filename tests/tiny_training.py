@@ -6,7 +6,6 @@ tests/scripts/run_recipe.py killed after a checkpoint and resumed)."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from datasets import Dataset
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 ROOT = SCRIPTS.parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_multi_gpu import free_port, kill_tree  # noqa: E402  (one copy: the GPU script runs without the tests)
 VLLM_PYTHON = os.environ.get("ATTNCREDIT_VLLM_PYTHON")
 NO_VLLM = (
     "ATTNCREDIT_VLLM_PYTHON is not set: build a vLLM venv with `bash scripts/setup_vllm_cpu_env.sh .venv-vllm` "
@@ -139,12 +140,6 @@ def weights_hash(model) -> str:
     return digest.hexdigest()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 ACCELERATE_CONFIGS = ROOT / "recipes" / "accelerate"
 
 
@@ -193,22 +188,6 @@ def start_two_processes(model_dir, out_dir, overrides: dict, trainer="grpo", con
     )
     proc.whole_tree = True
     return proc
-
-
-def kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL ``proc`` and every process it started (found before any is killed), by process id."""
-    import psutil
-
-    try:
-        tree = [psutil.Process(proc.pid)]
-        tree += tree[0].children(recursive=True)
-    except psutil.NoSuchProcess:
-        return
-    for p in tree:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
 
 
 def train_with_vllm_colocate(model_dir, out_dir, trainer="grpo") -> dict:
