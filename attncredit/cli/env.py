@@ -38,10 +38,10 @@ def _torch_info() -> dict:
 
 def collect() -> dict:
     """Versions of Python, attncredit and every reported package, torch's CUDA/cuDNN and the GPUs, the findings."""
-    versions = {}
-    for names in stacks.REPORTED:
-        found = next(((p, stacks.installed_version(p)) for p in names if stacks.installed_version(p)), None)
-        versions[names[0]] = f"{found[1]}" + (f" ({found[0]})" if found[0] != names[0] else "") if found else None
+    versions = {
+        name: (found[1] + (f" ({found[0]})" if found[0] != name else "")) if found else None
+        for name, found in stacks.reported_versions().items()
+    }
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),

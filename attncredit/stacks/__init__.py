@@ -52,6 +52,13 @@ def read_stack(name: str) -> dict[str, str]:
     return pins
 
 
+def reported_versions() -> dict[str, tuple[str, str] | None]:
+    """For each entry of :data:`REPORTED` (by its first name): the installed package and its version, or None."""
+    return {
+        names[0]: next(((p, v) for p in names if (v := installed_version(p)) is not None), None) for names in REPORTED
+    }
+
+
 def installed_version(package: str) -> str | None:
     try:
         return metadata.version(package)
@@ -176,13 +183,7 @@ def untested_findings() -> list[Finding]:
     nearest to this environment (most reported packages equal) and its version. torch counts by its minor release
     (CUDA and CPU builds of one release differ only in their local label)."""
     stacks = {name: read_stack(name) for name in STACKS}
-    installed = {}
-    for names in REPORTED:
-        for package in names:
-            version = installed_version(package)
-            if version is not None:
-                installed[canonicalize_name(package)] = base_version(version)
-                break
+    installed = {canonicalize_name(found[0]): base_version(found[1]) for found in reported_versions().values() if found}
 
     def same(package, version, stack):
         pinned = stack.get(package)
