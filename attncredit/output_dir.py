@@ -31,15 +31,13 @@ from .errors import ConfigError
 logger = logging.getLogger(__name__)
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-# Files and folders a run writes into its output_dir (the final model's files are recognised by its weights;
-# "critic" is the final critic of a PPO run, attncredit.ppo's CRITIC_FOLDER).
+CRITIC_FOLDER = "critic"  # a PPO run's critic: in its output_dir (the final one) and in each of its checkpoints
+# Files and folders a run writes into its output_dir (the final model's files are recognised by its weights).
 RUN_FILES = (
-    "metrics.jsonl", "attncredit_head_groups.jsonl", "token_views", "trainer_state.json", "training_args.bin", "critic"
+    "metrics.jsonl", "attncredit_head_groups.jsonl", "token_views", "trainer_state.json", "training_args.bin",
+    CRITIC_FOLDER,
 )
 MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors", "pytorch_model.bin")
-
-
-CRITIC_FOLDER = "critic"  # attncredit.ppo.trainer.CRITIC_FOLDER: a PPO checkpoint's critic
 
 
 class FinishedRunError(ConfigError):

@@ -28,13 +28,13 @@ from trl.trainer.utils import use_adapter
 from ..errors import ConfigError
 from ..model_card import PPO_PAPER
 from ..models import resolve_model_name
+from ..output_dir import CRITIC_FOLDER
 from ..trainer import AnchorGRPOTrainer
 from .config import AnchorPPOConfig
 from .critic import ValueModel
 from .gae import compute_gae, length_adaptive_lambda, outcome_token_rewards
 from .losses import clipped_value_loss, explained_variance, masked_mean_var, whiten
 
-CRITIC_FOLDER = "critic"
 #: Why DeepSpeed is refused (accelerate 1.16, transformers' Trainer, TRL 1.16): ``Accelerator.backward`` under DeepSpeed
 #: calls ``deepspeed_engine_wrapped.backward(loss)`` (backward, then ``engine.step()`` at the accumulation boundary)
 #: on ONE engine, the first one ``prepare`` built; a later prepare only logs "A wrapped DeepSpeed engine reference is
