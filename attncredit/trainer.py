@@ -105,12 +105,8 @@ class AnchorGRPOTrainer(GRPOTrainer):
         if isinstance(model, str):  # embedded names (smollm2-135m-instruct) and clear errors, before loading
             model = resolve_model_name(model)
         self._check_run_folder(args)
-        for name in ("train_dataset", "eval_dataset"):  # every row, before the model loads
-            data = kwargs.get(name)
-            for split, rows in data.items() if isinstance(data, dict) else [(None, data)]:
-                if rows is not None:
-                    label = name if split is None else f"{name}[{split!r}]"
-                    validate_rows(rows, ["prompt", *_reward_columns(reward_funcs)], name=label)
+        for label, rows in _dataset_parts(kwargs.get("train_dataset"), kwargs.get("eval_dataset")):
+            validate_rows(rows, ["prompt", *_reward_columns(reward_funcs)], name=label)  # before the model loads
         filled = args.model_init_kwargs
         if not isinstance(model, str) and getattr(args, "_filled_model_init_kwargs", False):
             # The config's own float32 default serves loading by name only; TRL would warn that it is ignored (TRL
@@ -151,12 +147,9 @@ class AnchorGRPOTrainer(GRPOTrainer):
         self.credit_logger = CreditLoggingCallback(self)
         self.add_callback(self.credit_logger)
         if not self._is_vlm:
-            for name, data in (("train_dataset", self.train_dataset), ("eval_dataset", self.eval_dataset)):
-                for split, rows in data.items() if isinstance(data, dict) else [(None, data)]:
-                    if rows is not None:
-                        label = name if split is None else f"{name}[{split!r}]"
-                        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
-                        check_prompt_lengths(rows, tokenizer, self._context_length(), label, **self.chat_template_kwargs)
+            tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+            for label, rows in _dataset_parts(self.train_dataset, self.eval_dataset):
+                check_prompt_lengths(rows, tokenizer, self._context_length(), label, **self.chat_template_kwargs)
 
     #: Which trainer writes this trainer's checkpoints (``attncredit.output_dir.checkpoint_trainer``).
     checkpoint_kind = "grpo"
@@ -613,6 +606,17 @@ def _is_async(func) -> bool:
     import inspect
 
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))
+
+
+def _dataset_parts(train_dataset, eval_dataset) -> list[tuple[str, object]]:
+    """``(label, rows)`` of each dataset the trainer gets, an eval dict of splits one part per split (label
+    ``eval_dataset['name']``); absent datasets are left out."""
+    parts = []
+    for name, data in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
+        for split, rows in data.items() if isinstance(data, dict) else [(None, data)]:
+            if rows is not None:
+                parts.append((name if split is None else f"{name}[{split!r}]", rows))
+    return parts
 
 
 def _reward_columns(reward_funcs) -> list[str]:
