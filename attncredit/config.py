@@ -80,6 +80,13 @@ class AnchorGRPOConfig(GRPOConfig):
         credit_log_every (`int`, *optional*, defaults to `50`):
             Every N steps, a token view of one completion (WAAD, FAI, gamma) under `<output_dir>/token_views/`.
 
+        > Parameters of generation without vLLM
+
+        compile_generation (`bool`, *optional*, defaults to `False`):
+            Generate with a static KV cache and let transformers compile the decoding step (TRL always turns this
+            compilation off). Same sampling distribution; faster once compiled, after a compilation per new batch
+            shape.
+
         > Parameters of the run (attncredit.output_dir)
 
         overwrite_output_dir (`bool`, *optional*, defaults to `False`):
@@ -236,6 +243,17 @@ class AnchorGRPOConfig(GRPOConfig):
         },
     )
 
+    compile_generation: bool = field(
+        default=False,
+        metadata={
+            "help": "Without vLLM: generate with a static KV cache and let transformers torch.compile the decoding "
+            "step, which TRL always turns off (disable_compile). The samples come from the same distribution; on a "
+            "GPU a SmolLM2-sized model then makes about 5x the tokens/s of plain generate, after a compilation of "
+            "about 35 s for each new batch shape (prompt width), so it pays off in long runs whose prompts have few "
+            "distinct lengths. Sets cache_implementation to 'static'; not with use_vllm."
+        },
+    )
+
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
@@ -338,6 +356,14 @@ class AnchorGRPOConfig(GRPOConfig):
             fail("credit_log_every", self.credit_log_every, "an integer >= 0 (0 turns token views off)")
         if self.credit_stats_backend not in BACKENDS:
             fail("credit_stats_backend", self.credit_stats_backend, ", ".join(BACKENDS))
+        if not isinstance(self.compile_generation, bool):
+            fail("compile_generation", self.compile_generation, "True or False")
+        if self.compile_generation and self.use_vllm:
+            fail("compile_generation", True, "False when use_vllm is on (vLLM compiles its own generation)")
+        if self.compile_generation and self.cache_implementation not in (None, "static"):
+            fail("cache_implementation", self.cache_implementation, "'static' (or unset) with compile_generation")
+        if self.compile_generation:
+            self.cache_implementation = "static"
 
 
 def _check_option_values(strategy: str, options: dict) -> None:

@@ -116,6 +116,10 @@ class AnchorGRPOTrainer(GRPOTrainer):
             super().__init__(model, reward_funcs, args, *pargs, **kwargs)
         finally:
             args.model_init_kwargs = filled
+        if args.compile_generation:
+            # TRL builds its GenerationConfig with disable_compile=True; with the static cache that the config set,
+            # transformers then compiles the decoding step (GenerationMixin._valid_auto_compile_criteria)
+            self.generation_config.disable_compile = False
         self.add_callback(MetricsJsonlCallback())
         self.add_callback(NonFiniteGuardCallback())
         self.add_callback(CompleteCheckpointsCallback())

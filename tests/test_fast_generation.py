@@ -8,6 +8,7 @@ from attncredit import AnchorGRPOConfig, AnchorGRPOTrainer
 from attncredit.errors import ConfigError
 from attncredit.evaluation.generate import HFGenerator, SamplingSettings
 from attncredit.models import load_tokenizer
+from transformers.generation.configuration_utils import CompileConfig
 
 
 class Recording(AnchorGRPOTrainer):
@@ -72,3 +73,46 @@ def test_generator_rejects_an_unknown_cache(tiny_qwen2):
 
 def test_auto_cache_is_dynamic(tiny_qwen2):
     assert HFGenerator(str(tiny_qwen2), load_tokenizer(str(tiny_qwen2)), device="cpu").cache == "dynamic"
+
+
+class CompiledOnCpu(Recording):
+    """transformers compiles the decoding step only on accelerators unless the compile config allows every device."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        config = CompileConfig()
+        config._compile_all_devices = True
+        self.generation_config.compile_config = config
+
+
+@pytest.mark.slow
+def test_compile_generation_compiles_the_decoding_step_and_samples_the_same(tiny_qwen2, tmp_path):
+    torch.set_num_threads(1)
+    dynamic = run(tiny_qwen2, tmp_path / "d")
+    compiled = CompiledOnCpu(
+        model=str(tiny_qwen2),
+        reward_funcs=digit_reward,
+        args=AnchorGRPOConfig(**tiny_args(tmp_path / "c", max_steps=1, max_completion_length=12, compile_generation=True)),
+        train_dataset=prompts(),
+        processing_class=load_tokenizer(str(tiny_qwen2)),
+    )
+    compiled.rollouts, compiled.advantages = [], []
+    compiled.train()
+    assert compiled.generation_config.cache_implementation == "static"
+    assert compiled.generation_config.disable_compile is False
+    assert getattr(compiled.accelerator.unwrap_model(compiled.model), "_compiled_call", None) is not None
+    assert len(dynamic.rollouts) == len(compiled.rollouts) == 1
+    assert torch.equal(dynamic.rollouts[0], compiled.rollouts[0])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"compile_generation": "yes"}, "compile_generation='yes' is invalid; allowed: True or False"),
+        ({"compile_generation": True, "cache_implementation": "dynamic"}, "cache_implementation='dynamic' is invalid"),
+        ({"compile_generation": True, "use_vllm": True}, "compile_generation=True is invalid; allowed: False when use_vllm"),
+    ],
+)
+def test_compile_generation_bad_combinations(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        AnchorGRPOConfig(output_dir=str(tmp_path), **overrides)
