@@ -106,7 +106,7 @@ class AnchorGRPOTrainer(GRPOTrainer):
             model = resolve_model_name(model)
         self._check_run_folder(args)
         for label, rows in _dataset_parts(kwargs.get("train_dataset"), kwargs.get("eval_dataset")):
-            validate_rows(rows, ["prompt", *_reward_columns(reward_funcs)], name=label)  # before the model loads
+            validate_rows(rows, reward_funcs, name=label)  # before the model loads
         filled = args.model_init_kwargs
         if not isinstance(model, str) and getattr(args, "_filled_model_init_kwargs", False):
             # The config's own float32 default serves loading by name only; TRL would warn that it is ignored (TRL
@@ -621,14 +621,3 @@ def _dataset_parts(train_dataset, eval_dataset) -> list[tuple[str, object]]:
             if rows is not None:
                 parts.append((name if split is None else f"{name}[{split!r}]", rows))
     return parts
-
-
-def _reward_columns(reward_funcs) -> list[str]:
-    """The dataset columns the reward functions declare they read (``required_columns``, as the packaged rewards)."""
-    funcs = reward_funcs if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
-    columns = []
-    for func in funcs:
-        for column in getattr(func, "required_columns", ()) or ():
-            if column not in columns:
-                columns.append(column)
-    return columns

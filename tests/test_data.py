@@ -11,9 +11,9 @@ from attncredit.data import (
     list_templates,
     load_dataset_by_name,
     solve_countdown,
-    validate_columns,
 )
 from attncredit.data import hub, packaged
+from attncredit.data.checks import validate_rows
 from attncredit.data.countdown import puzzle_key
 from attncredit.errors import ConfigError
 from rewards import countdown as countdown_reward
@@ -241,20 +241,39 @@ def test_templates_by_name_and_default_per_task():
         load_dataset_by_name("gsm8k", "test", template="chatml")
 
 
-def test_validate_columns():
+def test_validate_rows_names_a_missing_column_and_a_bad_prompt():
+    from rewards import get_reward_funcs
+
     ds = load_dataset_by_name("gsm8k", "test", limit=3)
-    validate_columns(ds, rewards=["math_accuracy", "format"])
-    validate_columns(load_dataset_by_name("countdown", "test", limit=3), rewards=["countdown"])
-    with pytest.raises(ConfigError, match="missing column 'numbers' \\(needed by reward 'countdown'\\); required: prompt, numbers, target"):
-        validate_columns(ds, rewards=["countdown"])
+    validate_rows(ds, get_reward_funcs(["math_accuracy", "format"]))
+    validate_rows(load_dataset_by_name("countdown", "test", limit=3), get_reward_funcs(["countdown"]))
+    with pytest.raises(ConfigError, match=r"^dataset is missing column 'numbers' \(needed by reward 'countdown'\); required: prompt, numbers, target; found: prompt, answer, task, question"):
+        validate_rows(ds, get_reward_funcs(["countdown"]))
     user = datasets.Dataset.from_list([{"prompt": "What is 1+1?", "solution": "2"}])
-    with pytest.raises(ConfigError, match="missing column 'answer' .*found: prompt, solution"):
-        validate_columns(user, rewards="math_accuracy")
-    with pytest.raises(ConfigError, match="missing column 'prompt'"):
-        validate_columns([{"question": "q", "answer": "1"}])
-    with pytest.raises(ConfigError, match="'prompt' must hold a string or a list"):
-        validate_columns([{"prompt": 5, "answer": "1"}])
-    validate_columns([{"prompt": [{"role": "user", "content": "q"}], "answer": "1"}], rewards=["math_accuracy"])
+    with pytest.raises(ConfigError, match=r"^train_dataset is missing column 'answer' \(needed by reward 'math_accuracy'\); required: prompt, answer; found: prompt, solution$"):
+        validate_rows(user, get_reward_funcs("math_accuracy"), name="train_dataset")
+    no_prompt = [{"question": "q", "answer": "1"}]
+    for form, where in ((no_prompt, "dataset row 0"), (datasets.Dataset.from_list(no_prompt), "dataset")):
+        with pytest.raises(ConfigError, match=rf"^{where} is missing column 'prompt' \(needed by training\); required: prompt; found: question, answer$"):
+            validate_rows(form)
+    allowed = r"; allowed: a non-empty string or a non-empty list of \{'role', 'content'\} messages, none of them null \(fix or drop the row before training\)$"
+    bad_prompts = {
+        "int": (5, "a prompt of type int", "a prompt of Arrow type int64"),
+        "strings": (["q"], "a message that is not a \\{'role', 'content'\\} mapping", None),
+        "no role": ([{"content": "q"}], "a message without a 'role' key", None),
+    }
+    for prompt, problem, arrow_problem in bad_prompts.values():
+        with pytest.raises(ConfigError, match=rf"^dataset row 1: {problem} in column 'prompt'{allowed}"):
+            validate_rows([{"prompt": "fine", "answer": "1"}, {"prompt": prompt, "answer": "1"}], get_reward_funcs("math_accuracy"))
+        with pytest.raises(ConfigError, match=rf"^dataset row 0: {arrow_problem or problem} in column 'prompt'{allowed}"):
+            validate_rows(datasets.Dataset.from_list([{"prompt": prompt}]))  # Arrow data: one type per column
+    with pytest.raises(ConfigError, match=r"^dataset row 0: a str; allowed: a dict of column values$"):
+        validate_rows(["What is 1+1?"])
+    validate_rows([{"prompt": [{"role": "user", "content": "q"}], "answer": "1"}], get_reward_funcs(["math_accuracy"]))
+    streamed = datasets.Dataset.from_list([{"prompt": "q"}]).to_iterable_dataset()
+    validate_rows(streamed)  # its rows are not read
+    with pytest.raises(ConfigError, match=r"^dataset is missing column 'answer'"):
+        validate_rows(streamed, get_reward_funcs("math_accuracy"))
 
 
 def test_chat_prompt_text_leaves_a_prefill_open(tiny_qwen2):

@@ -30,8 +30,13 @@ def load_recipe():
         ("critic_model_name_or_path: ./no-such-critic\n", "critic_model_name_or_path='./no-such-critic' is not a folder"),
         ("per_device_train_batch_size: 4\nnum_generations: 3\n", "must be divisible by num_generations (3)"),
         ("critic_learning_rat: 0.1\n", "did you mean critic_learning_rate"),
+        (  # the data is checked before the critic loads
+            "critic_model_name_or_path: ./no-such-critic\ndataset_name: arithmetic\ndataset_options: {}\n"
+            "reward_funcs: [countdown]\nreward_weights: [1.0]\n",
+            "train_dataset is missing column 'numbers' (needed by reward 'countdown'); required: prompt, numbers, target",
+        ),
     ],
-    ids=["lambda", "gamma", "critic-path", "batch", "config-key"],
+    ids=["lambda", "gamma", "critic-path", "batch", "config-key", "columns-before-critic"],
 )
 def test_bad_input_is_one_error_line_with_exit_code_2(tmp_path, tiny_qwen2, capsys, config, expected):
     path = tmp_path / "bad.yaml"

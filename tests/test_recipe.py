@@ -48,7 +48,7 @@ BASE = "output_dir: {out}\nreport_to: none\nuse_cpu: true\nmax_steps: 1\n"
         ("model_name_or_path: {tiny}\nlearning_rat: 0.1\n", "unknown config key 'learning_rat'"),
         ("model_name_or_path: {tiny}\ncredit_strategy: anchors\n", "credit_strategy='anchors' is invalid"),
         ("model_name_or_path: {tiny}\ncredit_window: 0\n", "credit_window=0 is invalid"),
-        ("model_name_or_path: {tiny}\ndataset_name: {nocols}\nreward_funcs: [math_accuracy]\n", "missing column 'answer'"),
+        ("model_name_or_path: {tiny}\ndataset_name: {nocols}\nreward_funcs: [math_accuracy]\n", "train_dataset is missing column 'answer' (needed by reward 'math_accuracy'); required: prompt, answer; found: prompt"),
         ("model_name_or_path: [unclosed\n", "malformed YAML"),
     ],
     ids=["model", "dataset", "reward", "config-key", "strategy", "window", "columns", "yaml"],

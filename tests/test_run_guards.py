@@ -122,6 +122,8 @@ def test_a_checkpoint_of_the_other_trainer_is_refused(tiny_qwen2, tmp_path, no_m
 def test_every_row_is_validated_before_the_model_loads(tiny_qwen2, tmp_path, no_model_load):
     from datasets import Dataset
 
+    from rewards import math_accuracy  # reads the 'answer' column
+
     from attncredit.data.checks import validate_rows
 
     rows = [{"prompt": [{"role": "user", "content": f"{i} + {i} ="}], "answer": str(2 * i)} for i in range(6)]
@@ -139,14 +141,14 @@ def test_every_row_is_validated_before_the_model_loads(tiny_qwen2, tmp_path, no_
         data[index] = {**data[index], **change}
         for form in (Dataset.from_list(data), data):
             with pytest.raises(ConfigError, match=rf"^dataset row {index}: {problem} in column '{column}'"):
-                validate_rows(form, ["prompt", "answer"])
+                validate_rows(form, [math_accuracy])
     # Shuffled or selected datasets report the row index as the trainer sees it.
     with pytest.raises(ConfigError, match=r"^dataset row 0: a null prompt"):
-        validate_rows(Dataset.from_list(bad).select([2, 0]), ["prompt"])
+        validate_rows(Dataset.from_list(bad).select([2, 0]))
     strings = Dataset.from_list([{"prompt": "a"}, {"prompt": ""}])
     with pytest.raises(ConfigError, match=r"^dataset row 1: a null or empty prompt"):
-        validate_rows(strings, ["prompt"])
-    validate_rows(Dataset.from_list(rows), ["prompt", "answer"])
+        validate_rows(strings)
+    validate_rows(Dataset.from_list(rows), [math_accuracy])
 
 
 def test_a_prompt_longer_than_the_context_fails_before_training(tiny_qwen2, tmp_path):
@@ -331,6 +333,6 @@ def test_cli_a_null_prompt_in_row_2_is_one_error_line_before_the_model_loads(tin
         main(["--config", str(config)])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and err[-1] == (
-        "error: train_dataset row 2: a null or empty prompt in column 'prompt'; every row needs it (fix or drop the row "
-        "before training)"
+        "error: train_dataset row 2: a null or empty prompt in column 'prompt'; allowed: a non-empty string or a "
+        "non-empty list of {'role', 'content'} messages, none of them null (fix or drop the row before training)"
     ), err

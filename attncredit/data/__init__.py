@@ -28,7 +28,7 @@ Hub ids are in ``hub.py``, package files in ``packaged.py``. Example::
 from .arithmetic import arithmetic_split
 from .countdown import countdown_split, countdown_splits, generate_countdown, solve_countdown
 from .files import DATA_FILE_SUFFIXES, load_data_file
-from .registry import DATASETS, list_datasets, load_dataset_by_name, validate_columns
+from .registry import DATASETS, list_datasets, load_dataset_by_name
 from .templates import (
     DEFAULT_TEMPLATE,
     TEMPLATES,
@@ -46,7 +46,6 @@ __all__ = [
     "load_data_file",
     "DATA_FILE_SUFFIXES",
     "list_datasets",
-    "validate_columns",
     "DATASETS",
     "arithmetic_split",
     "generate_countdown",

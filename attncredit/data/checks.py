@@ -1,16 +1,16 @@
-"""Checks of every row of a training or evaluation dataset, before training starts (``AnchorGRPOTrainer`` runs them).
+"""Checks of every row of a training or evaluation dataset, before training starts (``AnchorGRPOTrainer`` runs them;
+the recipe runs :func:`validate_rows` too, before a trainer loads anything).
 
-* :func:`validate_rows`: no null (or empty) prompt, no null message role or content, no null value in a column a
-  reward reads; the first bad row is named by index and column in one ``ConfigError`` line. A ``datasets.Dataset``
-  is checked column-wise on its Arrow data (about a second for a million rows); a list of row dicts row by row; an
-  ``IterableDataset`` (streamed, no length) is not scanned.
+* :func:`validate_rows`: the columns training and the rewards read are there; no null (or empty) prompt, no prompt
+  that is neither a string nor a list of ``{'role', 'content'}`` messages, no null message role or content, no null
+  value in a column a reward reads. The first problem (missing column, or bad row by index and column) is one
+  ``ConfigError`` line. A ``datasets.Dataset`` is checked column-wise on its Arrow data (about a second for a million
+  rows); a list of row dicts row by row; an ``IterableDataset`` (streamed, no length) only for its columns.
 * :func:`check_prompt_lengths`: no prompt as long as the model's context. Only rows whose UTF-8 size could reach the
   limit are tokenized (a token covers at least one byte), so a dataset of short prompts costs no tokenization.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -36,10 +36,32 @@ def _first(mask) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
+_PROMPT_ALLOWED = "a non-empty string or a non-empty list of {'role', 'content'} messages, none of them null"
+
+
 def _fail(name: str, row: int, column: str, problem: str) -> None:
+    allowed = _PROMPT_ALLOWED if column == "prompt" else "any value but null"
     raise ConfigError(
-        f"{name} row {row}: {problem} in column '{column}'; every row needs it (fix or drop the row before training)"
+        f"{name} row {row}: {problem} in column '{column}'; allowed: {allowed} (fix or drop the row before training)"
     )
+
+
+def _missing(where: str, column: str, needed: dict[str, str], found) -> None:
+    raise ConfigError(
+        f"{where} is missing column '{column}' (needed by {needed[column]}); required: {', '.join(needed)}; "
+        f"found: {', '.join(found) or 'none'}"
+    )
+
+
+def _needed_columns(reward_funcs) -> dict[str, str]:
+    """Column -> what reads it: ``prompt`` (training), then the columns each reward function declares it reads
+    (``required_columns``, as the packaged rewards; a reward model, given as a string, declares none)."""
+    funcs = reward_funcs if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+    needed = {"prompt": "training"}
+    for func in funcs:
+        for column in getattr(func, "required_columns", ()) or ():
+            needed.setdefault(column, f"reward '{getattr(func, '__name__', type(func).__name__)}'")
+    return needed
 
 
 def _bad_prompt_row(values) -> tuple[int, str] | None:
@@ -53,7 +75,7 @@ def _bad_prompt_row(values) -> tuple[int, str] | None:
         row = _first(pc.fill_null(bad, True))
         return None if row is None else (row, "a null or empty prompt")
     if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
-        return None if len(values) == 0 else (0, f"a prompt of Arrow type {kind} (want a string or a list of messages)")
+        return None if len(values) == 0 else (0, f"a prompt of Arrow type {kind}")
     rows = [
         _first(pc.is_null(values)),
         _first(pc.fill_null(pc.equal(pc.list_value_length(values), 0), False)),
@@ -61,11 +83,17 @@ def _bad_prompt_row(values) -> tuple[int, str] | None:
     problems = ["a null prompt", "an empty message list"]
     messages = pc.list_flatten(values)
     parents = pc.list_parent_indices(values).to_numpy(zero_copy_only=False)
-    if pa.types.is_struct(messages.type):
+    first_message = int(parents[0]) if len(messages) else None  # the row of the first message
+    if not pa.types.is_struct(messages.type):
+        rows.append(first_message)
+        problems.append("a message that is not a {'role', 'content'} mapping")
+    else:
         names = [messages.type.field(i).name for i in range(messages.type.num_fields)]
         for field in ("role", "content"):
-            if field not in names:
-                return (0, f"messages without a '{field}' key")
+            if field not in names:  # no message has it
+                rows.append(first_message)
+                problems.append(f"a message without a '{field}' key")
+                continue
             index = _first(pc.is_null(pc.struct_field(messages, field)))
             rows.append(None if index is None else int(parents[index]))
             problems.append(f"a message whose '{field}' is null")
@@ -87,21 +115,29 @@ def _bad_python_prompt(prompt) -> str | None:
         if not isinstance(message, dict):
             return "a message that is not a {'role', 'content'} mapping"
         for field in ("role", "content"):
-            if message.get(field) is None:
+            if field not in message:
+                return f"a message without a '{field}' key"
+            if message[field] is None:
                 return f"a message whose '{field}' is null"
     return None
 
 
-def validate_rows(dataset, columns: Sequence[str] = ("prompt",), *, name: str = "dataset") -> None:
-    """Check every row of ``dataset`` (a ``datasets.Dataset`` or a list of row dicts) for the ``columns`` training
-    reads: ``prompt`` a non-empty string or list of messages with non-null ``role`` and ``content``, other columns
-    (those the rewards read) not null. Raises a one-line ``ConfigError`` naming ``name``, the first bad row's index
-    and its column. A missing column is named too; an ``IterableDataset`` is left unchecked (it cannot be scanned)."""
+def validate_rows(dataset, reward_funcs=None, *, name: str = "dataset") -> None:
+    """Check every row of ``dataset`` (a ``datasets.Dataset`` or a list of row dicts) for the columns training reads:
+    ``prompt``, a non-empty string or a non-empty list of ``{'role', 'content'}`` messages with non-null ``role`` and
+    ``content``, and the columns ``reward_funcs`` (one, a list, or None) declare in ``required_columns`` (e.g.
+    ``answer`` for ``math_accuracy``, ``numbers`` and ``target`` for ``countdown``), not null. Raises a one-line
+    ``ConfigError`` naming ``name`` and either a missing column (with what needs it, the required and the found
+    columns) or the first bad row's index, its column and what the column allows. An ``IterableDataset`` (streamed: it
+    cannot be scanned) is checked for its columns only, where its features are known."""
+    needed = _needed_columns(reward_funcs)
     if isinstance(dataset, list):
         for row_index, row in enumerate(dataset):
-            for column in columns:
-                if not isinstance(row, dict) or column not in row:
-                    _fail(name, row_index, column, "no value")
+            if not isinstance(row, dict):
+                raise ConfigError(f"{name} row {row_index}: a {type(row).__name__}; allowed: a dict of column values")
+            for column in needed:
+                if column not in row:
+                    _missing(f"{name} row {row_index}", column, needed, row)
                 problem = _bad_python_prompt(row[column]) if column == "prompt" else (
                     "a null value" if row[column] is None else None
                 )
@@ -109,18 +145,17 @@ def validate_rows(dataset, columns: Sequence[str] = ("prompt",), *, name: str = 
                     _fail(name, row_index, column, problem)
         return
     present = getattr(dataset, "column_names", None)
-    if present is None or not hasattr(dataset, "with_format") or not hasattr(dataset, "__len__"):
+    if present is None:
+        return  # streamed without known features: columns are only known as rows are drawn
+    for column in needed:
+        if column not in present:
+            _missing(name, column, needed, present)
+    if not hasattr(dataset, "with_format") or not hasattr(dataset, "__len__"):
         return  # streamed: rows are only known as they are drawn
     import pyarrow.compute as pc
 
-    for column in columns:
-        if column not in present:
-            raise ConfigError(
-                f"{name} is missing column '{column}' (needed for training or by a reward); found: "
-                f"{', '.join(present) or 'none'}"
-            )
     found = []
-    for column in columns:
+    for column in needed:
         values = _arrow_column(dataset, column)
         if column == "prompt":
             bad = _bad_prompt_row(values)

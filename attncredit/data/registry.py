@@ -1,4 +1,4 @@
-"""One registry of datasets by name, each yielding TRL-ready rows; and a column check for user datasets.
+"""One registry of datasets by name, each yielding TRL-ready rows.
 
 Row format (every dataset):
 
@@ -212,49 +212,3 @@ def load_dataset_by_name(
     if not rows:
         return datasets.Dataset.from_dict({"prompt": [], "answer": [], "task": []})
     return datasets.Dataset.from_list(rows)
-
-
-def validate_columns(dataset, required=("prompt",), *, rewards=None) -> None:
-    """Check that a (user) dataset has the columns training needs; ``ConfigError`` naming the first missing one.
-
-    ``required``: columns every row needs (default ``prompt``). ``rewards``: reward names or functions (as for
-    ``rewards.get_reward_funcs``) whose ``required_columns`` are added, e.g. ``answer`` for ``math_accuracy``,
-    ``numbers`` and ``target`` for ``countdown``. Also checks that ``prompt`` is a string or a list of
-    ``{"role", "content"}`` messages. Accepts a ``datasets.Dataset``/``IterableDataset`` or a list of row dicts.
-    """
-    needed: dict[str, str] = {c: "training" for c in required}
-    if rewards is not None:
-        from rewards import get_reward_funcs
-
-        for func in get_reward_funcs(rewards):
-            for column in getattr(func, "required_columns", ()):
-                needed.setdefault(column, f"reward '{getattr(func, '__name__', func)}'")
-    if isinstance(dataset, list):
-        first = dataset[0] if dataset else {}
-        columns = list(first) if isinstance(first, dict) else []
-    else:
-        columns = getattr(dataset, "column_names", None)
-        first = None
-        if columns is None:  # an IterableDataset without known features: peek at one row
-            first = next(iter(dataset), {})
-            columns = list(first)
-    for column, why in needed.items():
-        if column not in columns:
-            raise ConfigError(
-                f"dataset is missing column '{column}' (needed by {why}); required: {', '.join(needed)}; "
-                f"found: {', '.join(columns) or 'none'}"
-            )
-    if "prompt" in needed:
-        if first is None:
-            first = dataset[0] if len(dataset) else None
-        prompt = first.get("prompt") if isinstance(first, dict) else None
-        ok = isinstance(prompt, str) or (
-            isinstance(prompt, list)
-            and prompt
-            and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt)
-        )
-        if first is not None and not ok:
-            raise ConfigError(
-                "dataset column 'prompt' must hold a string or a list of {'role', 'content'} messages, "
-                f"got {type(prompt).__name__}"
-            )
