@@ -110,7 +110,8 @@ def write_run(root, arm, seed, final, step_times, *, finished=True, max_steps=4,
     (run / "experiment_run.json").write_text(json.dumps(settings))
     lines = [{"step": 0, "eval_rewards/acc/mean": 0.1}]
     for step, seconds in enumerate(step_times, start=1):
-        lines.append({"step": step, "loss": 0.0, "reward": 0.1 * step, "step_time": seconds})
+        lines.append({"step": step, "loss": 0.0, "reward": 0.1 * step, "step_time": seconds,
+                      **({"attncredit/time_share": 0.01 * step} if arm == "coupled" else {})})
     if resumed:  # a resumed run logs steps 3-4 again; the last entry per step counts
         lines += [{"step": 3, "loss": 0.0, "reward": 9.0, "step_time": 99.0}, {"step": 4, "eval_rewards/acc/mean": -1.0}]
         lines[3]["step_time"] = 1.0
@@ -152,7 +153,9 @@ def test_report_statistics_equal_a_hand_computation(tmp_path):
     # step time: median over every logged step of the arm's runs; coupled seed 0's step 3 re-logged as 99 s
     coupled_times = [3.0, 1.0, 99.0, 1.5] + [3.0, 1.0, 1.5, 1.5] * 3
     assert f"| {np.median(coupled_times):.3f} | {np.median(coupled_times) / 2.0:.3f} |" in text
-    assert "| random | 1 | 0.250 | - | +0.050 | 1 | - | - | 2.000 | 1.000 |" in text
+    assert "| random | 1 | 0.250 | - | +0.050 | 1 | - | - | 2.000 | 1.000 | - |" in text
+    # the credit's share: median over coupled's logged steps (0.01 x step; seed 0's re-logged step 3 counts once)
+    assert f"| {np.median(coupled_times) / 2.0:.3f} | 2.5% |" in text
     assert "| coupled - random | 1 | +0.050 | - | - |" in text
     # secondary: train reward (0.1 x step) over steps 1-4, coupled seed 0's step 3 re-logged as 9.0; length at step 4
     assert "| none | 0.250 | [0.250, 0.250] | 50.0 |" in text

@@ -16,7 +16,11 @@ For each arm (statistics in ``stats.py``):
 * the per-step time: the median of TRL's ``step_time`` over every logged step of every run of the arm, and its
   ratio to the baseline arm's median. ``step_time`` is the wall time of GRPOTrainer's ``training_step`` calls of
   one optimizer step: generation, rewards, the credit statistics, loss and backward; the optimizer update itself
-  and evaluation are outside it.
+  and evaluation are outside it. Runs that share one GPU as parallel processes wait for each other inside it, so
+  their step times and ratios also differ for that reason alone; hence also
+* the credit's own share of the wall time: the median of ``attncredit/time_share`` (the seconds of the attention
+  statistics and of the credit over the wall time since the previous log) over the arm's logged steps; "-" for an
+  arm without credit.
 
 Also ``curves.png``: the primary metric vs step (mean over seeds, band: the 95% t-interval at each step with 2+
 seeds) and the train metric vs step (each run's trailing mean over ``SMOOTH`` steps, then mean and band over seeds).
@@ -37,6 +41,7 @@ from .runner import FINISHED_FILE, METRICS_FILE, SETTINGS_FILE
 from .stats import Estimate, bootstrap_interval, mean_interval, paired_differences
 
 STEP_TIME = "step_time"
+CREDIT_SHARE = "attncredit/time_share"
 EVAL_LENGTH = "eval_completions/mean_length"
 SMOOTH = 10
 LAST_STEPS = 20
@@ -103,6 +108,7 @@ class ArmSummary:
     bootstrap: Estimate | None = None  # paired, percentile bootstrap
     step_time: float | None = None
     timed_steps: int = 0
+    credit_share: float | None = None  # median attncredit/time_share
     runs: int = 0
     missing: list[str] = field(default_factory=list)  # runs without the primary metric at max_steps
     late_train: dict[int, float] = field(default_factory=dict)  # seed -> train metric, mean of the last steps
@@ -117,6 +123,7 @@ def summarize(runs: list[RunRecord], primary: str, baseline: str, max_steps: int
     at ``max_steps``."""
     summaries: dict[str, ArmSummary] = {}
     times: dict[str, list[float]] = {}
+    shares: dict[str, list[float]] = {}
     for run in sorted(runs, key=lambda r: r.arm != baseline):
         summary = summaries.setdefault(run.arm, ArmSummary(run.arm, {}, None))
         summary.runs += 1
@@ -132,11 +139,14 @@ def summarize(runs: list[RunRecord], primary: str, baseline: str, max_steps: int
             if EVAL_LENGTH in run.evals[max_steps]:
                 summary.length[run.seed] = float(run.evals[max_steps][EVAL_LENGTH])
         times.setdefault(run.arm, []).extend(float(r[STEP_TIME]) for r in run.train.values() if STEP_TIME in r)
+        shares.setdefault(run.arm, []).extend(float(r[CREDIT_SHARE]) for r in run.train.values() if CREDIT_SHARE in r)
     for arm, summary in summaries.items():
         summary.final = dict(sorted(summary.final.items()))
         summary.estimate = mean_interval(summary.final.values()) if summary.final else None
         if times[arm]:
             summary.step_time, summary.timed_steps = statistics.median(times[arm]), len(times[arm])
+        if shares[arm]:
+            summary.credit_share = statistics.median(shares[arm])
         if arm != baseline and (pair := compare(summaries, arm, baseline)):
             summary.difference, summary.bootstrap = pair
     return summaries
@@ -167,8 +177,8 @@ def markdown(name: str, summaries: dict[str, ArmSummary], primary: str, baseline
         f"# {name}: {primary} at step {max_steps}",
         "",
         f"| arm | seeds | mean | 95% CI (t) | diff vs {baseline} | paired seeds | diff 95% CI (t) | "
-        f"diff 95% CI (bootstrap) | step time, median (s) | time / {baseline} |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"diff 95% CI (bootstrap) | step time, median (s) | time / {baseline} | credit's share of the time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries.values():
         ratio = (f"{s.step_time / base.step_time:.3f}" if s.step_time and base is not None and base.step_time
@@ -180,7 +190,8 @@ def markdown(name: str, summaries: dict[str, ArmSummary], primary: str, baseline
         lines[-1] += (
             f"{f'{s.difference.mean:+.3f}' if s.difference else '-'} | {s.difference.n if s.difference else 0} | "
             f"{_interval(s.difference, True)} | {_interval(s.bootstrap, True)} | "
-            f"{f'{s.step_time:.3f}' if s.step_time is not None else '-'} | {ratio} |"
+            f"{f'{s.step_time:.3f}' if s.step_time is not None else '-'} | {ratio} | "
+            f"{f'{100 * s.credit_share:.1f}%' if s.credit_share is not None else '-'} |"
         )
     if comparisons:
         lines += ["", "| comparison | paired seeds | mean difference | 95% CI (t) | 95% CI (bootstrap) |",
@@ -200,7 +211,10 @@ def markdown(name: str, summaries: dict[str, ArmSummary], primary: str, baseline
               f"Differences are paired by seed (same data order) and use only seeds both arms have; t-intervals are "
               f"Student-t over seeds, bootstrap intervals the percentiles of 10,000 resampled means (RNG seed 0). "
               "Step time: median of TRL's step_time over "
-              + "; ".join(f"{s.arm} {s.timed_steps} steps of {s.runs} runs" for s in summaries.values()) + "."]
+              + "; ".join(f"{s.arm} {s.timed_steps} steps of {s.runs} runs" for s in summaries.values()) + ". "
+              "Runs sharing one GPU as parallel processes wait for each other within a step, so step times differ "
+              "between arms for that reason too; the credit's own cost is its share of the time (median "
+              "attncredit/time_share: attention statistics and credit seconds over the wall time)."]
     few = [s.arm for s in summaries.values() if len(s.final) < 2]
     if few:
         lines.append(f"\nFewer than 2 seeds, no interval: {', '.join(few)}.")
