@@ -20,7 +20,9 @@ METRICS_FILE = "metrics.jsonl"
 
 
 class MetricsJsonlCallback(TrainerCallback):
-    """Append every logged metrics dict, with its step, to ``<output_dir>/metrics.jsonl`` (main process only).
+    """Append every logged metrics dict, with its step and the wall clock (``time``, Unix seconds), to
+    ``<output_dir>/metrics.jsonl`` (main process only). The clock shows where a run's time went beyond TRL's
+    ``step_time`` (start-up, evaluation, checkpoints, waiting for other processes on a shared GPU).
 
     The file survives a crash and grows across ``--resume_from_checkpoint`` (entries past the checkpoint are
     logged again by the resumed run, so readers keep the last entry per step). Non-finite values are kept, written
@@ -30,7 +32,7 @@ class MetricsJsonlCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        record = {"step": state.global_step, "epoch": state.epoch}
+        record = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3)}
         record.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
         append_metrics(args.output_dir, record)
 

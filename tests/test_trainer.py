@@ -1,6 +1,7 @@
 """AnchorGRPOTrainer on a real TRL GRPOTrainer loop with a tiny real-architecture model."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -81,6 +82,8 @@ def test_coupled_advantages_are_2d_and_differ_exactly_where_gamma_is_not_one(tin
     assert 0.0 < logged[0]["attncredit/amplified_frac"] < 1.0
     metrics = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert any("attncredit/waad_mean" in m for m in metrics)
+    clock = [m["time"] for m in metrics]  # the wall clock of every row, for where a run's time went
+    assert clock == sorted(clock) and abs(clock[-1] - time.time()) < 600
     if steps_per_generation == 2:  # gamma known before TRL's completions table is filled
         marked = list(trainer._logs["extra"]["amplified"])
         assert len(marked) == len(trainer._logs["completion"]) and any("[[" in text for text in marked)

@@ -99,7 +99,7 @@ def read_run(run_dir: str | Path, name: str | None = None) -> Run:
         if kind == "summary":
             continue
         for key, value in entry.items():
-            if key in ("step", "epoch") or isinstance(value, bool) or not isinstance(value, (int, float)):
+            if key in ("step", "epoch", "time") or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             if not math.isfinite(value):
                 continue

@@ -179,10 +179,11 @@ def _start(experiment: Experiment, run: _Run, environment: dict, launcher: list[
     resume = last is not None
     overwrite = not resume and bool(run_outputs(str(run.run_dir)))
     cmd = run_command(experiment, run.arm, run.seed, resume, overwrite, launcher)
-    (run.run_dir / SETTINGS_FILE).write_text(
-        json.dumps({**run_settings(experiment, run.arm, run.seed, environment), "command": cmd}, indent=1) + "\n")
-    run.console = open(run.run_dir / CONSOLE_FILE, "a")
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    (run.run_dir / SETTINGS_FILE).write_text(json.dumps(
+        {**run_settings(experiment, run.arm, run.seed, environment), "command": cmd, "started": stamp,
+         "attempt": run.attempts + 1}, indent=1) + "\n")
+    run.console = open(run.run_dir / CONSOLE_FILE, "a")
     how = f"resuming from {Path(last).name}" if resume else ("starting over" if overwrite else "starting")
     run.console.write(f"\n=== {stamp} attncredit exp: {how}, attempt {run.attempts + 1}\n$ {' '.join(cmd)}\n")
     run.console.flush()
