@@ -217,7 +217,6 @@ def quiet_console() -> None:
 def run(argv: list[str], trainer_cls, config_cls, default_config: Path, prog: str | None = None) -> None:
     """The recipe: parse, check the output_dir before anything slow, load tokenizer and data, build
     ``trainer_cls`` (bad input of any of these ends with one ``error:`` line, exit 2), train, save."""
-    from attncredit.data.checks import validate_rows
     from attncredit.errors import CheckpointSaveError, ConfigError, NonFiniteTrainingError
     from attncredit.models import load_tokenizer, resolve_model_name
     from attncredit.output_dir import FinishedRunError, check_resume, check_writable, prepare_output_dir, resolve_resume
@@ -248,10 +247,6 @@ def run(argv: list[str], trainer_cls, config_cls, default_config: Path, prog: st
         if script_args.dataset_test_split:
             eval_dataset = load_data(script_args, script_args.dataset_test_split, script_args.max_eval_samples, seed)
         reward_funcs = resolve_reward_funcs(script_args.reward_funcs, script_args.reward_model_name_or_path)
-        # The trainer checks them too, but a PPO trainer loads its critic first.
-        for label, data in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
-            if data is not None:
-                validate_rows(data, reward_funcs, name=label)
         # Built here too: what the trainer loads (e.g. a PPO critic folder) fails in one line like the rest.
         trainer = trainer_cls(
             model=model_path,

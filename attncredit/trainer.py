@@ -104,9 +104,7 @@ class AnchorGRPOTrainer(GRPOTrainer):
             raise ConfigError(f"args must be an AnchorGRPOConfig, got {type(args).__name__}")
         if isinstance(model, str):  # embedded names (smollm2-135m-instruct) and clear errors, before loading
             model = resolve_model_name(model)
-        self._check_run_folder(args)
-        for label, rows in _dataset_parts(kwargs.get("train_dataset"), kwargs.get("eval_dataset")):
-            validate_rows(rows, reward_funcs, name=label)  # before the model loads
+        self._before_loading(model, reward_funcs, args, kwargs)
         filled = args.model_init_kwargs
         if not isinstance(model, str) and getattr(args, "_filled_model_init_kwargs", False):
             # The config's own float32 default serves loading by name only; TRL would warn that it is ignored (TRL
@@ -158,6 +156,14 @@ class AnchorGRPOTrainer(GRPOTrainer):
     #: Which trainer writes this trainer's checkpoints (``attncredit.output_dir.checkpoint_trainer``).
     checkpoint_kind = "grpo"
     _tag_names = ["trl", "grpo", "attncredit"]  # TRL's card and model tags, plus ours
+
+    def _before_loading(self, model, reward_funcs, args, kwargs: dict) -> None:
+        """What runs before any model loads: the run folder and every dataset row are checked, so bad input fails in
+        one line without waiting for weights. A subclass that loads more (the PPO critic) does so here, after
+        ``super()._before_loading``."""
+        self._check_run_folder(args)
+        for label, rows in _dataset_parts(kwargs.get("train_dataset"), kwargs.get("eval_dataset")):
+            validate_rows(rows, reward_funcs, name=label)
 
     @classmethod
     def _check_run_folder(cls, args) -> None:

@@ -260,6 +260,19 @@ def test_missing_critic_path_is_one_line(tiny_qwen2, tmp_path):
     assert "\n" not in str(info.value)
 
 
+def test_bad_rows_are_refused_before_the_critic_loads(tiny_qwen2, tmp_path, monkeypatch):
+    from attncredit.errors import ConfigError
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the critic loaded before the data was checked")
+
+    monkeypatch.setattr(AnchorPPOTrainer, "_load_critic", staticmethod(no_loading))
+    rows = Dataset.from_list([{"prompt": "Say yes"}, {"prompt": ""}])
+    with pytest.raises(ConfigError, match=r"^train_dataset row 1: a null or empty prompt in column 'prompt'"):
+        AnchorPPOTrainer(model=str(tiny_qwen2), reward_funcs=prompt_reward,
+                         args=AnchorPPOConfig(**ppo_args(tmp_path, max_steps=1)), train_dataset=rows)
+
+
 def test_evaluation_scores_with_the_critic_and_logs_eval_metrics(tiny_qwen2, tmp_path):
     trainer = make_trainer(tiny_qwen2, tmp_path, max_steps=1, eval_strategy="steps", eval_steps=1,
                            per_device_eval_batch_size=4, eval_dataset=yes_no_prompts(4))  # fmt: skip

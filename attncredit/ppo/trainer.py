@@ -81,12 +81,10 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
             args = AnchorPPOConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-AnchorPPO")
         if not isinstance(args, AnchorPPOConfig):
             raise ConfigError(f"args must be an AnchorPPOConfig, got {type(args).__name__}")
-        self._check_run_folder(args)  # before the critic and the policy load
         state = args.distributed_state  # accelerate's, known before the models load
         if state is not None and state.distributed_type == DistributedType.DEEPSPEED:
             raise ConfigError(UNSUPPORTED_DEEPSPEED)
-        if critic is None:
-            critic = self._load_critic(model, args)
+        self._critic_given = critic  # loaded, when None, by _before_loading: after the input checks, before the policy
         # kl_coef needs reference log-probs, which TRL sets up (reference model, or the PEFT adapter switched off) only
         # when its KL loss is on: build the trainer with beta = kl_coef, then switch TRL's KL loss back off.
         borrow_beta = args.kl_coef > 0 and args.beta == 0.0
@@ -99,6 +97,8 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
                 args.beta = 0.0
         if borrow_beta:
             self.beta = 0.0
+        critic = self._critic_given
+        del self._critic_given
         if self.is_deepspeed_enabled:
             raise ConfigError(UNSUPPORTED_DEEPSPEED)
         if self.is_fsdp_enabled and getattr(self.accelerator.state.fsdp_plugin, "fsdp_version", 1) != 2:
@@ -124,6 +124,13 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
         self.critic_lr_scheduler = None  # made with the policy's scheduler, once the number of steps is known
         self._rewards_per_func: torch.Tensor | None = None  # all ranks' rewards of the batch being scored
         self._critic_batch: dict | None = None  # the micro-batch of the policy loss, for the critic update
+
+    def _before_loading(self, model, reward_funcs, args, kwargs: dict) -> None:
+        """The GRPO trainer's checks of run folder and data, then the critic (a bad critic fails before the policy
+        loads)."""
+        super()._before_loading(model, reward_funcs, args, kwargs)
+        if self._critic_given is None:
+            self._critic_given = self._load_critic(model, args)
 
     @staticmethod
     def _load_critic(model, args: AnchorPPOConfig) -> ValueModel:
