@@ -34,14 +34,20 @@ EOF
     if [[ -d $root ]]; then
         find "$root" -mindepth 2 -maxdepth 2 \( -name metrics.jsonl -o -name experiment_run.json \
             -o -name finished.json \) -print0 | tar --null -czf "${OUT:-/tmp}/study.tar.gz" -T -
-        for d in "$root"/*/; do echo "== $d"; tail -n 3 "$d/console.log" 2>/dev/null; done >"${OUT:-/tmp}/consoles.log"
+        # each run's first lines (start-up, with the runner's time stamps) and its last ones (progress or error)
+        for d in "$root"/*/; do
+            echo "== $d"
+            head -n 20 "$d/console.log" 2>/dev/null | cut -c1-400
+            echo "..."
+            tail -n 3 "$d/console.log" 2>/dev/null | tr '\r' '\n' | tail -n 6
+        done >"${OUT:-/tmp}/consoles.log"
     fi
     cp "$keep/sweep.log" "${OUT:-/tmp}/sweep.log" 2>/dev/null
     python3 - "$root" <<'EOF'
 import json, sys
 from pathlib import Path
 root = Path(sys.argv[1])
-print(f"{'run':<28}{'step':>6}{'s/step':>8}{'eval (step)':>16}  finished")
+print(f"{'run':<28}{'step':>6}{'s/step':>8}{'eval (step)':>16}{'logged min':>11}  finished")
 for run in sorted(p for p in root.glob("*") if p.is_dir()):
     rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if l.strip()] \
         if (run / "metrics.jsonl").exists() else []
@@ -54,7 +60,9 @@ for run in sorted(p for p in root.glob("*") if p.is_dir()):
         key = next(k for k in evals[-1] if k.startswith("eval_rewards/") and k.endswith("/mean"))
         last_eval = f"{evals[-1][key]:.3f} ({evals[-1].get('step', '?')})"
     done = (run / "finished.json").exists()
-    print(f"{run.name:<28}{(steps[-1]['step'] if steps else 0):>6}{med:>8}{last_eval:>16}  {done}")
+    clock = [r["time"] for r in rows if "time" in r]  # from the first logged row (step 0's evaluation) on
+    span = f"{(clock[-1] - clock[0]) / 60:.1f}" if clock else "-"
+    print(f"{run.name:<28}{(steps[-1]['step'] if steps else 0):>6}{med:>8}{last_eval:>16}{span:>11}  {done}")
 EOF
 }
 
