@@ -5,6 +5,15 @@ code 2, without a traceback.
 """
 
 
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of ``error``'s message, stripped (messages of hub, dataset or worker failures can run
+    over many lines), or the exception's type name when the message is empty: the text of a one-line error."""
+    for line in str(error).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(error).__name__
+
+
 class ConfigError(ValueError):
     """Bad user input (config value, model or dataset name, dataset column, YAML file)."""
 

@@ -157,7 +157,7 @@ def resolve_reward_funcs(names, reward_model: str | None = None) -> list:
 
     from rewards import REWARD_FUNCS, get_reward_funcs
 
-    from attncredit.errors import ConfigError
+    from attncredit.errors import ConfigError, first_line
     from attncredit.models import resolve_model_name
 
     if isinstance(names, str):
@@ -182,7 +182,7 @@ def resolve_reward_funcs(names, reward_model: str | None = None) -> list:
             try:
                 func = getattr(importlib.import_module(module_name), attr)
             except Exception as e:  # noqa: BLE001 - ImportError, AttributeError, or the module's own failure
-                why = str(e).splitlines()[0] if str(e) else type(e).__name__
+                why = first_line(e)
                 raise ConfigError(f"reward function {item!r} cannot be imported ({why}); {allowed}") from None
             if not callable(func):
                 raise ConfigError(f"reward function {item!r} is a {type(func).__name__}, not a function; {allowed}")
@@ -217,7 +217,7 @@ def quiet_console() -> None:
 def run(argv: list[str], trainer_cls, config_cls, default_config: Path, prog: str | None = None) -> None:
     """The recipe: parse, check the output_dir before anything slow, load tokenizer and data, build
     ``trainer_cls`` (bad input of any of these ends with one ``error:`` line, exit 2), train, save."""
-    from attncredit.errors import CheckpointSaveError, ConfigError, NonFiniteTrainingError
+    from attncredit.errors import CheckpointSaveError, ConfigError, NonFiniteTrainingError, first_line
     from attncredit.models import load_tokenizer, resolve_model_name
     from attncredit.output_dir import FinishedRunError, check_resume, check_writable, prepare_output_dir, resolve_resume
     from rewards import GradingWorkerError
@@ -261,7 +261,7 @@ def run(argv: list[str], trainer_cls, config_cls, default_config: Path, prog: st
         print(f"attncredit: {e}", file=sys.stderr)
         return
     except (ConfigError, ValueError) as e:
-        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        _fail(first_line(e))
 
     try:
         trainer.train(resume_from_checkpoint=resume)
@@ -277,7 +277,7 @@ def run(argv: list[str], trainer_cls, config_cls, default_config: Path, prog: st
             raise
         last, _ = last_complete_checkpoint(training_args.output_dir)
         keep = f"{last} holds the trained weights" if last else "no checkpoint holds the trained weights"
-        text = str(e).splitlines()[0] if str(e).strip() else repr(e)
+        text = first_line(e)
         print(f"error: saving the final model to {training_args.output_dir} failed ({type(e).__name__}: {text}); "
               f"{keep}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -48,7 +48,7 @@ from .config import AnchorGRPOConfig
 from .credit import NonFiniteStatisticError, compute_token_weights, required_statistics, token_advantages
 from .data.checks import check_prompt_lengths, validate_rows
 from .data.templates import has_prefill, prefill_prompt_ids
-from .errors import CheckpointSaveError, ConfigError, NonFiniteTrainingError
+from .errors import CheckpointSaveError, ConfigError, NonFiniteTrainingError, first_line
 from .model_card import add_attncredit_sections, base_model_id, name_base_model
 from .models import resolve_model_name
 from .output_dir import check_resume, check_writable, is_save_error, last_complete_checkpoint, prepare_output_dir
@@ -509,8 +509,7 @@ class AnchorGRPOTrainer(GRPOTrainer):
             if self.args.should_save:
                 shutil.rmtree(folder, ignore_errors=True)
             last, _ = last_complete_checkpoint(self._get_output_dir(trial=trial))
-            text = str(e).splitlines()[0] if str(e).strip() else repr(e)
-            reason = f"{type(e).__name__}: {text}"
+            reason = f"{type(e).__name__}: {first_line(e)}"
             where = f"resume from {os.path.basename(last)} with resume_from_checkpoint=true" if last else "no complete checkpoint to resume from"
             raise CheckpointSaveError(
                 f"saving the step-{self.state.global_step} checkpoint to {folder} failed ({reason}); the incomplete "

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from ..errors import first_line
+
 logger = logging.getLogger(__name__)
 
 # torch's SDPBackend numbering, as returned by torch._fused_sdp_choice
@@ -165,7 +167,7 @@ def _decide(sdpa, kind, choice, args, kwargs) -> float | None:
             try:
                 result = _run_kernel(choice, fill, query, key, value, mask, dropout_p, is_causal, scale)
             except RuntimeError as err:  # the private op refused these inputs
-                logger.info("attncredit: %s refused a direct call (%s)%s", what, str(err).splitlines()[0], fallback)
+                logger.info("attncredit: %s refused a direct call (%s)%s", what, first_line(err), fallback)
                 return None
             if result is None:
                 break

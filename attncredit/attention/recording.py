@@ -50,7 +50,7 @@ from transformers import AttentionInterface, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from . import stats as _stats
 from .lse import RowLSECapture
 from .probes import probe_layers
@@ -284,8 +284,9 @@ def _switch(base: PreTrainedModel, implementation: str) -> None:
     try:
         base.set_attn_implementation(implementation)
     except (ValueError, ImportError, KeyError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RecordingUnsupportedError(f"{name} cannot use the {implementation} attention: {reason}") from err
+        raise RecordingUnsupportedError(
+            f"{name} cannot use the {implementation} attention: {first_line(err)}"
+        ) from err
     if base.config._attn_implementation != implementation:
         raise RecordingUnsupportedError(
             f"{name} did not switch to the {implementation} attention implementation "

@@ -30,13 +30,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="plot the EMA of the running peak with this alpha in (0, 1] (paper's curves)")
     args = p.parse_args(argv)
 
-    from attncredit.errors import ConfigError
+    from attncredit.errors import ConfigError, first_line
     from attncredit.analysis.runs import compare_runs
 
     try:
         result = compare_runs(args.runs, args.out, ema=args.ema)
     except ConfigError as e:
-        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        print(f"error: {first_line(e)}", file=sys.stderr)
         return 2
     for run in result["runs"]:
         note = f", {run.skipped_lines} unreadable lines skipped" if run.skipped_lines else ""

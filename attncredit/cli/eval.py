@@ -86,12 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # recorded in results.json
-    from attncredit.errors import ConfigError
+    from attncredit.errors import ConfigError, first_line
 
     try:
         return _run(args)
     except ConfigError as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        print(f"error: {first_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attncredit.errors import ConfigError
+from attncredit.errors import ConfigError, first_line
 
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -35,8 +35,7 @@ def load_data_file(path: str, limit: int | None = None):
         cause = exc
         while cause.__cause__ is not None:
             cause = cause.__cause__
-        detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise ConfigError(f"dataset file {path!r} cannot be read as {kind}: {detail}") from None
+        raise ConfigError(f"dataset file {path!r} cannot be read as {kind}: {first_line(cause)}") from None
     if len(data) == 0:
         raise ConfigError(f"dataset file {path!r} has no rows; expected rows with a 'prompt' column")
     return data.select(range(min(limit, len(data)))) if limit is not None else data

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..config import AnchorGRPOConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 
 WHITENING = ("batch", "none")
 
@@ -100,7 +100,7 @@ class AnchorPPOConfig(AnchorGRPOConfig):
         except ValueError as e:
             if isinstance(e, ConfigError):
                 raise
-            raise ConfigError(str(e).splitlines()[0]) from e
+            raise ConfigError(first_line(e)) from e
         finally:
             if classic:
                 self.num_generations = 1

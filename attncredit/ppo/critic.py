@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -50,7 +50,7 @@ class ValueModel(nn.Module):
         try:
             backbone = AutoModel.from_pretrained(path, **model_init_kwargs)
         except OSError as e:
-            raise ConfigError(f"critic_model_name_or_path={path!r} cannot be loaded: {str(e).splitlines()[0]}") from e
+            raise ConfigError(f"critic_model_name_or_path={path!r} cannot be loaded: {first_line(e)}") from e
         model = cls(backbone)
         head = Path(path) / VALUE_HEAD_FILE
         if head.is_file():

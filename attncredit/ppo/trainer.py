@@ -25,7 +25,7 @@ from accelerate.utils import DistributedType
 from transformers import get_scheduler
 from trl.trainer.utils import use_adapter
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from ..model_card import PPO_PAPER
 from ..models import resolve_model_name
 from ..output_dir import CRITIC_FOLDER
@@ -145,7 +145,7 @@ class AnchorPPOTrainer(AnchorGRPOTrainer):
             try:
                 path = resolve_model_name(name)
             except ValueError as e:  # ConfigError, or the hub's id validation
-                raise ConfigError(f"critic_model_name_or_path: {str(e).splitlines()[0]}") from e
+                raise ConfigError(f"critic_model_name_or_path: {first_line(e)}") from e
             return ValueModel.from_pretrained(path, **init_kwargs)
         if isinstance(model, str):
             return ValueModel.from_pretrained(resolve_model_name(model), **init_kwargs)
