@@ -26,7 +26,7 @@ PAPER_ID = "2510.13554"
 CITATION = """\
 @article{li2025attention,
     title        = {{Attention Illuminates LLM Reasoning: The Preplan-and-Anchor Rhythm Enables Fine-Grained Policy Optimization}},
-    author       = {Li and others},
+    author       = {Yang Li and Zhichen Dong and Yuhan Sun and Weixun Wang and Shaopan Xiong and Yijia Luo and Jiashun Liu and Han Lu and Jiamang Wang and Wenbo Su and Bo Zheng and Junchi Yan},
     year         = 2025,
     eprint       = {arXiv:2510.13554},
 }"""

@@ -64,6 +64,7 @@ def test_grpo_card_config_and_reload(hub_like, tmp_path):
     assert "arxiv.org/abs/2510.13554" in body and "Preplan-and-Anchor Rhythm" in body
     assert "| `credit_strategy` | `coupled` |" in body and "| `credit_top_quantile` | `0.4` |" in body
     assert body.index("@article{li2025attention") < body.index("Cite TRL as:")  # beside TRL's citations
+    assert "author       = {Yang Li and Zhichen Dong and" in body and "Junchi Yan}" in body  # the full author list
     assert json.loads((out / "config.json").read_text())["_name_or_path"] == HUB_ID
     assert base_model_id(str(out)) == HUB_ID  # a run started from this folder names the same base
 
