@@ -101,3 +101,31 @@ def test_cpu_demo_configs_parse(name):
     assert (script_args.dataset_name, script_args.reward_funcs) in (
         ("arithmetic", ["arithmetic_answer"]), ("countdown", ["countdown", "tag_count", "countdown_accuracy"])
     )
+
+
+def test_analyze_sets_the_openmp_wait_policy_before_torch_loads():
+    """OpenMP reads OMP_WAIT_POLICY once, when torch loads: `attncredit analyze` must set it first, so nothing on the
+    way from the console command to its module may import torch (a hook records the policy torch would read)."""
+    code = (
+        "import builtins, os, sys\n"
+        "os.environ.pop('OMP_WAIT_POLICY', None)\n"
+        "seen = []\n"
+        "real = builtins.__import__\n"
+        "def spy(name, *args, **kwargs):\n"
+        "    if name.split('.')[0] == 'torch' and 'torch' not in sys.modules:\n"
+        "        seen.append(os.environ.get('OMP_WAIT_POLICY'))\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = spy\n"
+        "from attncredit.cli import main\n"
+        "assert 'torch' not in sys.modules, 'the CLI imported torch'\n"
+        "try:\n"
+        "    main(['analyze', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "import torch\n"
+        "print(seen[0])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1] == "PASSIVE"

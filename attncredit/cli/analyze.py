@@ -30,8 +30,9 @@ from dataclasses import fields
 
 # OpenMP worker threads that spin while waiting make CPU decoding 10-100x slower when other processes share the
 # cores (measured here: 16 tokens of SmolLM2 took 0.2 s or, at random, 20-30 s); sleeping workers cost nothing.
-# OpenMP reads it when torch loads: scripts/analyze_rhythm.py sets it before any import; here it reaches torch only
-# where nothing imported torch yet, and child processes.
+# OpenMP reads it when torch loads. `attncredit analyze` loads nothing that imports torch before this module
+# (tests/test_cli.py checks it), so this reaches torch; so does scripts/analyze_rhythm.py, which sets it first.
+# From the Python API (torch already loaded) it reaches child processes only.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from attncredit.errors import ConfigError  # noqa: E402
