@@ -96,6 +96,10 @@ def test_the_shipped_study_files_validate():
     assert experiment.seeds == list(range(10)) and experiment.max_steps >= 300
     assert experiment.overrides("entropy_mask_80_20") == {"credit_strategy": "none", "top_entropy_quantile": 0.2}
     assert experiment.comparisons == [("coupled", "random"), ("coupled", "entropy_mask_80_20")]
+    for name in ("credit_study_timing", "credit_study_step_time"):  # the GPU timing files: same recipe config
+        timing = load_experiment(f"experiments/{name}.yaml")
+        assert timing.config == experiment.config and "none" in timing.arms and "coupled" in timing.arms
+        assert not set(timing.seeds) & set(experiment.seeds)  # none of the study's seeds
 
 
 # --------------------------------------------------------------------------------------------------------------
