@@ -1,5 +1,5 @@
-"""Checks of every row of a training or evaluation dataset, before training starts (``AnchorGRPOTrainer`` runs them;
-the recipe runs :func:`validate_rows` too, before a trainer loads anything).
+"""Checks of every row of a training or evaluation dataset, before any model loads (``AnchorGRPOTrainer`` and so
+``AnchorPPOTrainer`` run them first, in ``_before_loading``).
 
 * :func:`validate_rows`: the columns training and the rewards read are there; no null (or empty) prompt, no prompt
   that is neither a string nor a list of ``{'role', 'content'}`` messages, no null message role or content, no null
