@@ -213,6 +213,7 @@ def test_a_run_with_its_last_checkpoint_is_finished_and_a_failing_run_is_tried_t
     assert json.loads((root / "none-s0" / "finished.json").read_text())["global_step"] == 4
     settings = json.loads((root / "coupled-s0" / "experiment_run.json").read_text())
     assert settings["arm"] == "coupled" and settings["seed"] == 0 and settings["device"]
+    assert len(settings["git_commit"]) == 40 and isinstance(settings["git_dirty"], bool)  # this test runs in a checkout
     assert settings["attempt"] == 2 and settings["started"] in console.read_text()  # the latest start, stamped
     assert settings["config_contents"] == {"learning_rate": 1.0e-3, "eval_strategy": "steps", "eval_steps": 2}
     assert settings["command"][settings["command"].index("--seed") + 1] == "0"

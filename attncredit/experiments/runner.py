@@ -15,7 +15,8 @@ State of a run folder, and what ``run`` does with it:
 
 A run that fails twice in a row within one ``run`` is not retried again; ``run`` names it in one line with its
 ``console.log``. Each run folder also gets ``experiment_run.json`` (experiment, arm, seed, overrides, the recipe
-config's contents, baseline, primary metric, git commit, versions, device), which ``report`` and ``collect`` read.
+config's contents, baseline, primary metric, git commit and whether the tree differed from it, versions, device),
+which ``report`` and ``collect`` read.
 """
 
 from __future__ import annotations
@@ -73,13 +74,21 @@ def run_command(experiment: Experiment, arm: str, seed: int, resume: bool, overw
     return cmd
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
+    """Output of ``git ARGS`` in the package's checkout, or None outside one."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                             text=True, timeout=10)
+        out = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
+                             timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _git_state() -> dict:
+    """``git_commit`` (HEAD) and ``git_dirty``: whether tracked files differ from it, i.e. whether the commit alone
+    does not name the code that ran (None outside a checkout)."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": None if status is None else bool(status)}
 
 
 def _device() -> str:
@@ -239,7 +248,7 @@ def run_experiment(experiment: Experiment, runs: list[tuple[str, int]] | None = 
     print(f"{experiment.name}: {len(selected)} runs selected, {skipped} finished already, {len(todo)} to run"
           + (f", {len(elsewhere)} running elsewhere: {', '.join(elsewhere)}" if elsewhere else "")
           + f" ({parallel} at a time)", flush=True)
-    environment = {"git_commit": _git_commit(), "versions": _versions(), "device": _device()}
+    environment = {**_git_state(), "versions": _versions(), "device": _device()}
     bar = tqdm(total=len(todo) * experiment.max_steps, unit="step", disable=not progress, dynamic_ncols=True)
     waiting, active, failed, done = list(todo), [], [], 0
     last_shown = None
