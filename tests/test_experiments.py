@@ -92,7 +92,7 @@ def test_only_selects_arms_and_seeds(tmp_path, recipe_config):
 
 def test_the_shipped_study_files_validate():
     experiment = load_experiment("experiments/credit_study.yaml")
-    assert list(experiment.arms) == ["none", "random", "entropy", "entropy_mask_80_20", "coupled"]
+    assert list(experiment.arms) == ["none", "coupled", "random", "entropy_mask_80_20", "entropy"]  # run order
     assert experiment.seeds == list(range(10)) and experiment.max_steps >= 300
     assert experiment.overrides("entropy_mask_80_20") == {"credit_strategy": "none", "top_entropy_quantile": 0.2}
     assert experiment.comparisons == [("coupled", "random"), ("coupled", "entropy_mask_80_20")]
