@@ -43,6 +43,7 @@ EOF
         done >"${OUT:-/tmp}/consoles.log"
     fi
     cp "$keep/sweep.log" "${OUT:-/tmp}/sweep.log" 2>/dev/null
+    cp "$keep/gpu_use.csv" "${OUT:-/tmp}/gpu_use.csv" 2>/dev/null
     python3 - "$root" <<'EOF'
 import json, sys
 from pathlib import Path
@@ -73,10 +74,14 @@ follow() {  # follow the sweep for SEC seconds (or until it ends), then pack
     while ((SECONDS < end)); do
         if ! pgrep -f "attncredit exp run" >/dev/null; then echo "+ the sweep has ended"; break; fi
         sleep 20
+        # GPU busy share and memory every 20 s: whether more parallel runs would add throughput
+        nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits >>"$keep/gpu_use.csv" 2>/dev/null
         # a snapshot every minute: a command cut by its time limit still returns what $OUT holds
         (((n += 1) % 3 == 0)) && pack "$exp" >/dev/null 2>&1
     done
     tail -n 3 "$keep/sweep.log" 2>/dev/null
+    awk -F', ' '{u += $1; m = ($2 > m ? $2 : m); n++} END {if (n) printf "GPU busy %.0f%% on average over %d samples, at most %d MiB used\n", u / n, n, m}' \
+        "$keep/gpu_use.csv" 2>/dev/null
     pack "$exp"
 }
 
