@@ -29,6 +29,7 @@ from bench_step import (  # noqa: E402
     check_run_flags,
     free_memory,
     length_reward,
+    model_shape,
     prompt_dataset,
     qwen3_model,
     word_tokenizer,
@@ -76,7 +77,7 @@ def run(strategy: str, opts, tokenizer, dataset, output_dir: str) -> list[dict]:
         disable_tqdm=True,
         credit_strategy=strategy,
     )
-    model = qwen3_model(len(tokenizer), seed=0, layers=opts.layers, hidden=opts.hidden)
+    model = qwen3_model(len(tokenizer), seed=0, **model_shape(opts))
     trainer = AnchorPPOTrainer(
         model=model,
         reward_funcs=length_reward,

@@ -69,19 +69,20 @@ def word_tokenizer(vocab_size: int):
     return fast
 
 
-def qwen3_model(vocab_size: int, seed: int, layers: int = 28, hidden: int = 2048):
-    """Random-init Qwen3; the defaults are Qwen3-1.7B's shape."""
+def qwen3_model(vocab_size: int, seed: int, layers: int = 28, hidden: int = 2048, heads: int = 16, kv_heads: int = 8,
+                head_dim: int = 128, intermediate: int | None = None):
+    """Random-init Qwen3; the defaults are Qwen3-1.7B's shape (``intermediate`` None: 3 x hidden)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.for_model(
         "qwen3",
         vocab_size=vocab_size,
         hidden_size=hidden,
-        intermediate_size=3 * hidden,
+        intermediate_size=intermediate or 3 * hidden,
         num_hidden_layers=layers,
-        num_attention_heads=16,
-        num_key_value_heads=8,
-        head_dim=128,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim,
         max_position_embeddings=40960,
         tie_word_embeddings=True,
         eos_token_id=0,
@@ -91,6 +92,12 @@ def qwen3_model(vocab_size: int, seed: int, layers: int = 28, hidden: int = 2048
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa")
     return model
+
+
+def model_shape(opts: argparse.Namespace) -> dict:
+    """``qwen3_model``'s shape keywords from the shared flags."""
+    return dict(layers=opts.layers, hidden=opts.hidden, heads=opts.heads, kv_heads=opts.kv_heads,
+                head_dim=opts.head_dim, intermediate=opts.intermediate)
 
 
 def prompt_dataset(vocab_size: int, tokens: int, n: int = 64):
@@ -193,6 +200,25 @@ PRESETS = {
         "cases": ["loss"],
         "warmup_run_tokens": 64,
     },
+    # the learning study's shape and batch (SmolLM2-135M: 30 layers, hidden 576, 9 query / 3 KV heads of 64;
+    # 8 prompts x 8 completions of about 50-65 tokens), statistics in the loss forward as in the study
+    "smollm2": {
+        "tokens_prompt": 64,
+        "tokens_completion": 64,
+        "batch": 64,
+        "generations": 8,
+        "steps": 12,
+        "warmup": 2,
+        "rounds": 2,
+        "cases": ["loss"],
+        "layers": 30,
+        "hidden": 576,
+        "intermediate": 1536,
+        "heads": 9,
+        "kv_heads": 3,
+        "head_dim": 64,
+        "vocab": 49152,
+    },
 }
 
 
@@ -230,7 +256,7 @@ def run(kind: str, case: str, opts, tokenizer, dataset, output_dir: str, complet
         **extra,
     )
     trainer = trainer_cls(
-        model=qwen3_model(len(tokenizer), seed=0, layers=opts.layers, hidden=opts.hidden),
+        model=qwen3_model(len(tokenizer), seed=0, **model_shape(opts)),
         reward_funcs=length_reward,
         args=args,
         train_dataset=dataset,
@@ -286,12 +312,19 @@ def add_run_flags(parser: argparse.ArgumentParser, **defaults) -> None:
     parser.add_argument("--layers", type=int_at_least(1), default=28, help="model depth (Qwen3-1.7B: 28)")
     parser.add_argument("--hidden", type=int_at_least(1), default=2048, help="hidden size (Qwen3-1.7B: 2048)")
     parser.add_argument("--vocab", type=int_at_least(3), default=151936, help="vocabulary size (Qwen3: 151936)")
+    parser.add_argument("--heads", type=int_at_least(1), default=16, help="query heads (Qwen3-1.7B: 16)")
+    parser.add_argument("--kv-heads", type=int_at_least(1), default=8, help="key/value heads (Qwen3-1.7B: 8)")
+    parser.add_argument("--head-dim", type=int_at_least(1), default=128, help="head size (Qwen3-1.7B: 128)")
+    parser.add_argument("--intermediate", type=int_at_least(1), default=None,
+                        help="MLP size (default: 3 x hidden, Qwen3-1.7B's 6144)")  # fmt: skip
 
 
 def check_run_flags(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
     """One-line errors for the shared flags: a timed step must remain, and the batch must hold whole groups."""
     if opts.warmup >= opts.steps:
         parser.error(f"--warmup {opts.warmup} leaves no timed step of --steps {opts.steps}: it must be below it")
+    if opts.heads % opts.kv_heads:
+        parser.error(f"--heads {opts.heads} must be a multiple of --kv-heads {opts.kv_heads} (grouped-query attention)")
     if opts.batch % opts.generations:
         parser.error(f"--batch {opts.batch} must be a multiple of --generations {opts.generations} (whole groups)")
 
@@ -299,7 +332,7 @@ def check_run_flags(parser: argparse.ArgumentParser, opts: argparse.Namespace) -
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; ``--preset`` sets the defaults of the flags it names, explicit flags override them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="long: 256 + 4096 tokens, 1 timed step, case loss")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="long: 256 + 4096 tokens, 1 timed step, case loss; smollm2: the learning study's model shape and batch")
     add_run_flags(parser, tokens_prompt=256, tokens_completion=256, generations=8, steps=6, warmup=2, rounds=2)
     parser.add_argument(
         "--warmup-run-tokens", type=int_at_least(0), default=0,
@@ -376,7 +409,8 @@ def main() -> None:
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     print(
-        f"\nGRPO step, {opts.layers} layers x {opts.hidden} hidden (Qwen3-1.7B: 28 x 2048), {opts.batch} completions x "
+        f"\nGRPO step, {opts.layers} layers x {opts.hidden} hidden, {opts.heads}/{opts.kv_heads} heads of {opts.head_dim} "
+        f"(Qwen3-1.7B: 28 x 2048, 16/8 of 128), {opts.batch} completions x "
         f"({opts.tokens_prompt} prompt + {opts.tokens_completion} completion) tokens, {device}; attncredit: coupled "
         f"credit, head groups every {opts.regroup_every} step(s); mean seconds per step over {opts.rounds} rounds x "
         f"{opts.steps - opts.warmup} steps"

@@ -91,6 +91,10 @@ def test_bench_step_preset_long_and_overrides():
     )
     assert (opts.tokens_completion, opts.rounds, opts.regroup_every, opts.tokens_prompt) == (2048, 2, 3, 256)
     assert bench_step.parse_args([]).cases == ["old-logps", "loss"]
+    opts = bench_step.parse_args(["--preset", "smollm2"])  # the learning study's SmolLM2-135M shape and batch
+    assert bench_step.model_shape(opts) == dict(layers=30, hidden=576, heads=9, kv_heads=3, head_dim=64,
+                                                intermediate=1536)  # fmt: skip
+    assert (opts.batch, opts.generations, opts.vocab, opts.cases) == (64, 8, 49152, ["loss"])
 
 
 @pytest.mark.parametrize(
@@ -105,6 +109,7 @@ def test_bench_step_preset_long_and_overrides():
         (["--steps", "4", "--warmup", "1"], "--steps 4 minus --warmup 1 must be even"),
         (["--preset", "long", "--cases", "old-logps"], "--steps 1 minus --warmup 0 must be even"),
         (["--preset", "huge"], "invalid choice: 'huge'"),
+        (["--heads", "9", "--kv-heads", "2"], "--heads 9 must be a multiple of --kv-heads 2"),
     ],
 )
 def test_bench_step_refuses_bad_flags(argv, message, capsys):
