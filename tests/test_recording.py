@@ -14,6 +14,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from attncredit.attention import recording, stats
+from attncredit.attention.masks import mask_disagrees
 from attncredit.attention.recording import (
     ATTN_IMPLEMENTATION,
     RecordingUnsupportedError,
@@ -354,3 +355,48 @@ def test_a_mask_the_statistics_do_not_model_is_refused_on_exit(tiny_qwen2):
     with torch.no_grad(), record_attention(model, LAYERS, ones, ones, backend="dense") as rec:
         model(input_ids, attention_mask=torch.ones(n, n, dtype=torch.bool).tril()[None, None])  # plain causal: fine
     assert sorted(rec.stats) == LAYERS
+
+
+def _disagrees_reference(mask, attention_mask, response_mask, sliding_window):
+    """mask_disagrees written out in full [B, N, N] tensors: a response row whose allowed keys are not
+    the real keys s <= t (within the window)."""
+    b, n = attention_mask.shape
+    t, s = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    expected = (s <= t)[None] & attention_mask.bool()[:, None, :]
+    if sliding_window is not None:
+        expected &= (t - s < sliding_window)[None]
+    allowed = mask[:, 0] if mask.dtype == torch.bool else mask[:, 0] == 0
+    return bool(((allowed.expand(b, n, n) != expected) & response_mask.bool()[:, :, None]).any())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mask_check_matches_a_dense_reference(seed):
+    """The layer-mask check over the whole batch, in row blocks of any size, equals the dense reference on random
+    padded batches: bool (SDPA) and float (eager) masks, one mask per row or one for the batch, with and without a
+    sliding window, for the model's own mask and for masks changed in a response row or in a prompt row."""
+    g = torch.Generator().manual_seed(seed)
+    b, n = 3 + seed % 2, 17 + 4 * seed  # odd lengths too
+    pad = torch.randint(0, 5, (b,), generator=g)
+    prompt = torch.randint(1, 6, (b,), generator=g)
+    attention_mask = (torch.arange(n)[None, :] >= pad[:, None]).long()
+    response_mask = (torch.arange(n)[None, :] >= (pad + prompt)[:, None]).long()
+    window = None if seed % 3 == 0 else 3 + seed
+    t, s = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    own = (s <= t)[None] & attention_mask.bool()[:, None, :]
+    if window is not None:
+        own &= (t - s < window)[None]
+    own = own[:, None]  # [B, 1, N, N], the pattern the statistics assume
+    prompt_row, response_row = int(pad[0]), n - 1  # row 0: first real (prompt) row, last (response) row
+    in_response = own.clone()
+    in_response[0, 0, response_row, 0] ^= True  # a padding key let in (or a real key hidden) in a response row
+    in_prompt = own.clone()
+    in_prompt[0, 0, prompt_row, n - 1] = True  # a prompt row sees a later token: the statistics do not care
+    for mask, want in [(own, False), (in_response, True), (in_prompt, False), (own[:1].clone(), None)]:
+        for as_float in (False, True):
+            m = torch.where(mask, 0.0, torch.finfo(torch.float32).min) if as_float else mask
+            expected = _disagrees_reference(m, attention_mask, response_mask, window)
+            if want is not None:
+                assert expected == want
+            for max_elements in (1, 7 * n, 1 << 24):  # one row per block, a few rows, all rows
+                got = mask_disagrees(m, attention_mask, response_mask, window, max_elements=max_elements)
+                assert got.dim() == 0 and bool(got) == expected

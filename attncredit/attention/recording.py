@@ -53,6 +53,7 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_
 from ..errors import ConfigError, first_line
 from . import stats as _stats
 from .lse import RowLSECapture
+from .masks import mask_disagrees
 from .probes import probe_layers
 from .types import AttentionStats
 
@@ -569,8 +570,8 @@ class AttentionRecorder:
         probability: real keys ``s <= t`` with ``t - s < sliding_window``. Once per distinct mask tensor (layers of
         one type share it); rows outside the response (prompt, image tokens, padding) may attend as the model likes.
         A 4-D bool mask (SDPA) allows True, a float mask (eager) allows 0; None is SDPA's causal path. The comparison
-        runs on the mask's device in blocks of rows, without a host sync: its verdict is read on leaving the context
-        (``__exit__``)."""
+        (:func:`~attncredit.attention.masks.mask_disagrees`) runs on the mask's device over the whole batch at once,
+        without a host sync: its verdict is read on leaving the context (``__exit__``)."""
         sliding_window = variant.get("sliding_window")
         key = None if mask is None else (mask.data_ptr(), tuple(mask.shape), sliding_window)
         if key in self._checked_masks:
@@ -584,21 +585,7 @@ class AttentionRecorder:
             return
         if mask.dim() != 4 or mask.shape[-2:] != (n, n) or mask.shape[0] not in (1, b) or mask.shape[1] != 1:
             self._raise_bad_mask(layer, sliding_window)
-        idx = torch.arange(n, device=mask.device)
-        rows_per_block = max(1, (1 << 24) // max(n, 1))  # [rows, N] temporaries of at most 16M elements
-        bad = torch.zeros((), dtype=torch.bool, device=mask.device)
-        for i in range(b):
-            allowed = mask[min(i, mask.shape[0] - 1), 0]
-            real = attention_mask[i].to(mask.device)
-            response = response_mask[i].to(mask.device)
-            for t0 in range(0, n, rows_per_block):
-                t = idx[t0 : t0 + rows_per_block, None]
-                block = allowed[t0 : t0 + rows_per_block]
-                block = block if block.dtype == torch.bool else block == 0
-                expected = (idx[None, :] <= t) & real[None, :]
-                if sliding_window is not None:
-                    expected &= idx[None, :] > t - sliding_window
-                bad |= ((block != expected) & response[t0 : t0 + rows_per_block, None]).any()
+        bad = mask_disagrees(mask, attention_mask, response_mask, sliding_window)
         self._mask_verdicts.append((layer, sliding_window, bad))
 
     def _raise_on_bad_masks(self, verdicts) -> None:
