@@ -122,6 +122,7 @@ for run in sorted(done.glob("*/finished.json")):
         shutil.copytree(run.parent, root / run.parent.name)
         print(f"+ {run.parent.name}: finished in an earlier block (docs/study), skipped")
 EOF
+    : >"$keep/gpu_use.csv"  # this sweep's GPU samples only
     setsid nohup python3 -m attncredit exp run "$exp" --only "$selection" --parallel "$parallel" \
         >"$keep/sweep.log" 2>&1 </dev/null &
     sleep 5
