@@ -357,14 +357,21 @@ def test_a_mask_the_statistics_do_not_model_is_refused_on_exit(tiny_qwen2):
     assert sorted(rec.stats) == LAYERS
 
 
-def _disagrees_reference(mask, attention_mask, response_mask, sliding_window):
-    """mask_disagrees written out in full [B, N, N] tensors: a response row whose allowed keys are not
-    the real keys s <= t (within the window)."""
-    b, n = attention_mask.shape
+def _statistics_pattern(attention_mask, sliding_window):
+    """bool [B, N, N]: the keys the statistics let each row see, the real keys s <= t (within the window)."""
+    n = attention_mask.shape[1]
     t, s = torch.arange(n)[:, None], torch.arange(n)[None, :]
-    expected = (s <= t)[None] & attention_mask.bool()[:, None, :]
+    pattern = (s <= t)[None] & attention_mask.bool()[:, None, :]
     if sliding_window is not None:
-        expected &= (t - s < sliding_window)[None]
+        pattern &= (t - s < sliding_window)[None]
+    return pattern
+
+
+def _disagrees_reference(mask, attention_mask, response_mask, sliding_window):
+    """mask_disagrees written out in full [B, N, N] tensors: a response row whose allowed keys are not the
+    statistics' pattern."""
+    b, n = attention_mask.shape
+    expected = _statistics_pattern(attention_mask, sliding_window)
     allowed = mask[:, 0] if mask.dtype == torch.bool else mask[:, 0] == 0
     return bool(((allowed.expand(b, n, n) != expected) & response_mask.bool()[:, :, None]).any())
 
@@ -381,11 +388,7 @@ def test_mask_check_matches_a_dense_reference(seed):
     attention_mask = (torch.arange(n)[None, :] >= pad[:, None]).long()
     response_mask = (torch.arange(n)[None, :] >= (pad + prompt)[:, None]).long()
     window = None if seed % 3 == 0 else 3 + seed
-    t, s = torch.arange(n)[:, None], torch.arange(n)[None, :]
-    own = (s <= t)[None] & attention_mask.bool()[:, None, :]
-    if window is not None:
-        own &= (t - s < window)[None]
-    own = own[:, None]  # [B, 1, N, N], the pattern the statistics assume
+    own = _statistics_pattern(attention_mask, window)[:, None]  # [B, 1, N, N], the pattern the statistics assume
     prompt_row, response_row = int(pad[0]), n - 1  # row 0: first real (prompt) row, last (response) row
     in_response = own.clone()
     in_response[0, 0, response_row, 0] ^= True  # a padding key let in (or a real key hidden) in a response row
