@@ -1,10 +1,10 @@
 """End-to-end GRPO step time: TRL's GRPOTrainer vs AnchorGRPOTrainer (coupled credit), same seed and batch.
 
 A random-init model of Qwen3-1.7B's shape (28 layers, 16 query / 8 KV heads, head_dim 128, hidden 2048,
-vocab 151936) trains on random-word prompts with HF generate and fixed-length completions
-(``min_new_tokens = max_completion_length``), so every run sees the same token counts. Generation is TRL's own:
-``generate`` with the default dynamic KV cache, the fastest TRL's trainer offers without vLLM (it disables
-compilation; docs/benchmarks.md, generation speed). Two cases:
+vocab 151936; the shape flags and ``--preset smollm2`` set others) trains on random-word prompts with HF generate
+and fixed-length completions (``min_new_tokens = max_completion_length``), so every run sees the same token counts.
+Generation is TRL's own: ``generate`` with the default dynamic KV cache, the fastest TRL's trainer offers without
+vLLM (it disables compilation; docs/benchmarks.md, generation speed). Two cases:
 
 * ``old-logps``: ``steps_per_generation=2``, so TRL runs its no-grad old-log-prob forward and attncredit
   records the statistics there (it generates on every other step: the timed steps must be an even number);
@@ -29,6 +29,7 @@ lines are a table with the ratios attncredit / TRL.
     python scripts/bench_step.py --preset long  # 256 + 4096 tokens, case loss: about 5-6 minutes on one H200
     python scripts/bench_step.py --preset long --tokens-completion 2048 --rounds 2  # about 5-6.5 minutes
     python scripts/bench_step.py --preset long --no-cudnn-attention --warmup-full  # about 7 minutes
+    python scripts/bench_step.py --preset smollm2  # the learning study's shape (SmolLM2-135M) and batch
 
 In one process, the first long rollout is slower than the next (measured on the H200 at 4096 tokens: 2.4x with
 cuDNN attention, which plans each new key length once per process; 1.19x without it), so a whole-step ratio needs
@@ -332,7 +333,9 @@ def check_run_flags(parser: argparse.ArgumentParser, opts: argparse.Namespace) -
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; ``--preset`` sets the defaults of the flags it names, explicit flags override them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="long: 256 + 4096 tokens, 1 timed step, case loss; smollm2: the learning study's model shape and batch")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="long: 256 + 4096 tokens, 1 timed step, case loss; smollm2: the learning study's model "
+                        "shape and batch")  # fmt: skip
     add_run_flags(parser, tokens_prompt=256, tokens_completion=256, generations=8, steps=6, warmup=2, rounds=2)
     parser.add_argument(
         "--warmup-run-tokens", type=int_at_least(0), default=0,
@@ -409,8 +412,8 @@ def main() -> None:
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     print(
-        f"\nGRPO step, {opts.layers} layers x {opts.hidden} hidden, {opts.heads}/{opts.kv_heads} heads of {opts.head_dim} "
-        f"(Qwen3-1.7B: 28 x 2048, 16/8 of 128), {opts.batch} completions x "
+        f"\nGRPO step, {opts.layers} layers x {opts.hidden} hidden, {opts.heads}/{opts.kv_heads} heads of "
+        f"{opts.head_dim} (Qwen3-1.7B: 28 x 2048, 16/8 of 128), {opts.batch} completions x "
         f"({opts.tokens_prompt} prompt + {opts.tokens_completion} completion) tokens, {device}; attncredit: coupled "
         f"credit, head groups every {opts.regroup_every} step(s); mean seconds per step over {opts.rounds} rounds x "
         f"{opts.steps - opts.warmup} steps"
