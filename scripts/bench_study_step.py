@@ -1,0 +1,232 @@
+"""Per-step time of an experiment's own runs, arm against arm, phase by phase: where a credit arm's extra time goes.
+
+Each arm's trainer is built by the recipe's own path (``attncredit.recipe.build_trainer``) from the experiment
+file: its recipe config, the common and the arm's overrides, ``--seed`` as the run's seed and data seed (so every arm
+sees the same prompts), no evaluation and no checkpoints. The arms train ``--steps`` steps each, alternating
+(arm A, arm B, arm A, ...) for ``--rounds`` rounds in one process; the first ``--warmup`` steps of every run are
+dropped (compilation of the generation step, Triton kernels, allocator growth). Every step is timed by
+``bench_step.PhaseTimer`` (CUDA synchronised around each phase):
+
+* ``generate``: TRL's ``_generate``; ``score``: the rest of ``_generate_and_score_completions`` (rewards,
+  advantages, an old-log-prob forward where TRL runs one, credit computed there);
+* ``loss``: ``_compute_loss``, the policy forward (with the recorded statistics and credit when the arm reads
+  them in the loss forward) and TRL's loss;
+* ``rest``: the rest of the step (backward, gradient clipping, optimizer, step-end callbacks);
+* ``step``: the whole optimizer step; ``unsynced``: the same steps of a run whose only synchronisation is at the
+  step's ends (no phase timers), the time the study's own runs see.
+
+With ``--profile K``, K steps after the warm-up of each arm's first run are also traced by ``torch.profiler``; per
+arm it writes the operator table (``--out``/profile_<arm>.txt) and prints, per step, the CUDA kernel time, the
+number of CUDA synchronisations and the operators whose CPU or CUDA time differ most from the first arm.
+The last lines are a table: mean seconds per step per phase and arm, and the ratio to the first arm.
+
+    python scripts/bench_study_step.py experiments/credit_study.yaml --arms none,coupled   # GPU: about 4-5 minutes
+    python scripts/bench_study_step.py experiments/credit_study.yaml --arms none,coupled --profile 3 --out prof/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_step import PhaseTimer, free_memory, int_at_least  # noqa: E402
+
+METHODS = ("_generate", "_generate_and_score_completions", "_compute_loss")
+PHASES = ("generate", "score", "loss", "rest", "step")
+
+
+def study_phases(totals) -> dict:
+    """Phases of one step from the timer's totals (module docstring)."""
+    rollout, step = totals["_generate_and_score_completions"], totals["_step"]
+    loss = totals["_compute_loss"]
+    return {"generate": totals["_generate"], "score": rollout - totals["_generate"], "loss": loss,
+            "rest": step - rollout - loss, "step": step}
+
+
+def step_only(totals) -> dict:
+    return {"unsynced": totals["_step"]}
+
+
+def recipe_argv(experiment, arm: str, opts, output_dir: str) -> list[str]:
+    """The recipe's command line for ``arm`` (the runner's flags, shortened to ``--steps`` and without evaluation
+    or checkpoints), then ``--set`` overrides."""
+    from attncredit.experiments.runner import run_command
+
+    cmd = run_command(experiment, arm, opts.seed, resume=False, overwrite=True)
+    argv = cmd[cmd.index("--config"):]
+    argv += ["--output_dir", output_dir, "--max_steps", str(opts.steps), "--save_strategy", "no",
+             "--eval_strategy", "no", "--eval_on_start", "false", "--report_to", "none", "--disable_tqdm", "true"]
+    for item in opts.set:
+        key, _, value = item.partition("=")
+        argv += [f"--{key}", value]
+    return argv
+
+
+def train(experiment, arm: str, opts, output_dir: str, *, phases: bool, profile: int = 0, profile_out=None):
+    """Train one run of ``arm``; its timed steps (after the warm-up) as dicts, and the profiler (or None)."""
+    from attncredit import AnchorGRPOConfig, AnchorGRPOTrainer
+    from attncredit.recipe import DEFAULT_CONFIG, build_trainer
+
+    trainer, _ = build_trainer(recipe_argv(experiment, arm, opts, output_dir), AnchorGRPOTrainer, AnchorGRPOConfig,
+                               DEFAULT_CONFIG)
+    timer = PhaseTimer(trainer, METHODS if phases else (), study_phases if phases else step_only)
+    profiler = None
+    if profile:
+        from transformers import TrainerCallback
+
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        profiler = torch.profiler.profile(
+            activities=activities,
+            schedule=torch.profiler.schedule(wait=opts.warmup, warmup=1, active=profile, repeat=1),
+        )
+
+        class Step(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                profiler.step()
+
+        trainer.add_callback(Step())
+        profiler.start()
+    trainer.train()
+    if profiler is not None:
+        profiler.stop()
+    del trainer
+    free_memory()
+    return timer.steps[opts.warmup:], profiler
+
+
+def operator_totals(profiler) -> dict[str, tuple[float, float, int]]:
+    """name -> (self CPU seconds, self CUDA seconds, calls) over the traced steps."""
+    out = {}
+    for event in profiler.key_averages():
+        cuda = getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0.0))
+        out[event.key] = (event.self_cpu_time_total / 1e6, cuda / 1e6, event.count)
+    return out
+
+
+SYNC_OPS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpyAsync")
+
+
+def profile_summary(arms: list[str], totals: dict[str, dict], steps: int) -> list[str]:
+    """Per arm: CUDA kernel seconds and synchronising calls per step; then the operators whose per-step self CPU or
+    CUDA time grew most against the first arm."""
+    lines = [f"\nprofile, per traced step ({steps} steps per arm)",
+             f"{'arm':20s} {'CUDA s':>8s} {'CPU s':>8s} " + " ".join(f"{op[4:]:>17s}" for op in SYNC_OPS)]
+    for arm in arms:
+        t = totals[arm]
+        cuda = sum(v[1] for v in t.values())
+        cpu = sum(v[0] for v in t.values())
+        calls = " ".join(f"{t.get(op, (0, 0, 0))[2] / steps:17.1f}" for op in SYNC_OPS)
+        lines.append(f"{arm:20s} {cuda / steps:8.4f} {cpu / steps:8.4f} {calls}")
+    base = totals[arms[0]]
+    for arm in arms[1:]:
+        t = totals[arm]
+        for column, name in ((0, "self CPU"), (1, "self CUDA")):
+            growth = sorted(((t.get(k, (0, 0, 0))[column] - base.get(k, (0, 0, 0))[column]) / steps, k)
+                            for k in set(t) | set(base))[::-1][:12]
+            lines.append(f"{arm} vs {arms[0]}: largest growth of {name} seconds per step (operator, +s, calls)")
+            for delta, key in growth:
+                calls = (t.get(key, (0, 0, 0))[2] - base.get(key, (0, 0, 0))[2]) / steps
+                lines.append(f"  {key[:70]:70s} {delta:+9.5f} {calls:+8.1f}")
+    return lines
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiment", help="experiment file (experiments/*.yaml) of a grpo recipe")
+    parser.add_argument("--arms", required=True, help="comma-separated arms of the file; the first is the baseline")
+    parser.add_argument("--seed", type=int, default=0, help="seed and data seed of every run (default 0)")
+    parser.add_argument("--steps", type=int_at_least(2), default=24, help="optimizer steps per run (default 24)")
+    parser.add_argument("--warmup", type=int_at_least(0), default=4, help="untimed first steps per run (default 4)")
+    parser.add_argument("--rounds", type=int_at_least(1), default=1, help="alternations of the arms (default 1)")
+    parser.add_argument("--profile", type=int_at_least(0), default=0, metavar="K",
+                        help="trace K steps of each arm's first run with torch.profiler (default 0: none)")
+    parser.add_argument("--no-unsynced", action="store_true", help="skip the runs without phase timers")
+    parser.add_argument("--out", default=None, help="folder for the raw step records and profiler tables")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a recipe override for every arm, e.g. --set per_device_train_batch_size=8 (repeatable)")
+    opts = parser.parse_args(argv)
+    if opts.warmup >= opts.steps:
+        parser.error(f"--warmup {opts.warmup} must be below --steps {opts.steps}")
+    if opts.profile and opts.warmup + 1 + opts.profile > opts.steps:
+        parser.error(f"--profile {opts.profile} needs --steps of at least --warmup + 1 + K = "
+                     f"{opts.warmup + 1 + opts.profile}")
+    for item in opts.set:
+        if "=" not in item:
+            parser.error(f"--set {item!r}: expected FIELD=VALUE")
+    from attncredit.experiments.spec import load_experiment
+
+    experiment = load_experiment(opts.experiment)
+    if experiment.recipe != "grpo":
+        parser.error(f"{opts.experiment}: recipe {experiment.recipe!r}; this benchmark times grpo experiments")
+    opts.arm_list = [a.strip() for a in opts.arms.split(",")]
+    for arm in opts.arm_list:
+        if arm not in experiment.arms:
+            parser.error(f"--arms: no arm {arm!r} in {opts.experiment} (arms: {', '.join(experiment.arms)})")
+    if len(opts.arm_list) < 2 or len(set(opts.arm_list)) != len(opts.arm_list):
+        parser.error(f"--arms {opts.arms!r}: name at least two different arms")
+    opts.experiment_spec = experiment
+    return opts
+
+
+def main(argv=None) -> None:
+    opts = parse_args(argv)
+    experiment, arms = opts.experiment_spec, opts.arm_list
+    records: dict[str, list[dict]] = {arm: [] for arm in arms}
+    unsynced: dict[str, list[dict]] = {arm: [] for arm in arms}
+    profiles: dict[str, dict] = {}
+    out = Path(opts.out) if opts.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench_study_step_") as tmp:
+        for round_ in range(opts.rounds):
+            for arm in arms:
+                start = time.perf_counter()
+                profile = opts.profile if round_ == 0 else 0
+                steps, profiler = train(experiment, arm, opts, f"{tmp}/{arm}_{round_}", phases=True, profile=profile)
+                records[arm] += steps
+                if profiler is not None:
+                    profiles[arm] = operator_totals(profiler)
+                    if out:
+                        table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=60)
+                        (out / f"profile_{arm}.txt").write_text(table)
+                print(f"round {round_} {arm:20s} phases   mean step {statistics.fmean(s['step'] for s in steps):.3f}s "
+                      f"({time.perf_counter() - start:.0f}s)", flush=True)
+                if opts.no_unsynced:
+                    continue
+                start = time.perf_counter()
+                steps, _ = train(experiment, arm, opts, f"{tmp}/{arm}_{round_}_u", phases=False)
+                unsynced[arm] += steps
+                print(f"round {round_} {arm:20s} unsynced mean step "
+                      f"{statistics.fmean(s['unsynced'] for s in steps):.3f}s ({time.perf_counter() - start:.0f}s)",
+                      flush=True)
+    if out:
+        (out / "steps.json").write_text(json.dumps({"phases": records, "unsynced": unsynced}, indent=1))
+    if profiles:
+        print("\n".join(profile_summary(arms, profiles, opts.profile)))
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    print(f"\n{experiment.name}, seed {opts.seed}, {device}: mean seconds per step over {opts.rounds} round(s) x "
+          f"{opts.steps - opts.warmup} steps per arm; ratio to {arms[0]}")
+    print(f"{'phase':9s}" + "".join(f"{arm:>20s}" for arm in arms) + "".join(f"{'ratio ' + a:>22s}" for a in arms[1:]))
+    rows = [(phase, records, phase) for phase in PHASES]
+    if not opts.no_unsynced:
+        rows.append(("unsynced", unsynced, "unsynced"))
+    for label, source, key in rows:
+        means = [statistics.fmean(s[key] for s in source[arm]) for arm in arms]
+        ratios = [m / means[0] if means[0] > 0 else float("nan") for m in means[1:]]
+        print(f"{label:9s}" + "".join(f"{m:20.4f}" for m in means) + "".join(f"{r:22.3f}" for r in ratios))
+
+
+if __name__ == "__main__":
+    main()
