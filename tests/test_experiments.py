@@ -18,6 +18,7 @@ from tiny_training import SCRIPTS, assert_same_tensors, logged_steps, resume_rec
 from attncredit.cli import exp as exp_cli
 from attncredit.errors import ConfigError
 from attncredit.experiments import load_experiment, parse_only, run_experiment, write_report
+from attncredit.experiments.report import read_runs, side_by_side, summarize
 from attncredit.experiments.stats import bootstrap_interval, mean_interval, paired_differences, t_quantile
 
 
@@ -105,16 +106,19 @@ def test_the_shipped_study_files_validate():
 # --------------------------------------------------------------------------------------------------------------
 # The report's statistics against a hand computation, on synthetic run folders
 # --------------------------------------------------------------------------------------------------------------
-def write_run(root, arm, seed, final, step_times, *, finished=True, max_steps=4, resumed=False, length=None):
+def write_run(root, arm, seed, final, step_times, *, finished=True, max_steps=4, resumed=False, length=None,
+              start=1000.0, device="GPU-A", host=None):
+    """A synthetic run folder; its training steps are logged at wall-clock ``start + 10 x step`` on ``device``."""
     run = root / f"{arm}-s{seed}"
     run.mkdir(parents=True)
     settings = dict(experiment="synthetic", arm=arm, seed=seed, max_steps=max_steps, baseline="none",
                     primary_metric="eval_rewards/acc/mean", train_metric="reward",
-                    comparisons=[["coupled", "random"], ["random", "entropy"]])
+                    comparisons=[["coupled", "random"], ["random", "entropy"]], device=device,
+                    **({"host": host} if host else {}))
     (run / "experiment_run.json").write_text(json.dumps(settings))
     lines = [{"step": 0, "eval_rewards/acc/mean": 0.1}]
     for step, seconds in enumerate(step_times, start=1):
-        lines.append({"step": step, "loss": 0.0, "reward": 0.1 * step, "step_time": seconds,
+        lines.append({"step": step, "time": start + 10 * step, "loss": 0.0, "reward": 0.1 * step, "step_time": seconds,
                       **({"attncredit/time_share": 0.01 * step} if arm == "coupled" else {})})
     if resumed:  # a resumed run logs steps 3-4 again; the last entry per step counts
         lines += [{"step": 3, "loss": 0.0, "reward": 9.0, "step_time": 99.0}, {"step": 4, "eval_rewards/acc/mean": -1.0}]
@@ -154,12 +158,16 @@ def test_report_statistics_equal_a_hand_computation(tmp_path):
     low, high = np.percentile(means, [2.5, 97.5])
     assert (f"| coupled | 4 | 0.525 | [{0.525 - half_c:.3f}, {0.525 + half_c:.3f}] | +0.100 | 3 | "
             f"[{0.1 - half:+.3f}, {0.1 + half:+.3f}] | [{low:+.3f}, {high:+.3f}] |") in text
-    # step time: median over every logged step of the arm's runs; coupled seed 0's step 3 re-logged as 99 s
+    # step time: median over every logged step of the arm's runs; coupled seed 0's step 3 re-logged as 99 s.
+    # Every run trained side by side (same device, same span): the ratio is the median over the 4 x 3 pairs of
+    # (run median / none run median 2.0): seed 0's 2.25 / 2 three times, the other seeds' 1.5 / 2 nine times
     coupled_times = [3.0, 1.0, 99.0, 1.5] + [3.0, 1.0, 1.5, 1.5] * 3
-    assert f"| {np.median(coupled_times):.3f} | {np.median(coupled_times) / 2.0:.3f} |" in text
-    assert "| random | 1 | 0.250 | - | +0.050 | 1 | - | - | 2.000 | 1.000 | - |" in text
+    ratio = np.median([2.25 / 2.0] * 3 + [1.5 / 2.0] * 9)
+    assert f"| {np.median(coupled_times):.3f} | {ratio:.3f} (12) |" in text
+    assert "| random | 1 | 0.250 | - | +0.050 | 1 | - | - | 2.000 | 1.000 (6) | - |" in text
     # the credit's share: median over coupled's logged steps (0.01 x step; seed 0's re-logged step 3 counts once)
-    assert f"| {np.median(coupled_times) / 2.0:.3f} | 2.5% |" in text
+    assert f"| {ratio:.3f} (12) | 2.5% |" in text
+    assert "| none | 3 | 0.300 |" in text and "| 2.000 | 1.000 | - |" in text  # the baseline: no pairs with itself
     assert "| coupled - random | 1 | +0.050 | - | - |" in text
     # secondary: train reward (0.1 x step) over steps 1-4, coupled seed 0's step 3 re-logged as 9.0; length at step 4
     assert "| none | 0.250 | [0.250, 0.250] | 50.0 |" in text
@@ -171,6 +179,38 @@ def test_report_statistics_equal_a_hand_computation(tmp_path):
     assert "Left out (no eval_rewards/acc/mean at step 4, e.g. unfinished): random-s1." in text
     assert "none 12 steps of 3 runs" in text and "random 6 steps of 2 runs" in text
     assert (root / "report.md").read_text() == text and (root / "curves.png").stat().st_size > 10_000
+
+
+def test_step_time_ratio_pairs_only_runs_that_trained_side_by_side(tmp_path):
+    root = tmp_path / "results"
+    # Each run logs steps 1-4 at start + 10..40 s. Block 1 (start 1000, GPU-A, host machine-1 where recorded):
+    # none-s0 at 2 s and coupled-s0 at 2.2 s per step. Block 2 (start 5000, GPU-A): coupled-s1 and random-s1, no
+    # none run beside them. Beside block 1 in time but elsewhere: none-s1 and entropy-s0 on GPU-B, entropy-s1 on
+    # machine-2. entropy-s2 (GPU-A, start 1020) shares 10 s of none-s0's 30 s span: less than half.
+    write_run(root, "none", 0, 0.5, [2.0] * 4, host="machine-1")
+    write_run(root, "coupled", 0, 0.5, [2.2] * 4)  # records no host: device and time decide
+    write_run(root, "coupled", 1, 0.5, [1.0] * 4, start=5000.0)
+    write_run(root, "random", 1, 0.5, [0.9] * 4, start=5000.0)
+    write_run(root, "none", 1, 0.5, [5.0] * 4, device="GPU-B")
+    write_run(root, "entropy", 0, 0.5, [1.0] * 4, device="GPU-B")
+    write_run(root, "entropy", 1, 0.5, [1.0] * 4, host="machine-2")
+    write_run(root, "entropy", 2, 0.5, [7.0] * 4, start=1020.0)
+    write_run(root, "entropy", 3, 0.5, [1.0] * 4, start=1005.0, device="GPU-C")
+    text = write_report(root)
+    assert "| coupled | 2 | 0.500 |" in text and "| 1.600 | 1.100 (1) |" in text  # 2.2 / 2.0; block 2 left out
+    assert "| random | 1 | 0.500 |" in text and "| 0.900 | - |" in text  # no none run beside it
+    assert "| entropy | 4 | 0.500 |" in text and "| 1.000 | 0.200 (1) |" in text  # entropy-s0 / none-s1 only
+    assert "side by side (same device, overlapping time spans)" in text
+    runs = {r.path.name: r for r in read_runs(root)}
+    assert side_by_side(runs["none-s0"], runs["coupled-s0"]) and not side_by_side(runs["none-s0"], runs["coupled-s1"])
+    assert not side_by_side(runs["none-s0"], runs["entropy-s1"])  # same device and time, another host
+    assert not side_by_side(runs["none-s0"], runs["entropy-s2"])  # a third of the span shared
+    write_run(root / "more", "none", 0, 0.5, [2.0] * 4)
+    write_run(root / "more", "coupled", 0, 0.5, [1.0] * 4, start=1005.0)  # 25 s of 30 shared: side by side
+    more = {r.path.name: r for r in read_runs(root / "more")}
+    assert side_by_side(more["none-s0"], more["coupled-s0"])
+    summaries = summarize(list(more.values()), "eval_rewards/acc/mean", "none", 4)
+    assert summaries["coupled"].time_ratio == 0.5 and summaries["coupled"].time_pairs == 1
 
 
 def test_statistics_primitives():
@@ -212,7 +252,7 @@ def test_a_run_with_its_last_checkpoint_is_finished_and_a_failing_run_is_tried_t
     assert console.read_text().count("\nno luck\n") == 2 and "exit code 3" in console.read_text()
     assert json.loads((root / "none-s0" / "finished.json").read_text())["global_step"] == 4
     settings = json.loads((root / "coupled-s0" / "experiment_run.json").read_text())
-    assert settings["arm"] == "coupled" and settings["seed"] == 0 and settings["device"]
+    assert settings["arm"] == "coupled" and settings["seed"] == 0 and settings["device"] and settings["host"]
     assert len(settings["git_commit"]) == 40 and isinstance(settings["git_dirty"], bool)  # this test runs in a checkout
     assert settings["attempt"] == 2 and settings["started"] in console.read_text()  # the latest start, stamped
     assert settings["config_contents"] == {"learning_rate": 1.0e-3, "eval_strategy": "steps", "eval_steps": 2}

@@ -13,11 +13,15 @@ For each arm (statistics in ``stats.py``):
   ``comparisons`` (pairs of arms), in a second table;
 * secondary, per arm over its finished seeds: the train metric's mean over the last ``LAST_STEPS`` (20) steps
   with a t-interval, and the held-out completion length at the final step;
-* the per-step time: the median of TRL's ``step_time`` over every logged step of every run of the arm, and its
-  ratio to the baseline arm's median. ``step_time`` is the wall time of GRPOTrainer's ``training_step`` calls of
-  one optimizer step: generation, rewards, the credit statistics, loss and backward; the optimizer update itself
-  and evaluation are outside it. Runs that share one GPU as parallel processes wait for each other inside it, so
-  their step times and ratios also differ for that reason alone; hence also
+* the per-step time: the median of TRL's ``step_time`` over every logged step of every run of the arm.
+  ``step_time`` is the wall time of GRPOTrainer's ``training_step`` calls of one optimizer step: generation,
+  rewards, the credit statistics, loss and backward; the optimizer update itself and evaluation are outside it.
+  Runs that share one GPU as parallel processes wait for each other inside it, and runs of different GPU blocks
+  ran on other machines beside other runs, so step times compare only between runs that trained side by side:
+  the same ``device`` (and ``host``, where both runs record one), with time spans (first to last logged training
+  step) that overlap by at least ``SIDE_BY_SIDE`` of the shorter one. The ratio to the baseline is the median,
+  over every such pair of a run of the arm and a run of the baseline, of the ratio of their median step times
+  ("-" where no baseline run trained beside a run of the arm); hence also
 * the credit's own share of the wall time: the median of ``attncredit/time_share`` (the seconds of the attention
   statistics and of the credit over the wall time since the previous log) over the arm's logged steps; "-" for an
   arm without credit.
@@ -45,6 +49,7 @@ CREDIT_SHARE = "attncredit/time_share"
 EVAL_LENGTH = "eval_completions/mean_length"
 SMOOTH = 10
 LAST_STEPS = 20
+SIDE_BY_SIDE = 0.5  # share of the shorter run's time span that two runs must share to count as side by side
 
 
 @dataclass
@@ -99,6 +104,41 @@ def read_runs(root: str | Path) -> list[RunRecord]:
     return runs
 
 
+def _span(run: RunRecord) -> tuple[float, float] | None:
+    """First and last wall-clock time of the run's logged training steps (None with fewer than two)."""
+    times = [float(r["time"]) for r in run.train.values() if "time" in r]
+    return (min(times), max(times)) if len(times) >= 2 else None
+
+
+def side_by_side(a: RunRecord, b: RunRecord) -> bool:
+    """Whether runs ``a`` and ``b`` trained at the same time on the same machine (module docstring)."""
+    if a.settings.get("device") != b.settings.get("device"):
+        return False
+    if a.settings.get("host") and b.settings.get("host") and a.settings["host"] != b.settings["host"]:
+        return False
+    span_a, span_b = _span(a), _span(b)
+    if span_a is None or span_b is None:
+        return False
+    shorter = min(span_a[1] - span_a[0], span_b[1] - span_b[0])
+    return shorter > 0 and min(span_a[1], span_b[1]) - max(span_a[0], span_b[0]) >= SIDE_BY_SIDE * shorter
+
+
+def _median_step_time(run: RunRecord) -> float | None:
+    times = [float(r[STEP_TIME]) for r in run.train.values() if STEP_TIME in r]
+    return statistics.median(times) if times else None
+
+
+def side_by_side_ratio(runs: list[RunRecord], arm: str, baseline: str) -> tuple[float | None, int]:
+    """(median over side-by-side pairs of median step time of the arm's run / the baseline run's, pairs)."""
+    ratios = []
+    for run in (r for r in runs if r.arm == arm):
+        for base in (r for r in runs if r.arm == baseline):
+            mine, theirs = _median_step_time(run), _median_step_time(base)
+            if mine is not None and theirs and side_by_side(run, base):
+                ratios.append(mine / theirs)
+    return (statistics.median(ratios) if ratios else None), len(ratios)
+
+
 @dataclass
 class ArmSummary:
     arm: str
@@ -108,6 +148,8 @@ class ArmSummary:
     bootstrap: Estimate | None = None  # paired, percentile bootstrap
     step_time: float | None = None
     timed_steps: int = 0
+    time_ratio: float | None = None  # vs the baseline, over runs side by side
+    time_pairs: int = 0
     credit_share: float | None = None  # median attncredit/time_share
     runs: int = 0
     missing: list[str] = field(default_factory=list)  # runs without the primary metric at max_steps
@@ -147,6 +189,7 @@ def summarize(runs: list[RunRecord], primary: str, baseline: str, max_steps: int
             summary.step_time, summary.timed_steps = statistics.median(times[arm]), len(times[arm])
         if shares[arm]:
             summary.credit_share = statistics.median(shares[arm])
+        summary.time_ratio, summary.time_pairs = side_by_side_ratio(runs, arm, baseline)
         if arm != baseline and (pair := compare(summaries, arm, baseline)):
             summary.difference, summary.bootstrap = pair
     return summaries
@@ -177,12 +220,13 @@ def markdown(name: str, summaries: dict[str, ArmSummary], primary: str, baseline
         f"# {name}: {primary} at step {max_steps}",
         "",
         f"| arm | seeds | mean | 95% CI (t) | diff vs {baseline} | paired seeds | diff 95% CI (t) | "
-        f"diff 95% CI (bootstrap) | step time, median (s) | time / {baseline} | credit's share of the time |",
+        f"diff 95% CI (bootstrap) | step time, median (s) | time / {baseline}, side by side (pairs) | "
+        "credit's share of the time |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries.values():
-        ratio = (f"{s.step_time / base.step_time:.3f}" if s.step_time and base is not None and base.step_time
-                 else "-")
+        ratio = "1.000" if s.arm == baseline else (
+            f"{s.time_ratio:.3f} ({s.time_pairs})" if s.time_ratio is not None else "-")
         lines.append(
             f"| {s.arm} | {len(s.final)} | {s.estimate.mean:.3f} | {_interval(s.estimate)} | "
             if s.estimate else f"| {s.arm} | 0 | - | - | "
@@ -212,9 +256,11 @@ def markdown(name: str, summaries: dict[str, ArmSummary], primary: str, baseline
               f"Student-t over seeds, bootstrap intervals the percentiles of 10,000 resampled means (RNG seed 0). "
               "Step time: median of TRL's step_time over "
               + "; ".join(f"{s.arm} {s.timed_steps} steps of {s.runs} runs" for s in summaries.values()) + ". "
-              "Runs sharing one GPU as parallel processes wait for each other within a step, so step times differ "
-              "between arms for that reason too; the credit's own cost is its share of the time (median "
-              "attncredit/time_share: attention statistics and credit seconds over the wall time)."]
+              "Runs sharing one GPU as parallel processes wait for each other within a step, and runs of other GPU "
+              "blocks ran on other machines beside other runs, so the time ratio pairs only runs that trained side "
+              f"by side (same device, overlapping time spans): the median over those pairs of the run's median step "
+              f"time over the {baseline} run's, with the number of pairs; the credit's own cost is its share of the "
+              "time (median attncredit/time_share: attention statistics and credit seconds over the wall time)."]
     few = [s.arm for s in summaries.values() if len(s.final) < 2]
     if few:
         lines.append(f"\nFewer than 2 seeds, no interval: {', '.join(few)}.")

@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -248,7 +249,7 @@ def run_experiment(experiment: Experiment, runs: list[tuple[str, int]] | None = 
     print(f"{experiment.name}: {len(selected)} runs selected, {skipped} finished already, {len(todo)} to run"
           + (f", {len(elsewhere)} running elsewhere: {', '.join(elsewhere)}" if elsewhere else "")
           + f" ({parallel} at a time)", flush=True)
-    environment = {**_git_state(), "versions": _versions(), "device": _device()}
+    environment = {**_git_state(), "versions": _versions(), "device": _device(), "host": socket.gethostname()}
     bar = tqdm(total=len(todo) * experiment.max_steps, unit="step", disable=not progress, dynamic_ncols=True)
     waiting, active, failed, done = list(todo), [], [], 0
     last_shown = None
