@@ -4,8 +4,14 @@ Each arm's trainer is built by the recipe's own path (``attncredit.recipe.build_
 file: its recipe config, the common and the arm's overrides, ``--seed`` as the run's seed and data seed (so every arm
 sees the same prompts), no evaluation and no checkpoints. The arms train ``--steps`` steps each, alternating
 (arm A, arm B, arm A, ...) for ``--rounds`` rounds in one process; the first ``--warmup`` steps of every run are
-dropped (compilation of the generation step, Triton kernels, allocator growth). Every step is timed by
-``bench_step.PhaseTimer`` (CUDA synchronised around each phase):
+dropped (compilation of the generation step, Triton kernels, allocator growth), and so are the first
+``--warmup-rounds`` rounds (default 1) whole. A process pays some costs once per shape, whichever run meets the
+shape first: cuDNN plans its attention for every new sequence length (forward and backward), and the compiled
+generation step keeps the graphs of earlier trainers' models (this script resets it after every run). Measured on an H100 (2026-12-07), a first run in the process took up to 2 s
+for a step of a new length against 0.5-0.7 s otherwise, so without a warm-up round the arm that runs first looks
+slower. ``--fixed-length T`` removes most new lengths as well: every completion is T tokens
+(``max_completion_length`` and ``generation_kwargs.min_new_tokens``), so only the prompts' padding varies. Every
+step is timed by ``bench_step.PhaseTimer`` (CUDA synchronised around each phase):
 
 * ``generate``: TRL's ``_generate``; ``score``: the rest of ``_generate_and_score_completions`` (rewards,
   advantages, an old-log-prob forward where TRL runs one, credit computed there);
@@ -13,14 +19,15 @@ dropped (compilation of the generation step, Triton kernels, allocator growth). 
   them in the loss forward) and TRL's loss;
 * ``rest``: the rest of the step (backward, gradient clipping, optimizer, step-end callbacks);
 * ``step``: the whole optimizer step; ``unsynced``: the same steps of a run whose only synchronisation is at the
-  step's ends (no phase timers), the time the study's own runs see.
+  step's ends (no phase timers), the time the study's own runs see (timed rounds only).
 
 With ``--profile K``, K steps after the warm-up of each arm's first run are also traced by ``torch.profiler``; per
 arm it writes the operator table (``--out``/profile_<arm>.txt) and prints, per step, the CUDA kernel time, the
 number of CUDA synchronisations and the operators whose CPU or CUDA time differ most from the first arm.
-The last lines are a table: mean seconds per step per phase and arm, and the ratio to the first arm.
+The last lines are a table: mean seconds per step per phase and arm, and the ratio to the first arm; then the
+medians of ``step`` and ``unsynced`` (robust to the occasional step of a new length).
 
-    python scripts/bench_study_step.py experiments/credit_study.yaml --arms none,coupled   # GPU: about 4-5 minutes
+    python scripts/bench_study_step.py experiments/credit_study.yaml --arms none,coupled --fixed-length 64
     python scripts/bench_study_step.py experiments/credit_study.yaml --arms none,coupled --profile 3 --out prof/
 """
 
@@ -65,6 +72,9 @@ def recipe_argv(experiment, arm: str, opts, output_dir: str) -> list[str]:
     argv = cmd[cmd.index("--config"):]
     argv += ["--output_dir", output_dir, "--max_steps", str(opts.steps), "--save_strategy", "no",
              "--eval_strategy", "no", "--eval_on_start", "false", "--report_to", "none", "--disable_tqdm", "true"]
+    if opts.fixed_length:
+        argv += ["--max_completion_length", str(opts.fixed_length),
+                 "--generation_kwargs", json.dumps({"min_new_tokens": opts.fixed_length})]
     for item in opts.set:
         key, _, value = item.partition("=")
         argv += [f"--{key}", value]
@@ -102,6 +112,7 @@ def train(experiment, arm: str, opts, output_dir: str, *, phases: bool, profile:
         profiler.stop()
     del trainer
     free_memory()
+    torch._dynamo.reset()  # the next trainer compiles its own generation step instead of adding to this one's cache
     return timer.steps[opts.warmup:], profiler
 
 
@@ -149,7 +160,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed and data seed of every run (default 0)")
     parser.add_argument("--steps", type=int_at_least(2), default=24, help="optimizer steps per run (default 24)")
     parser.add_argument("--warmup", type=int_at_least(0), default=4, help="untimed first steps per run (default 4)")
-    parser.add_argument("--rounds", type=int_at_least(1), default=1, help="alternations of the arms (default 1)")
+    parser.add_argument("--rounds", type=int_at_least(1), default=2,
+                        help="alternations of the arms, warm-up rounds included (default 2)")
+    parser.add_argument("--warmup-rounds", type=int_at_least(0), default=1,
+                        help="untimed first rounds, which pay the process's once-per-shape costs (default 1)")
+    parser.add_argument("--fixed-length", type=int_at_least(1), default=None, metavar="T",
+                        help="every completion exactly T tokens (default: the config's, variable lengths)")
     parser.add_argument("--profile", type=int_at_least(0), default=0, metavar="K",
                         help="trace K steps of each arm's first run with torch.profiler (default 0: none)")
     parser.add_argument("--no-unsynced", action="store_true", help="skip the runs without phase timers")
@@ -157,6 +173,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a recipe override for every arm, e.g. --set per_device_train_batch_size=8 (repeatable)")
     opts = parser.parse_args(argv)
+    if opts.warmup_rounds >= opts.rounds:
+        parser.error(f"--warmup-rounds {opts.warmup_rounds} leaves no timed round of --rounds {opts.rounds}")
     if opts.warmup >= opts.steps:
         parser.error(f"--warmup {opts.warmup} must be below --steps {opts.steps}")
     if opts.profile and opts.warmup + 1 + opts.profile > opts.steps:
@@ -191,10 +209,16 @@ def main(argv=None) -> None:
         out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench_study_step_") as tmp:
         for round_ in range(opts.rounds):
+            timed = round_ >= opts.warmup_rounds
             for arm in arms:
                 start = time.perf_counter()
-                profile = opts.profile if round_ == 0 else 0
+                profile = opts.profile if round_ == opts.warmup_rounds else 0
                 steps, profiler = train(experiment, arm, opts, f"{tmp}/{arm}_{round_}", phases=True, profile=profile)
+                if not timed:
+                    print(f"round {round_} {arm:20s} warm-up  mean step "
+                          f"{statistics.fmean(s['step'] for s in steps):.3f}s ({time.perf_counter() - start:.0f}s)",
+                          flush=True)
+                    continue
                 records[arm] += steps
                 if profiler is not None:
                     profiles[arm] = operator_totals(profiler)
@@ -216,16 +240,23 @@ def main(argv=None) -> None:
     if profiles:
         print("\n".join(profile_summary(arms, profiles, opts.profile)))
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    print(f"\n{experiment.name}, seed {opts.seed}, {device}: mean seconds per step over {opts.rounds} round(s) x "
-          f"{opts.steps - opts.warmup} steps per arm; ratio to {arms[0]}")
-    print(f"{'phase':9s}" + "".join(f"{arm:>20s}" for arm in arms) + "".join(f"{'ratio ' + a:>22s}" for a in arms[1:]))
+    length = f"completions of {opts.fixed_length} tokens" if opts.fixed_length else "the config's completion lengths"
+    timed_rounds = opts.rounds - opts.warmup_rounds
+    print(f"\n{experiment.name}, seed {opts.seed}, {device}, {length}: mean seconds per step over {timed_rounds} "
+          f"timed round(s) x {opts.steps - opts.warmup} steps per arm; ratio to {arms[0]}")
+    print(f"{'phase':16s}" + "".join(f"{arm:>20s}" for arm in arms) + "".join(f"{'ratio ' + a:>22s}" for a in arms[1:]))
     rows = [(phase, records, phase) for phase in PHASES]
     if not opts.no_unsynced:
         rows.append(("unsynced", unsynced, "unsynced"))
     for label, source, key in rows:
         means = [statistics.fmean(s[key] for s in source[arm]) for arm in arms]
         ratios = [m / means[0] if means[0] > 0 else float("nan") for m in means[1:]]
-        print(f"{label:9s}" + "".join(f"{m:20.4f}" for m in means) + "".join(f"{r:22.3f}" for r in ratios))
+        print(f"{label:16s}" + "".join(f"{m:20.4f}" for m in means) + "".join(f"{r:22.3f}" for r in ratios))
+    for label, source, key in rows[len(PHASES) - 1:]:
+        medians = [statistics.median(s[key] for s in source[arm]) for arm in arms]
+        ratios = [m / medians[0] if medians[0] > 0 else float("nan") for m in medians[1:]]
+        print(f"{'median_' + label:16s}" + "".join(f"{m:20.4f}" for m in medians)
+              + "".join(f"{r:22.3f}" for r in ratios))
 
 
 if __name__ == "__main__":

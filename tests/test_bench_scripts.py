@@ -140,7 +140,10 @@ def test_bench_study_step_end_to_end(tmp_path, tiny_qwen2):
     experiment = study_experiment(tmp_path, tiny_qwen2)
     out = tmp_path / "bench"
     stdout = run_script("bench_study_step.py", [str(experiment), "--arms", "none,coupled", "--steps", "4",
-                                                "--warmup", "1", "--profile", "2", "--out", str(out)])  # fmt: skip
+                                                "--warmup", "1", "--profile", "2", "--out", str(out),
+                                                "--fixed-length", "5"])  # fmt: skip
+    assert "round 0 none                 warm-up" in stdout and "round 0 coupled              warm-up" in stdout
+    assert "round 1 coupled              unsynced" in stdout and "completions of 5 tokens" in stdout
     records = json.loads((out / "steps.json").read_text())
     for arm in ("none", "coupled"):
         steps = records["phases"][arm]
@@ -150,11 +153,14 @@ def test_bench_study_step_end_to_end(tmp_path, tiny_qwen2):
             assert s["generate"] + s["score"] + s["loss"] + s["rest"] == pytest.approx(s["step"])
         assert "Name" in (out / f"profile_{arm}.txt").read_text()  # the profiler's operator table
     assert "coupled vs none: largest growth of self CPU seconds per step" in stdout
-    rows = table(stdout, 6)
-    assert [r[0] for r in rows] == ["generate", "score", "loss", "rest", "step", "unsynced"]
+    rows = table(stdout, 8)
+    assert [r[0] for r in rows] == ["generate", "score", "loss", "rest", "step", "unsynced", "median_step",
+                                    "median_unsynced"]  # fmt: skip
     for label, none, coupled, ratio in rows:
-        source = records["unsynced" if label == "unsynced" else "phases"]
-        means = [statistics.fmean(s[label] for s in source[arm]) for arm in ("none", "coupled")]
+        key = label.removeprefix("median_")
+        source = records["unsynced" if key == "unsynced" else "phases"]
+        average = statistics.median if label.startswith("median_") else statistics.fmean
+        means = [average(s[key] for s in source[arm]) for arm in ("none", "coupled")]
         assert [float(none), float(coupled)] == pytest.approx(means, abs=6e-5)
         assert float(ratio) == pytest.approx(means[1] / means[0], abs=6e-4)
 
@@ -167,6 +173,8 @@ def test_bench_study_step_end_to_end(tmp_path, tiny_qwen2):
         (["--arms", "none,coupled", "--steps", "3", "--warmup", "3"], "--warmup 3 must be below --steps 3"),
         (["--arms", "none,coupled", "--steps", "5", "--profile", "2"], "--profile 2 needs --steps of at least"),
         (["--arms", "none,coupled", "--set", "seed"], "--set 'seed': expected FIELD=VALUE"),
+        (["--arms", "none,coupled", "--rounds", "1"], "--warmup-rounds 1 leaves no timed round of --rounds 1"),
+        (["--arms", "none,coupled", "--fixed-length", "0"], "argument --fixed-length: 0 is below 1"),
     ],
 )
 def test_bench_study_step_refuses_bad_flags(argv, message, capsys, tmp_path, tiny_qwen2):
