@@ -85,8 +85,12 @@ def test_only_selects_arms_and_seeds(tmp_path, recipe_config):
     assert parse_only("arm=coupled", experiment) == [("coupled", 0), ("coupled", 1), ("coupled", 2)]
     assert parse_only("seed=2,0", experiment) == [("none", 0), ("coupled", 0), ("none", 2), ("coupled", 2)]
     assert parse_only("arm=none,coupled,seed=1", experiment) == [("none", 1), ("coupled", 1)]
+    # selections joined by ';' add up, in the experiment's run order, each run once
+    assert parse_only("arm=coupled,seed=2;arm=none,seed=0,2;seed=2", experiment) == [
+        ("none", 0), ("none", 2), ("coupled", 2)]
     for bad, message in [("seed=7", "seed '7' is not in the experiment; allowed: 0, 1, 2"),
-                         ("colour=red", "unknown key 'colour'"), ("none", "expected arm=NAME")]:
+                         ("colour=red", "unknown key 'colour'"), ("none", "expected arm=NAME"),
+                         ("arm=none;;seed=1", "expected arm=NAME"), ("arm=none;seed=9", "seed '9' is not in")]:
         with pytest.raises(ConfigError, match=message):
             parse_only(bad, experiment)
 

@@ -22,7 +22,9 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train every arm x seed not finished yet (resuming unfinished ones)")
     run.add_argument("experiment", help="experiment file (YAML)")
     run.add_argument("--parallel", type=int, default=1, help="runs at a time (default: %(default)s)")
-    run.add_argument("--only", default=None, help="a subset, e.g. arm=none,coupled or seed=0,1 or arm=none,seed=3")
+    run.add_argument("--only", default=None,
+                     help="a subset, e.g. arm=none,coupled or seed=0,1 or arm=none,seed=3 (arms x seeds); selections "
+                     "joined by ';' add up: 'arm=entropy,seed=0;arm=none,coupled,seed=1'")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     collect = sub.add_parser("collect", help="copy finished runs' metrics.jsonl and settings to a results folder")
     collect.add_argument("experiment", help="experiment file (YAML)")

@@ -202,7 +202,16 @@ def load_experiment(path: str, *, check_fields: bool = True) -> Experiment:
 
 def parse_only(text: str, experiment: Experiment) -> list[tuple[str, int]]:
     """The runs ``--only arm=a,b,seed=0,1`` selects (``arm=`` and ``seed=`` each optional; values after a key
-    belong to it until the next ``key=``)."""
+    belong to it until the next ``key=``): every named arm x every named seed. Selections joined by ``;`` add up
+    (``arm=entropy,seed=0;arm=none,coupled,seed=1``), in the experiment's run order."""
+    if ";" in text:
+        chosen = {run for part in text.split(";") for run in _parse_selection(part, experiment)}
+        return [run for run in experiment.runs() if run in chosen]
+    return _parse_selection(text, experiment)
+
+
+def _parse_selection(text: str, experiment: Experiment) -> list[tuple[str, int]]:
+    """One ``arm=...,seed=...`` selection of :func:`parse_only`."""
     chosen: dict[str, list[str]] = {"arm": [], "seed": []}
     key = None
     for item in (p.strip() for p in text.split(",")):
