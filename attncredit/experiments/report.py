@@ -189,9 +189,10 @@ def summarize(runs: list[RunRecord], primary: str, baseline: str, max_steps: int
             summary.step_time, summary.timed_steps = statistics.median(times[arm]), len(times[arm])
         if shares[arm]:
             summary.credit_share = statistics.median(shares[arm])
-        summary.time_ratio, summary.time_pairs = side_by_side_ratio(runs, arm, baseline)
-        if arm != baseline and (pair := compare(summaries, arm, baseline)):
-            summary.difference, summary.bootstrap = pair
+        if arm != baseline:
+            summary.time_ratio, summary.time_pairs = side_by_side_ratio(runs, arm, baseline)
+            if pair := compare(summaries, arm, baseline):
+                summary.difference, summary.bootstrap = pair
     return summaries
 
 
