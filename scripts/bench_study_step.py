@@ -7,11 +7,12 @@ sees the same prompts), no evaluation and no checkpoints. The arms train ``--ste
 dropped (compilation of the generation step, Triton kernels, allocator growth), and so are the first
 ``--warmup-rounds`` rounds (default 1) whole. A process pays some costs once per shape, whichever run meets the
 shape first: cuDNN plans its attention for every new sequence length (forward and backward), and the compiled
-generation step keeps the graphs of earlier trainers' models (this script resets it after every run). Measured on an H100 (2026-12-07), a first run in the process took up to 2 s
-for a step of a new length against 0.5-0.7 s otherwise, so without a warm-up round the arm that runs first looks
-slower. ``--fixed-length T`` removes most new lengths as well: every completion is T tokens
-(``max_completion_length`` and ``generation_kwargs.min_new_tokens``), so only the prompts' padding varies. Every
-step is timed by ``bench_step.PhaseTimer`` (CUDA synchronised around each phase):
+generation step keeps the graphs of earlier trainers' models (this script resets it after every run). Measured on
+an H100 (2026-12-07), a first run in the process took up to 2 s for a step of a new length against 0.5-0.7 s
+otherwise, so without a warm-up round the arm that runs first looks slower. ``--fixed-length T`` removes most new
+lengths as well: every completion is T tokens (``max_completion_length`` and ``generation_kwargs.min_new_tokens``),
+so only the prompts' padding varies. Every step is timed by ``bench_step.PhaseTimer`` (CUDA synchronised around
+each phase):
 
 * ``generate``: TRL's ``_generate``; ``score``: the rest of ``_generate_and_score_completions`` (rewards,
   advantages, an old-log-prob forward where TRL runs one, credit computed there);
@@ -21,9 +22,10 @@ step is timed by ``bench_step.PhaseTimer`` (CUDA synchronised around each phase)
 * ``step``: the whole optimizer step; ``unsynced``: the same steps of a run whose only synchronisation is at the
   step's ends (no phase timers), the time the study's own runs see (timed rounds only).
 
-With ``--profile K``, K steps after the warm-up of each arm's first run are also traced by ``torch.profiler``; per
-arm it writes the operator table (``--out``/profile_<arm>.txt) and prints, per step, the CUDA kernel time, the
-number of CUDA synchronisations and the operators whose CPU or CUDA time differ most from the first arm.
+With ``--profile K``, K steps after the warm-up steps of each arm's first timed run are also traced by
+``torch.profiler``; per arm it writes the operator table (``--out``/profile_<arm>.txt) and prints, per step, the
+CUDA kernel time, the number of CUDA synchronisations and the operators whose CPU or CUDA time differ most from the
+first arm.
 The last lines are a table: mean seconds per step per phase and arm, and the ratio to the first arm; then the
 medians of ``step`` and ``unsynced`` (robust to the occasional step of a new length).
 
@@ -60,6 +62,7 @@ def study_phases(totals) -> dict:
 
 
 def step_only(totals) -> dict:
+    """The record of one step of an unsynchronised run: its whole time."""
     return {"unsynced": totals["_step"]}
 
 
