@@ -95,9 +95,14 @@ class CreditLoggingCallback(TrainerCallback):
     def on_credit(self, chunk: CreditChunk) -> None:
         mask = chunk.completion_mask.bool()
         n = mask.sum().clamp(min=1)
-        summary = {"amplified_frac": (chunk.gamma != 1)[mask].float().sum() / n, "gamma_mean": chunk.gamma[mask].sum() / n}
+
+        def mean(values: torch.Tensor) -> torch.Tensor:
+            """Mean over completion tokens; ``where``, not boolean indexing, which waits for the GPU (nonzero)."""
+            return torch.where(mask, values, 0).sum() / n
+
+        summary = {"amplified_frac": mean((chunk.gamma != 1).float()), "gamma_mean": mean(chunk.gamma)}
         if chunk.groups is not None:
-            summary.update(waad_mean=chunk.waad[mask].sum() / n, fai_mean=chunk.fai[mask].sum() / n)
+            summary.update(waad_mean=mean(chunk.waad), fai_mean=mean(chunk.fai))
             self._latest_groups = chunk.groups
         self._summaries.append(summary)
         self._seconds += chunk.seconds

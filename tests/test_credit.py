@@ -363,3 +363,45 @@ def test_register_a_custom_strategy(scratch_registry):
         register_strategy("positional")(lambda batch, q: batch.response.double())
     with pytest.raises(ValueError, match="unknown statistics"):
         register_strategy("bad", requires=("attention",))
+
+
+def test_credit_summaries_are_means_over_completion_tokens_without_boolean_indexing():
+    """The logged per-chunk means read completion tokens only, whatever the other positions hold (NaN included),
+    and equal the boolean-indexed means they replaced (which made the host wait for the GPU)."""
+    from attncredit.callbacks import CreditChunk, CreditLoggingCallback
+
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(5, 9, generator=g) > 0.4
+    gamma = torch.where(torch.rand(5, 9, generator=g) > 0.5, 1.0, 1.5)
+    waad = torch.rand(5, 9, generator=g).masked_fill(~mask, float("nan"))
+    fai = torch.rand(5, 9, generator=g).masked_fill(~mask, float("inf"))
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class HostReads(TorchDispatchMode):
+        """Operators that make a CUDA host wait: scalar reads, nonzero, indexing with a bool mask."""
+
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func._schema.name
+            masks = args[1] if name == "aten::index" else []
+            if name in ("aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select") or any(
+                isinstance(m, torch.Tensor) and m.dtype == torch.bool for m in masks
+            ):
+                self.seen.append(name)
+            return func(*args, **(kwargs or {}))
+
+    logger = CreditLoggingCallback(trainer=None)
+    with HostReads() as reads:
+        logger.on_credit(CreditChunk(completion_ids=None, completion_mask=mask.long(), gamma=gamma, waad=waad,
+                                     fai=fai, groups=object(), clock=None, seconds=0.0, rollout=True))
+    assert reads.seen == []  # the summaries stay on the device until a logging step
+    (summary,) = logger._summaries
+    n = mask.sum()
+    want = {"amplified_frac": (gamma[mask] != 1).sum() / n, "gamma_mean": gamma[mask].sum() / n,
+            "waad_mean": waad[mask].sum() / n, "fai_mean": fai[mask].sum() / n}
+    assert set(summary) == set(want)
+    for name, value in want.items():
+        assert torch.isfinite(summary[name]) and float(summary[name]) == pytest.approx(float(value), rel=1e-6), name
