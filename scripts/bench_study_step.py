@@ -84,7 +84,7 @@ def recipe_argv(experiment, arm: str, opts, output_dir: str) -> list[str]:
     return argv
 
 
-def train(experiment, arm: str, opts, output_dir: str, *, phases: bool, profile: int = 0, profile_out=None):
+def train(experiment, arm: str, opts, output_dir: str, *, phases: bool, profile: int = 0):
     """Train one run of ``arm``; its timed steps (after the warm-up) as dicts, and the profiler (or None)."""
     from attncredit import AnchorGRPOConfig, AnchorGRPOTrainer
     from attncredit.recipe import DEFAULT_CONFIG, build_trainer
@@ -170,7 +170,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--fixed-length", type=int_at_least(1), default=None, metavar="T",
                         help="every completion exactly T tokens (default: the config's, variable lengths)")
     parser.add_argument("--profile", type=int_at_least(0), default=0, metavar="K",
-                        help="trace K steps of each arm's first run with torch.profiler (default 0: none)")
+                        help="trace K steps of each arm's first timed run with torch.profiler (default 0: none)")
     parser.add_argument("--no-unsynced", action="store_true", help="skip the runs without phase timers")
     parser.add_argument("--out", default=None, help="folder for the raw step records and profiler tables")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -251,15 +251,13 @@ def main(argv=None) -> None:
     rows = [(phase, records, phase) for phase in PHASES]
     if not opts.no_unsynced:
         rows.append(("unsynced", unsynced, "unsynced"))
-    for label, source, key in rows:
-        means = [statistics.fmean(s[key] for s in source[arm]) for arm in arms]
-        ratios = [m / means[0] if means[0] > 0 else float("nan") for m in means[1:]]
-        print(f"{label:16s}" + "".join(f"{m:20.4f}" for m in means) + "".join(f"{r:22.3f}" for r in ratios))
-    for label, source, key in rows[len(PHASES) - 1:]:
-        medians = [statistics.median(s[key] for s in source[arm]) for arm in arms]
-        ratios = [m / medians[0] if medians[0] > 0 else float("nan") for m in medians[1:]]
-        print(f"{'median_' + label:16s}" + "".join(f"{m:20.4f}" for m in medians)
-              + "".join(f"{r:22.3f}" for r in ratios))
+    whole_step = rows[len(PHASES) - 1:]  # step and unsynced
+    table = [(label, source, key, statistics.fmean) for label, source, key in rows]
+    table += [(f"median_{label}", source, key, statistics.median) for label, source, key in whole_step]
+    for label, source, key, average in table:
+        values = [average(s[key] for s in source[arm]) for arm in arms]
+        ratios = [v / values[0] if values[0] > 0 else float("nan") for v in values[1:]]
+        print(f"{label:16s}" + "".join(f"{v:20.4f}" for v in values) + "".join(f"{r:22.3f}" for r in ratios))
 
 
 if __name__ == "__main__":

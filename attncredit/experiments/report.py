@@ -123,19 +123,17 @@ def side_by_side(a: RunRecord, b: RunRecord) -> bool:
     return shorter > 0 and min(span_a[1], span_b[1]) - max(span_a[0], span_b[0]) >= SIDE_BY_SIDE * shorter
 
 
-def _median_step_time(run: RunRecord) -> float | None:
-    times = [float(r[STEP_TIME]) for r in run.train.values() if STEP_TIME in r]
-    return statistics.median(times) if times else None
+def _step_times(run: RunRecord) -> list[float]:
+    """The run's logged ``step_time`` values, one per step."""
+    return [float(r[STEP_TIME]) for r in run.train.values() if STEP_TIME in r]
 
 
 def side_by_side_ratio(runs: list[RunRecord], arm: str, baseline: str) -> tuple[float | None, int]:
     """(median over side-by-side pairs of median step time of the arm's run / the baseline run's, pairs)."""
-    ratios = []
-    for run in (r for r in runs if r.arm == arm):
-        for base in (r for r in runs if r.arm == baseline):
-            mine, theirs = _median_step_time(run), _median_step_time(base)
-            if mine is not None and theirs and side_by_side(run, base):
-                ratios.append(mine / theirs)
+    medians = {id(r): statistics.median(t) for r in runs if r.arm in (arm, baseline) and (t := _step_times(r))}
+    ratios = [medians[id(run)] / medians[id(base)]
+              for run in runs if run.arm == arm and id(run) in medians
+              for base in runs if base.arm == baseline and medians.get(id(base)) and side_by_side(run, base)]
     return (statistics.median(ratios) if ratios else None), len(ratios)
 
 
@@ -180,7 +178,7 @@ def summarize(runs: list[RunRecord], primary: str, baseline: str, max_steps: int
                 summary.late_train[run.seed] = sum(late) / len(late)
             if EVAL_LENGTH in run.evals[max_steps]:
                 summary.length[run.seed] = float(run.evals[max_steps][EVAL_LENGTH])
-        times.setdefault(run.arm, []).extend(float(r[STEP_TIME]) for r in run.train.values() if STEP_TIME in r)
+        times.setdefault(run.arm, []).extend(_step_times(run))
         shares.setdefault(run.arm, []).extend(float(r[CREDIT_SHARE]) for r in run.train.values() if CREDIT_SHARE in r)
     for arm, summary in summaries.items():
         summary.final = dict(sorted(summary.final.items()))
