@@ -48,6 +48,7 @@ from .config import AnchorGRPOConfig
 from .credit import NonFiniteStatisticError, compute_token_weights, required_statistics, token_advantages
 from .data.checks import check_prompt_lengths, validate_rows
 from .data.templates import has_prefill, prefill_prompt_ids
+from .deferred import DeferredChecks
 from .errors import CheckpointSaveError, ConfigError, NonFiniteTrainingError, first_line
 from .model_card import add_attncredit_sections, base_model_id, name_base_model
 from .models import resolve_model_name
@@ -146,6 +147,8 @@ class AnchorGRPOTrainer(GRPOTrainer):
         self._credit_forward: CreditForward | None = None  # the next policy forward reads the statistics
         self._credit_calls = (-1, 0)  # (global step, index of the latest credit call in it): seeds random credit
         self._fixed_heads: tuple[torch.Tensor, torch.Tensor] | None = None  # groups kept between regroup steps
+        # checks of the credit's inputs (masks, finite statistics), read once where the step waits for the GPU anyway
+        self._credit_checks = DeferredChecks()
         self.credit_logger = CreditLoggingCallback(self)
         self.add_callback(self.credit_logger)
         if not self._is_vlm:
@@ -290,16 +293,17 @@ class AnchorGRPOTrainer(GRPOTrainer):
         reads_rollout = credit_now and self._reads_forward() and self._trl_runs_old_logps_forward()
         forward = CreditForward() if reads_rollout else None
         self._credit_forward = forward
-        try:
-            output = super()._generate_and_score_completions(inputs)
-        finally:
-            self._credit_forward = None
-        output["advantages"] = self._rollout_advantages(output)
-        gamma = forward.gamma if forward is not None else None
-        if credit_now and not self._reads_forward():  # e.g. random credit: no statistic of the forward
-            gamma = self._credit_weights(None, output["completion_mask"], None)
-        if gamma is not None:
-            self._apply_credit(output, gamma)
+        with self._checked_credit():
+            try:
+                output = super()._generate_and_score_completions(inputs)
+            finally:
+                self._credit_forward = None
+            output["advantages"] = self._rollout_advantages(output)
+            gamma = forward.gamma if forward is not None else None
+            if credit_now and not self._reads_forward():  # e.g. random credit: no statistic of the forward
+                gamma = self._credit_weights(None, output["completion_mask"], None)
+            if gamma is not None:
+                self._apply_credit(output, gamma)
         return output
 
     def _compute_loss(self, model, inputs):
@@ -308,10 +312,28 @@ class AnchorGRPOTrainer(GRPOTrainer):
         buffered dict for later iterations (num_iterations > 1), which then find the scaled advantages."""
         if self.credit_on and self.model.training and CREDIT_GAMMA not in inputs:
             self._credit_forward = CreditForward(batch=inputs)
+        with self._checked_credit():
+            try:
+                return super()._compute_loss(model, inputs)
+            finally:
+                self._credit_forward = None
+
+    @contextlib.contextmanager
+    def _checked_credit(self):
+        """Verify the credit's deferred input checks (``attncredit.deferred``) when the block ends: after TRL's
+        rollout or loss, whose logged metrics have made the host wait for the GPU already, so reading the verdicts
+        costs no extra wait; before the backward pass or the optimizer uses the scaled advantages. A block that
+        raises drops them unread."""
         try:
-            return super()._compute_loss(model, inputs)
-        finally:
-            self._credit_forward = None
+            yield
+        except BaseException:
+            self._credit_checks.clear()
+            raise
+        else:
+            try:
+                self._credit_checks.verify()
+            except NonFiniteStatisticError as e:  # every statistic the strategy reads is checked for NaN/inf
+                raise NonFiniteTrainingError(f"step {self.state.global_step}: {e}") from e
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         """TRL's log-prob forward (TRL 1.16 signature: ``(model, input_ids, attention_mask, logits_to_keep,
@@ -357,6 +379,7 @@ class AnchorGRPOTrainer(GRPOTrainer):
                     backend=self.args.credit_stats_backend,
                     head_distance=regroup,
                     heads=None if regroup else self._kept_heads(),
+                    checks=self._credit_checks,
                 )
                 if self._needs_attention
                 else contextlib.nullcontext()
@@ -424,22 +447,20 @@ class AnchorGRPOTrainer(GRPOTrainer):
         generator = torch.Generator(device=completion_mask.device).manual_seed(
             hash((args.seed, step, self._credit_calls[1], self.accelerator.process_index)) % (2**63)
         )
-        try:
-            gamma = compute_token_weights(
-                args.credit_strategy,
-                waad=waad,
-                fai=fai,
-                entropy=entropy.detach() if entropy is not None else None,
-                response_mask=completion_mask,
-                top_quantile=args.credit_top_quantile,
-                gamma_amp=args.credit_gamma_amp,
-                alpha=args.credit_alpha,
-                k=args.credit_k,
-                generator=generator,
-                **args.credit_options,
-            )
-        except NonFiniteStatisticError as e:  # every statistic the strategy reads is checked for NaN/inf
-            raise NonFiniteTrainingError(f"step {self.state.global_step}: {e}") from e
+        gamma = compute_token_weights(
+            args.credit_strategy,
+            waad=waad,
+            fai=fai,
+            entropy=entropy.detach() if entropy is not None else None,
+            response_mask=completion_mask,
+            top_quantile=args.credit_top_quantile,
+            gamma_amp=args.credit_gamma_amp,
+            alpha=args.credit_alpha,
+            k=args.credit_k,
+            generator=generator,
+            checks=self._credit_checks,
+            **args.credit_options,
+        )
         self.credit_logger.on_credit(
             CreditChunk(
                 completion_ids=completion_ids,

@@ -368,6 +368,8 @@ def test_register_a_custom_strategy(scratch_registry):
 def test_credit_summaries_are_means_over_completion_tokens_without_boolean_indexing():
     """The logged per-chunk means read completion tokens only, whatever the other positions hold (NaN included),
     and equal the boolean-indexed means they replaced (which made the host wait for the GPU)."""
+    from host_reads import HostReads
+
     from attncredit.callbacks import CreditChunk, CreditLoggingCallback
 
     g = torch.Generator().manual_seed(0)
@@ -375,29 +377,11 @@ def test_credit_summaries_are_means_over_completion_tokens_without_boolean_index
     gamma = torch.where(torch.rand(5, 9, generator=g) > 0.5, 1.0, 1.5)
     waad = torch.rand(5, 9, generator=g).masked_fill(~mask, float("nan"))
     fai = torch.rand(5, 9, generator=g).masked_fill(~mask, float("inf"))
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class HostReads(TorchDispatchMode):
-        """Operators that make a CUDA host wait: scalar reads, nonzero, indexing with a bool mask."""
-
-        def __init__(self):
-            super().__init__()
-            self.seen = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            name = func._schema.name
-            masks = args[1] if name == "aten::index" else []
-            if name in ("aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select") or any(
-                isinstance(m, torch.Tensor) and m.dtype == torch.bool for m in masks
-            ):
-                self.seen.append(name)
-            return func(*args, **(kwargs or {}))
-
     logger = CreditLoggingCallback(trainer=None)
     with HostReads() as reads:
         logger.on_credit(CreditChunk(completion_ids=None, completion_mask=mask.long(), gamma=gamma, waad=waad,
                                      fai=fai, groups=object(), clock=None, seconds=0.0, rollout=True))
-    assert reads.seen == []  # the summaries stay on the device until a logging step
+    assert reads.sites == []  # the summaries stay on the device until a logging step
     (summary,) = logger._summaries
     n = mask.sum()
     want = {"amplified_frac": (gamma[mask] != 1).sum() / n, "gamma_mean": gamma[mask].sum() / n,
@@ -405,3 +389,50 @@ def test_credit_summaries_are_means_over_completion_tokens_without_boolean_index
     assert set(summary) == set(want)
     for name, value in want.items():
         assert torch.isfinite(summary[name]) and float(summary[name]) == pytest.approx(float(value), rel=1e-6), name
+
+
+def test_deferred_checks_read_once_and_raise_the_first_failure_in_order():
+    from attncredit.deferred import DeferredChecks
+
+    checks = DeferredChecks()
+    checks.verify()  # nothing pending: nothing to read
+    checks.add(torch.tensor(False), lambda: ValueError("never"))
+    checks.add(torch.tensor([True]), lambda: ValueError("second"))  # one element: read like a scalar
+    checks.add(torch.tensor(True), lambda: KeyError("third"))
+    assert len(checks) == 3
+    with pytest.raises(ValueError, match="^second$"):
+        checks.verify()
+    assert len(checks) == 0  # read once: a later verify does not raise the same failure again
+    checks.verify()
+    checks.add(torch.tensor(True), lambda: ValueError("dropped"))
+    checks.clear()
+    checks.verify()
+
+
+def test_statistics_checks_deferred_raise_on_verify_with_the_same_messages():
+    """With ``checks``, compute_token_weights returns gamma without reading the values' checks; verify() raises what
+    the immediate call raises, and good inputs give the same gamma."""
+    from attncredit.deferred import DeferredChecks
+
+    w, mask = rows(SAWTOOTH), response_mask()
+    bad = w.clone()
+    bad[1, 7] = float("nan")
+    split = mask.clone()
+    split[2, 0] = True
+    cases = [
+        (dict(strategy="local_chunk", waad=bad, response_mask=mask), r"waad has 1 NaN/inf value\(s\) .*row 1, position 7"),
+        (dict(strategy="local_chunk", waad=w, response_mask=split), "response_mask row 2 is not one contiguous run"),
+        (dict(strategy="local_chunk", waad=w, response_mask=mask * 2), "only 0 and 1"),
+    ]
+    for kwargs, message in cases:
+        checks = DeferredChecks()
+        gamma = compute_token_weights(**kwargs, checks=checks)
+        assert gamma.shape == w.shape and len(checks) >= 1
+        with pytest.raises(ValueError, match=message):
+            checks.verify()
+        with pytest.raises(ValueError, match=message):
+            compute_token_weights(**kwargs)
+    checks = DeferredChecks()
+    gamma = compute_token_weights("coupled", waad=w, fai=w, response_mask=mask, checks=checks)
+    checks.verify()
+    torch.testing.assert_close(gamma, compute_token_weights("coupled", waad=w, fai=w, response_mask=mask))

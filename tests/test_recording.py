@@ -403,3 +403,25 @@ def test_mask_check_matches_a_dense_reference(seed):
             for max_elements in (1, 7 * n, 1 << 24):  # one row per block, a few rows, all rows
                 got = mask_disagrees(m, attention_mask, response_mask, window, max_elements=max_elements)
                 assert got.dim() == 0 and bool(got) == expected
+
+
+def test_mask_checks_join_the_callers_deferred_checks(tiny_model_dirs):
+    """With ``checks``, bad masks raise from the caller's verify() (same messages), not in the context."""
+    from attncredit.deferred import DeferredChecks
+
+    model = enable_recording(_load(tiny_model_dirs["qwen2"]))
+    input_ids, attention_mask, response_mask = _batch(model.config.vocab_size)
+    checks = DeferredChecks()
+    record_attention(model, LAYERS, attention_mask, torch.ones_like(response_mask), checks=checks)
+    with pytest.raises(ValueError, match="response_mask marks padding"):
+        checks.verify()
+    everywhere = torch.ones(3, 1, 40, 40, dtype=torch.bool)
+    with torch.no_grad(), record_attention(model, LAYERS, torch.ones_like(attention_mask), response_mask,
+                                           checks=checks) as rec:  # fmt: skip
+        model(input_ids, attention_mask=everywhere)
+    assert sorted(rec.stats) == LAYERS
+    with pytest.raises(ValueError, match=r"layer 1 of Qwen2ForCausalLM: its attention mask lets response tokens see"):
+        checks.verify()
+    with torch.no_grad(), record_attention(model, LAYERS, attention_mask, response_mask, checks=checks):
+        model(input_ids, attention_mask=attention_mask)
+    checks.verify()  # good masks: nothing raised

@@ -2,12 +2,14 @@
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
 from tiny_training import digit_reward, prompts, tiny_args
 from trl import GRPOConfig, GRPOTrainer
 
+import attncredit
 from attncredit import AnchorGRPOConfig, AnchorGRPOTrainer
 from attncredit.errors import ConfigError
 from attncredit.models import load_tokenizer
@@ -155,3 +157,35 @@ def test_class_docstring_example_runs(tmp_path, monkeypatch):
     assert trainer.state.global_step == 1
     assert any("attncredit/gamma_mean" in h for h in trainer.state.log_history)
     assert re.search(r"runs/example$", trainer.args.output_dir)
+
+
+@pytest.mark.parametrize("strategy", ["coupled", "random", "entropy"])
+def test_credit_adds_no_host_wait_before_its_checks_are_read(tiny_qwen2, tmp_path, monkeypatch, strategy):
+    """Nothing in attncredit's code reads a tensor's value on the host during a training step (on a GPU each such
+    read waits for every queued kernel): the credit's input checks stay on the device and are read together by
+    DeferredChecks.verify, after TRL's own metrics have waited already. The checks still run (verify finds them)."""
+    from host_reads import HostReads
+
+    from attncredit.deferred import DeferredChecks
+
+    pending = []
+    real_verify = DeferredChecks.verify
+
+    def counted(self):
+        pending.append(len(self))
+        real_verify(self)
+
+    monkeypatch.setattr(DeferredChecks, "verify", counted)
+
+    class Watched(AnchorGRPOTrainer):
+        def training_step(self, *args, **kwargs):
+            with HostReads() as reads:
+                loss = super().training_step(*args, **kwargs)
+            self.host_reads = reads.inside(Path(attncredit.__file__).parent)
+            return loss
+
+    # credit_log_every 0 as in the study: the head-group log and token views copy to the host on their steps, by design
+    trainer = train(Watched, AnchorGRPOConfig, tiny_qwen2, tmp_path, credit_strategy=strategy, max_steps=1,
+                    credit_log_every=0)
+    assert trainer.host_reads == []
+    assert sum(pending) >= 2  # the response mask's two checks at least (plus masks and statistics where read)

@@ -6,14 +6,20 @@ from __future__ import annotations
 import torch
 
 
-def first_split_row(mask: torch.Tensor) -> int | None:
-    """Index of the first row of the bool [B, N] ``mask`` whose True entries form more than one run, else None.
+def split_rows(mask: torch.Tensor) -> torch.Tensor:
+    """bool [B]: which rows of the bool [B, N] ``mask`` hold more than one run of True entries (no host sync).
 
-    A run starts where a True entry follows a False one (or the row start); one host sync.
+    A run starts where a True entry follows a False one (or the row start).
     """
     starts = mask.clone()
     starts[:, 1:] &= ~mask[:, :-1]
-    split = starts.sum(dim=1) > 1
+    return starts.sum(dim=1) > 1
+
+
+def first_split_row(mask: torch.Tensor) -> int | None:
+    """Index of the first row of the bool [B, N] ``mask`` whose True entries form more than one run, else None
+    (:func:`split_rows`; one host sync)."""
+    split = split_rows(mask)
     if not bool(split.any()):
         return None
     return int(split.nonzero()[0])

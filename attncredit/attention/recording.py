@@ -50,6 +50,7 @@ from transformers import AttentionInterface, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 
+from ..deferred import DeferredChecks
 from ..errors import ConfigError, first_line
 from . import stats as _stats
 from .lse import RowLSECapture
@@ -417,6 +418,10 @@ class AttentionRecorder:
         kernel_lse: on the SDPA route, take each probe layer's row log-sum-exp from the attention kernel SDPA runs
             (:mod:`attncredit.attention.lse`; the output stays bit-identical, and kernels that cannot give it fall
             back, logged once); ``False``: the statistics always compute the normaliser themselves.
+        checks: optional :class:`~attncredit.deferred.DeferredChecks` that the checks of the masks' values (the
+            masks given here, and each probe layer's own attention mask against the statistics' pattern) are added
+            to, for the caller to verify once, where its step waits for the GPU anyway. Without it, the given masks
+            are checked at once (one host sync) and the layers' masks on leaving the context (one more).
 
     After the ``with`` block, ``stats[layer]`` is an ``AttentionStats`` (float32 ``waad`` [B, Hq, N], ``fai``
     [B, Hq, N], ``head_distance`` [B, Hq] or None) for every probe layer, ``kernel_lse_layers`` the probe layers whose
@@ -441,6 +446,7 @@ class AttentionRecorder:
         head_distance: bool = True,
         heads: dict | None = None,
         kernel_lse: bool = True,
+        checks: DeferredChecks | None = None,
     ):
         base = _transformers_model(model)
         self.model_name = type(base).__name__
@@ -472,7 +478,7 @@ class AttentionRecorder:
         if attention_mask.dim() != 2:
             raise ValueError(f"attention_mask must be [B, N], got shape {tuple(attention_mask.shape)}")
         attention_mask, response_mask = _stats.check_masks(
-            attention_mask, response_mask, *attention_mask.shape, attention_mask.device
+            attention_mask, response_mask, *attention_mask.shape, attention_mask.device, checks
         )
         self.stats: dict[int, AttentionStats] = {}
         self._model = model
@@ -481,7 +487,9 @@ class AttentionRecorder:
         self._modules: list[nn.Module] = []
         self._stats_fn = None
         self._checked_masks: dict = {}  # layer masks already compared with the statistics' pattern, by identity
-        self._mask_verdicts: list = []  # (layer, sliding window, device bool: the mask disagreed), read on exit
+        # the layers' mask checks: the caller's, or this context's own, read on leaving it
+        self._own_checks = checks is None
+        self._checks = DeferredChecks() if checks is None else checks
         self.clock = StatsClock()  # time spent in the statistics of the recorded layers
 
     # -- context protocol -------------------------------------------------------------------------------------
@@ -502,9 +510,11 @@ class AttentionRecorder:
         self._modules = []
         self._masks = None  # keep no reference to the caller's tensors
         self._model = None
-        verdicts, self._mask_verdicts = self._mask_verdicts, []
-        if exc_type is None:
-            self._raise_on_bad_masks(verdicts)
+        if self._own_checks:
+            if exc_type is None:
+                self._checks.verify()
+            else:
+                self._checks.clear()
         if exc_type is None and len(self.stats) != len(self.layers):
             missing = [layer for layer in self.layers if layer not in self.stats]
             raise RuntimeError(
@@ -571,7 +581,8 @@ class AttentionRecorder:
         one type share it); rows outside the response (prompt, image tokens, padding) may attend as the model likes.
         A 4-D bool mask (SDPA) allows True, a float mask (eager) allows 0; None is SDPA's causal path. The comparison
         (:func:`~attncredit.attention.masks.mask_disagrees`) runs on the mask's device over the whole batch at once,
-        without a host sync: its verdict is read on leaving the context (``__exit__``)."""
+        without a host sync: its verdict joins the deferred checks (``checks``, or this context's own, read on
+        leaving it)."""
         sliding_window = variant.get("sliding_window")
         key = None if mask is None else (mask.data_ptr(), tuple(mask.shape), sliding_window)
         if key in self._checked_masks:
@@ -580,25 +591,16 @@ class AttentionRecorder:
         b, n = attention_mask.shape
         if mask is None:
             if sliding_window is not None and n > sliding_window:
-                self._raise_bad_mask(layer, sliding_window)
-            self._mask_verdicts.append((layer, sliding_window, ~attention_mask.all()))
-            return
-        if mask.dim() != 4 or mask.shape[-2:] != (n, n) or mask.shape[0] not in (1, b) or mask.shape[1] != 1:
-            self._raise_bad_mask(layer, sliding_window)
-        bad = mask_disagrees(mask, attention_mask, response_mask, sliding_window)
-        self._mask_verdicts.append((layer, sliding_window, bad))
+                raise self._bad_mask_error(layer, sliding_window)
+            bad = ~attention_mask.all()
+        elif mask.dim() != 4 or mask.shape[-2:] != (n, n) or mask.shape[0] not in (1, b) or mask.shape[1] != 1:
+            raise self._bad_mask_error(layer, sliding_window)
+        else:
+            bad = mask_disagrees(mask, attention_mask, response_mask, sliding_window)
+        self._checks.add(bad, functools.partial(self._bad_mask_error, layer, sliding_window))
 
-    def _raise_on_bad_masks(self, verdicts) -> None:
-        """Raise for the first checked layer mask that disagreed with the statistics' pattern (one host sync)."""
-        if not verdicts:
-            return
-        flags = torch.stack([bad.to(verdicts[0][2].device) for _, _, bad in verdicts]).tolist()
-        for (layer, sliding_window, _), bad in zip(verdicts, flags):
-            if bad:
-                self._raise_bad_mask(layer, sliding_window)
-
-    def _raise_bad_mask(self, layer, sliding_window):
-        raise ValueError(
+    def _bad_mask_error(self, layer, sliding_window) -> ValueError:
+        return ValueError(
             f"layer {layer} of {self.model_name}: its attention mask lets response tokens see other keys than "
             f"real keys s <= t{'' if sliding_window is None else f' with t - s < {sliding_window}'} (packed "
             "sequences, chunked or bidirectional attention on the completion), which attention statistics do not "

@@ -22,7 +22,8 @@ import math
 
 import torch
 
-from .masks import first_split_row
+from ..deferred import DeferredChecks
+from .masks import split_rows
 from .types import BACKENDS, AttentionStats
 
 
@@ -64,11 +65,14 @@ def check_variant(softcap, sinks, sliding_window, num_heads: int, device) -> dic
     return variant
 
 
-def check_masks(attention_mask, response_mask, batch: int, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def check_masks(
+    attention_mask, response_mask, batch: int, length: int, device, checks: DeferredChecks | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate the [B, N] masks (None: every token real / every real token a response); return them bool on ``device``.
 
     Real tokens must be one contiguous run per row (left and/or right padding; no packed sequences) and response
-    tokens must be real. Two host syncs.
+    tokens must be real. Shapes are checked at once; the two checks of the values are read in one host sync, or,
+    with ``checks``, added to it for the caller's :meth:`~attncredit.deferred.DeferredChecks.verify` (no sync here).
     """
     masks = []
     for name, mask in (("attention_mask", attention_mask), ("response_mask", response_mask)):
@@ -82,15 +86,19 @@ def check_masks(attention_mask, response_mask, batch: int, length: int, device) 
     attn, resp = masks
     if attn is None:
         attn = torch.ones(batch, length, dtype=torch.bool, device=device)
-    if first_split_row(attn) is not None:
-        raise ValueError(
-            "attention_mask must mark one contiguous run of real tokens per row (left/right padding only; packed "
-            "sequences are not supported)"
-        )
+    pending = DeferredChecks() if checks is None else checks
+    pending.add(split_rows(attn).any(), lambda: ValueError(
+        "attention_mask must mark one contiguous run of real tokens per row (left/right padding only; packed "
+        "sequences are not supported)"
+    ))  # fmt: skip
     if resp is None:
         resp = attn
-    elif bool((resp & ~attn).any()):
-        raise ValueError("response_mask marks padding tokens (attention_mask == 0) as response tokens")
+    else:
+        pending.add((resp & ~attn).any(), lambda: ValueError(
+            "response_mask marks padding tokens (attention_mask == 0) as response tokens"
+        ))  # fmt: skip
+    if checks is None:
+        pending.verify()
     return attn, resp
 
 
