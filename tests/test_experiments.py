@@ -156,12 +156,11 @@ def test_report_statistics_equal_a_hand_computation(tmp_path):
     # coupled: seeds 0-3, mean 0.525, sd of (0.3, 0.5, 0.4, 0.9) = 0.262996, t(0.975, 3) = 3.182446
     sd = math.sqrt(sum((v - 0.525) ** 2 for v in coupled.values()) / 3)
     half_c = 3.182446 * sd / 2
-    # paired with none on seeds 0-2: differences 0.1, 0.2, 0.0 -> mean 0.1, sd 0.1
-    diffs = np.array([0.1, 0.2, 0.0])
-    means = diffs[np.random.default_rng(0).integers(0, 3, size=(10_000, 3))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
+    # paired with none on seeds 0-2: differences 0.1, 0.2, 0.0 -> mean 0.1, sd 0.1; three seeds: no bootstrap
+    # interval (it would be the range [0.0, 0.2]; bootstrap_interval against numpy in test_statistics_primitives)
     assert (f"| coupled | 4 | 0.525 | [{0.525 - half_c:.3f}, {0.525 + half_c:.3f}] | +0.100 | 3 | "
-            f"[{0.1 - half:+.3f}, {0.1 + half:+.3f}] | [{low:+.3f}, {high:+.3f}] |") in text
+            f"[{0.1 - half:+.3f}, {0.1 + half:+.3f}] | - |") in text
+    assert "given from 4 seeds on" in text
     # step time: median over every logged step of the arm's runs; coupled seed 0's step 3 re-logged as 99 s.
     # Every run trained side by side (same device, same span): the ratio is the median over the 4 x 3 pairs of
     # (run median / none run median 2.0): seed 0's 2.25 / 2 three times, the other seeds' 1.5 / 2 nine times
@@ -222,7 +221,15 @@ def test_statistics_primitives():
         assert t_quantile(0.975, df) == pytest.approx(table, abs=1e-6)
     assert mean_interval([0.5]).low is None and bootstrap_interval([0.5]).high is None
     assert paired_differences({0: 1.0, 2: 3.0, 5: 1.0}, {2: 1.0, 0: 0.5, 7: 0.0}) == {0: 0.5, 2: 2.0}
-    assert bootstrap_interval([1.0, 2.0, 3.0]) == bootstrap_interval([1.0, 2.0, 3.0])  # fixed RNG seed
+    # the percentile bootstrap by hand (numpy, RNG seed 0), from 4 values on; below, the mean alone
+    diffs = np.array([0.1, 0.2, 0.0, 0.35])
+    means = diffs[np.random.default_rng(0).integers(0, 4, size=(10_000, 4))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    got = bootstrap_interval(diffs)
+    assert (got.n, got.mean, got.low, got.high) == (4, pytest.approx(0.1625), pytest.approx(low), pytest.approx(high))
+    assert 0.0 < got.low and got.high < 0.35  # inside the range of the values
+    three = bootstrap_interval([0.1, 0.2, 0.0])
+    assert (three.n, three.mean, three.low, three.high) == (3, pytest.approx(0.1), None, None)
 
 
 def test_collect_copies_the_small_files_of_finished_runs_only(tmp_path, recipe_config, capsys):

@@ -9,8 +9,8 @@ For each arm (statistics in ``stats.py``):
 * the primary metric at the final step: each seed's value from its evaluation at ``max_steps``; the mean over
   seeds and its 95% Student-t interval (runs without that evaluation, e.g. unfinished, are left out and named);
 * the paired difference to the baseline arm: per seed both arms have, arm minus baseline; the mean, its t-interval
-  and its percentile bootstrap interval (10,000 resamples, RNG seed 0); the same for the experiment's other
-  ``comparisons`` (pairs of arms), in a second table;
+  and its percentile bootstrap interval (10,000 resamples, RNG seed 0; from 4 seeds on, ``stats.MIN_BOOTSTRAP``);
+  the same for the experiment's other ``comparisons`` (pairs of arms), in a second table;
 * secondary, per arm over its finished seeds: the train metric's mean over the last ``LAST_STEPS`` (20) steps
   with a t-interval, and the held-out completion length at the final step;
 * the per-step time: the median of TRL's ``step_time`` over every logged step of every run of the arm.
@@ -42,7 +42,7 @@ from pathlib import Path
 from attncredit.errors import ConfigError
 
 from .runner import FINISHED_FILE, METRICS_FILE, SETTINGS_FILE
-from .stats import Estimate, bootstrap_interval, mean_interval, paired_differences
+from .stats import MIN_BOOTSTRAP, Estimate, bootstrap_interval, mean_interval, paired_differences
 
 STEP_TIME = "step_time"
 CREDIT_SHARE = "attncredit/time_share"
@@ -252,7 +252,8 @@ def markdown(name: str, summaries: dict[str, ArmSummary], primary: str, baseline
     lines += ["", f"Each mean rests on one evaluation per seed at step {max_steps} (seeds: "
               + "; ".join(f"{s.arm} {', '.join(map(str, s.final)) or 'none'}" for s in summaries.values()) + "). "
               f"Differences are paired by seed (same data order) and use only seeds both arms have; t-intervals are "
-              f"Student-t over seeds, bootstrap intervals the percentiles of 10,000 resampled means (RNG seed 0). "
+              f"Student-t over seeds, bootstrap intervals the percentiles of 10,000 resampled means (RNG seed 0), given "
+              f"from {MIN_BOOTSTRAP} seeds on (with fewer they are only the range of the values). "
               "Step time: median of TRL's step_time over "
               + "; ".join(f"{s.arm} {s.timed_steps} steps of {s.runs} runs" for s in summaries.values()) + ". "
               "Runs sharing one GPU as parallel processes wait for each other within a step, and runs of other GPU "

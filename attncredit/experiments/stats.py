@@ -6,7 +6,10 @@
   by seed; their mean and t-interval are ``mean_interval`` of those differences.
 * ``bootstrap_interval(x)``: the percentile bootstrap 95% interval of the mean: ``resamples`` (10,000) draws of
   ``n`` values with replacement from ``x`` by ``numpy.random.default_rng(seed)`` (seed 0), the 2.5th and 97.5th
-  percentiles (numpy's default linear interpolation) of the resampled means.
+  percentiles (numpy's default linear interpolation) of the resampled means; no interval for n < 4
+  (``MIN_BOOTSTRAP``): with n <= 3 a resample of n copies of the smallest value comes with probability
+  ``1/n**n >= 1/27``, more than 2.5%, so the percentiles are the smallest and largest value themselves and the
+  "interval" would only be the range of the values.
 
 The t quantile is scipy's (imported only when a report is computed, so the runner needs no scipy).
 """
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 CONFIDENCE = 0.95
 RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
+MIN_BOOTSTRAP = 4  # fewer values: the percentile interval is the values' range (module docstring)
 
 
 def t_quantile(probability: float, df: int) -> float:
@@ -60,14 +64,14 @@ def paired_differences(arm: dict[int, float], baseline: dict[int, float]) -> dic
 
 
 def bootstrap_interval(values, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Estimate:
-    """The mean of ``values`` and its percentile bootstrap 95% interval (module docstring); none for n < 2."""
+    """The mean of ``values`` and its percentile bootstrap 95% interval (module docstring); none for n < 4."""
     import numpy as np
 
     x = np.asarray([float(v) for v in values])
     if x.size == 0:
         raise ValueError("bootstrap_interval needs at least one value")
-    if x.size < 2:
-        return Estimate(1, float(x[0]))
+    if x.size < MIN_BOOTSTRAP:
+        return Estimate(int(x.size), float(x.mean()))
     rng = np.random.default_rng(seed)
     means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
     tail = (1 - CONFIDENCE) / 2 * 100
