@@ -54,6 +54,7 @@ from .model_card import add_attncredit_sections, base_model_id, name_base_model
 from .models import resolve_model_name
 from .output_dir import check_resume, check_writable, is_save_error, last_complete_checkpoint, prepare_output_dir
 from .output_dir import resolve_resume, resumable_checkpoints, run_outputs
+from .static_cache import reuse_static_caches
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +118,10 @@ class AnchorGRPOTrainer(GRPOTrainer):
             args.model_init_kwargs = filled
         if args.compile_generation:
             # TRL builds its GenerationConfig with disable_compile=True; with the static cache that the config set,
-            # transformers then compiles the decoding step (GenerationMixin._valid_auto_compile_criteria)
+            # transformers then compiles the decoding step (GenerationMixin._valid_auto_compile_criteria), whose CUDA
+            # graph replays only while the cache keeps its tensors: one cache per shape, reused (static_cache.py)
             self.generation_config.disable_compile = False
+            reuse_static_caches(self.accelerator.unwrap_model(self.model))
         self.add_callback(MetricsJsonlCallback())
         self.add_callback(NonFiniteGuardCallback())
         self.add_callback(CompleteCheckpointsCallback())

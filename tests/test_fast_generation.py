@@ -8,6 +8,7 @@ from attncredit import AnchorGRPOConfig, AnchorGRPOTrainer
 from attncredit.errors import ConfigError
 from attncredit.evaluation.generate import HFGenerator, SamplingSettings
 from attncredit.models import load_tokenizer
+from attncredit.static_cache import StaticCachePool, reuse_static_caches
 from transformers.generation.configuration_utils import CompileConfig
 
 
@@ -101,6 +102,8 @@ def test_compile_generation_compiles_the_decoding_step_and_samples_the_same(tiny
     assert compiled.generation_config.cache_implementation == "static"
     assert compiled.generation_config.disable_compile is False
     assert getattr(compiled.accelerator.unwrap_model(compiled.model), "_compiled_call", None) is not None
+    pool = compiled.accelerator.unwrap_model(compiled.model).__dict__["_prepare_static_cache"]
+    assert isinstance(pool, StaticCachePool) and len(pool._kept) == 1  # the rollout's cache, kept for the next one
     assert len(dynamic.rollouts) == len(compiled.rollouts) == 1
     assert torch.equal(dynamic.rollouts[0], compiled.rollouts[0])
 
@@ -116,3 +119,44 @@ def test_compile_generation_compiles_the_decoding_step_and_samples_the_same(tiny
 def test_compile_generation_bad_combinations(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
         AnchorGRPOConfig(output_dir=str(tmp_path), **overrides)
+
+
+def test_reused_static_cache_gives_the_same_tokens_and_keeps_its_tensors(tiny_qwen2):
+    """A model with reuse_static_caches generates what a fresh model generates (greedy and seeded sampling) while
+    every call of one shape gets the same cache back, with the same key/value tensors (the addresses a CUDA graph
+    of the compiled decoding step was recorded with); another batch size keeps its own, a longer call replaces it."""
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(1)
+    tokenizer = load_tokenizer(str(tiny_qwen2))
+    plain = AutoModelForCausalLM.from_pretrained(str(tiny_qwen2))
+    pooled = AutoModelForCausalLM.from_pretrained(str(tiny_qwen2))
+    pool = reuse_static_caches(pooled)
+    assert reuse_static_caches(pooled) is pool  # idempotent
+    seen = []
+    prepare = pool._prepare
+
+    def spy(*args, **kwargs):
+        seen.append(prepare(*args, **kwargs))
+        return seen[-1]
+
+    pool._prepare = spy
+    prompts_ = ["What is 1 + 2?", "What is 30 + 4?", "Say 7."]
+    calls = [(3, 6, False), (3, 6, True), (2, 6, True), (3, 6, False), (3, 9, True), (3, 6, False)]
+    caches = []
+    for batch, new_tokens, sample in calls:
+        encoded = tokenizer(prompts_[:batch], return_tensors="pt", padding=True, padding_side="left")
+        outputs = []
+        for model in (plain, pooled):
+            torch.manual_seed(0)
+            outputs.append(model.generate(**encoded, max_new_tokens=new_tokens, do_sample=sample, top_k=0,
+                                          cache_implementation="static", return_dict_in_generate=True))
+        assert torch.equal(outputs[0].sequences, outputs[1].sequences)
+        caches.append(outputs[1].past_key_values)
+    first = caches[0]
+    keys = first.layers[0].keys.data_ptr()
+    assert caches[1] is first and caches[3] is first  # batch 3, same length: handed back, reset
+    assert caches[1].layers[0].keys.data_ptr() == keys
+    assert caches[2] is not first  # batch 2: its own cache
+    assert caches[4] is not first and caches[5] is caches[4]  # a longer call replaces batch 3's; later ones reuse it
+    assert len(seen) == len(calls) and len(pool._kept) == 2
