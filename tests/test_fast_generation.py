@@ -58,13 +58,16 @@ def test_generator_static_cache_matches_dynamic_greedy(tiny_qwen2):
     torch.set_num_threads(1)
     tokenizer = load_tokenizer(str(tiny_qwen2))
     texts = {}
-    for cache in ("dynamic", "static"):
-        gen = HFGenerator(str(tiny_qwen2), tokenizer, device="cpu", batch_size=3, cache=cache)
+    for cache, compile_ in (("dynamic", False), ("static", False), ("static", True)):
+        gen = HFGenerator(str(tiny_qwen2), tokenizer, device="cpu", batch_size=3, cache=cache, compile=compile_)
         ids = gen.render([[{"role": "user", "content": f"What is {i} + 2?"}] for i in range(5)])
         samples = gen.generate(ids, SamplingSettings(n=1, temperature=0.0, max_new_tokens=10))
-        texts[cache] = [[s.text for s in per] for per in samples]
+        texts[cache, compile_] = [[s.text for s in per] for per in samples]
         assert gen.info()["cache"] == cache
-    assert texts["dynamic"] == texts["static"]
+        pool = gen.model.__dict__.get("_prepare_static_cache")
+        assert isinstance(pool, StaticCachePool) == compile_  # with compile, batches of 3 and 2 keep a cache each
+        assert not compile_ or sorted(batch for _, batch in pool._kept) == [2, 3]
+    assert texts["dynamic", False] == texts["static", False] == texts["static", True]
 
 
 def test_generator_rejects_an_unknown_cache(tiny_qwen2):

@@ -184,6 +184,10 @@ class HFGenerator(Generator):
         self.dtype = dtype
         self.batch_size = batch_size
         self.model = load_model(model_path, dtype=dtype).to(self.device).eval()
+        if self.cache == "static" and self.compile:  # the compiled step's CUDA graph replays (attncredit.static_cache)
+            from attncredit.static_cache import reuse_static_caches
+
+            reuse_static_caches(self.model)
         self.end_ids = end_token_ids(tokenizer, self.model.generation_config)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_ids[0]
 
