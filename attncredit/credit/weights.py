@@ -30,11 +30,10 @@ def _response_bool(response_mask, checks: DeferredChecks) -> torch.Tensor:
         checks.add(((response_mask != 0) & (response_mask != 1)).any(),
                    lambda: ValueError("response_mask must hold only 0 and 1 (or be bool)"))  # fmt: skip
         response_mask = response_mask != 0
-    response = response_mask
-    checks.add(split_rows(response).any(), lambda: ValueError(
-        f"response_mask row {first_split_row(response)} is not one contiguous run of response tokens"
+    checks.add(split_rows(response_mask).any(), lambda: ValueError(
+        f"response_mask row {first_split_row(response_mask)} is not one contiguous run of response tokens"
     ))  # fmt: skip
-    return response
+    return response_mask
 
 
 class NonFiniteStatisticError(ValueError):
