@@ -420,7 +420,8 @@ def test_statistics_checks_deferred_raise_on_verify_with_the_same_messages():
     split = mask.clone()
     split[2, 0] = True
     cases = [
-        (dict(strategy="local_chunk", waad=bad, response_mask=mask), r"waad has 1 NaN/inf value\(s\) .*row 1, position 7"),
+        (dict(strategy="local_chunk", waad=bad, response_mask=mask),
+         r"waad has 1 NaN/inf value\(s\) .*row 1, position 7"),
         (dict(strategy="local_chunk", waad=w, response_mask=split), "response_mask row 2 is not one contiguous run"),
         (dict(strategy="local_chunk", waad=w, response_mask=mask * 2), "only 0 and 1"),
     ]
