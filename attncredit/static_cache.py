@@ -8,7 +8,8 @@ study spent about 63 ms recording and about 80 ms of host time in ``cudaMalloc``
 memory (docs/experiments.md, Study 2). :func:`reuse_static_caches` keeps the cache of the latest call per batch size
 and hands it back, emptied by ``StaticCache.reset()`` (zeros in place, same tensors), when the next call needs the
 same shape; a call of another length replaces it. The decoding computes the same numbers: every call starts from an
-empty cache either way.
+empty cache either way. A kept cache stays allocated between calls (one per batch size: the training rollout's and
+the evaluation's), memory that PyTorch's caching allocator would otherwise keep reserved after the call.
 """
 
 from __future__ import annotations
