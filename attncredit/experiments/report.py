@@ -123,14 +123,15 @@ def side_by_side(a: RunRecord, b: RunRecord) -> bool:
     return shorter > 0 and min(span_a[1], span_b[1]) - max(span_a[0], span_b[0]) >= SIDE_BY_SIDE * shorter
 
 
-def _step_times(run: RunRecord) -> list[float]:
-    """The run's logged ``step_time`` values, one per step."""
-    return [float(r[STEP_TIME]) for r in run.train.values() if STEP_TIME in r]
+def _train_values(run: RunRecord, key: str) -> list[float]:
+    """The run's logged values of the train metric ``key`` (e.g. ``step_time``), one per step that logged it."""
+    return [float(r[key]) for r in run.train.values() if key in r]
 
 
 def side_by_side_ratio(runs: list[RunRecord], arm: str, baseline: str) -> tuple[float | None, int]:
     """(median over side-by-side pairs of median step time of the arm's run / the baseline run's, pairs)."""
-    medians = {id(r): statistics.median(t) for r in runs if r.arm in (arm, baseline) and (t := _step_times(r))}
+    medians = {id(r): statistics.median(t) for r in runs
+               if r.arm in (arm, baseline) and (t := _train_values(r, STEP_TIME))}
     ratios = [medians[id(run)] / medians[id(base)]
               for run in runs if run.arm == arm and id(run) in medians
               for base in runs if base.arm == baseline and medians.get(id(base)) and side_by_side(run, base)]
@@ -178,8 +179,8 @@ def summarize(runs: list[RunRecord], primary: str, baseline: str, max_steps: int
                 summary.late_train[run.seed] = sum(late) / len(late)
             if EVAL_LENGTH in run.evals[max_steps]:
                 summary.length[run.seed] = float(run.evals[max_steps][EVAL_LENGTH])
-        times.setdefault(run.arm, []).extend(_step_times(run))
-        shares.setdefault(run.arm, []).extend(float(r[CREDIT_SHARE]) for r in run.train.values() if CREDIT_SHARE in r)
+        times.setdefault(run.arm, []).extend(_train_values(run, STEP_TIME))
+        shares.setdefault(run.arm, []).extend(_train_values(run, CREDIT_SHARE))
     for arm, summary in summaries.items():
         summary.final = dict(sorted(summary.final.items()))
         summary.estimate = mean_interval(summary.final.values()) if summary.final else None
