@@ -266,7 +266,7 @@ def build_trainer(argv: list[str], trainer_cls, config_cls, default_config: Path
 
 
 def run(argv: list[str], trainer_cls, config_cls, default_config: Path, prog: str | None = None) -> None:
-    """The recipe: :func:`build_trainer`, train, save."""
+    """The recipe: :func:`build_trainer`, train, save, end the process group."""
     from attncredit.errors import CheckpointSaveError, NonFiniteTrainingError, first_line
     from rewards import GradingWorkerError
 
@@ -295,3 +295,6 @@ def run(argv: list[str], trainer_cls, config_cls, default_config: Path, prog: st
         raise SystemExit(1) from None
     if trainer.accelerator.is_main_process:
         print(json.dumps({"output_dir": training_args.output_dir, "global_step": trainer.state.global_step}))
+    # torch.distributed's process group ends here, not at interpreter exit: a gloo group left to the exit can
+    # abort the rank (SIGABRT, exit -6) after a finished run, when its worker threads free tensors without the GIL.
+    trainer.accelerator.end_training()

@@ -37,6 +37,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -291,6 +292,7 @@ def worker(opts) -> None:
     if opts.trainer == "ppo":
         record["critic_hash"] = params_sha256(trainer, trainer.critic)
     write(opts.phase, record)
+    trainer.accelerator.end_training()  # as the recipe does: a gloo group left to the exit can abort the rank
 
 
 def reference(opts) -> None:
@@ -374,6 +376,17 @@ def complete(checkpoint: Path) -> bool:
         return False
 
 
+FAULT_LINE = re.compile(r"\w+Error\b|terminate called|what\(\):|Fatal Python error|exitcode\s*:")
+
+
+def log_evidence(text: str) -> str:
+    """What a failed launch's log says about the failure: its error, C++ abort and exit-code lines (each once, the
+    first five), else its last 400 characters. The tail alone is often only the elastic agent's summary."""
+    lines = [line.strip() for line in text.splitlines() if FAULT_LINE.search(line) and "Warning" not in line]
+    found = list(dict.fromkeys(lines))[:5]
+    return " | ".join(found) if found else f"log tail: {text[-400:]!r}"
+
+
 def metric_entries(out: Path) -> dict[int, dict]:
     """Last metrics.jsonl entry with a loss per step (a resumed run logs steps again)."""
     path = out / "metrics.jsonl"
@@ -403,9 +416,9 @@ def run_case(config: str, trainer: str, opts) -> dict[str, tuple[str, str]]:
             return {name: ("refused", "") for name in CHECKS} | {
                 "trains_saves": ("refused", "AnchorPPOTrainer does not support DeepSpeed (one line, documented)")
             }
-        return {"trains_saves": fail(f"expected the DeepSpeed refusal; log tail: {text[-400:]!r}")}
+        return {"trains_saves": fail(f"expected the DeepSpeed refusal; {log_evidence(text)}")}
     if not complete(checkpoint):
-        return {"trains_saves": fail(f"no complete {checkpoint.name}; log tail: {text[-400:]!r}")}
+        return {"trains_saves": fail(f"no complete {checkpoint.name}; {log_evidence(text)}")}
     checks = {"trains_saves": ok()}
     with open(out / "resume.log", "w") as log:
         code = subprocess.run(
@@ -413,8 +426,8 @@ def run_case(config: str, trainer: str, opts) -> dict[str, tuple[str, str]]:
             timeout=opts.timeout,
         ).returncode  # fmt: skip
     if code != 0:
-        tail = (out / "resume.log").read_text(errors="replace")[-400:]
-        return checks | {"resumes": fail(f"exit {code}; log tail: {tail!r}")}
+        text = (out / "resume.log").read_text(errors="replace")
+        return checks | {"resumes": fail(f"exit {code}; {log_evidence(text)}")}
     checks["resumes"] = ok()
     resumed = [json.loads((out / f"rank{r}-resume.json").read_text()) for r in range(2)]
     first = [json.loads((out / f"rank{r}-first.json").read_text()) for r in range(2)]

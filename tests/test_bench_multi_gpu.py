@@ -121,6 +121,22 @@ def test_table_is_printed_with_one_row_per_config_and_trainer():
     assert bench.any_failed(results) and not bench.any_failed({k: v for k, v in results.items() if k[0] != "fsdp2"})
 
 
+def test_a_failed_launch_is_told_by_its_error_lines_not_the_agents_summary():
+    log = (
+        "  0%|          | 0/4\nUserWarning: RuntimeError-like text in a warning\n"
+        "terminate called after throwing an instance of 'gloo::IoException'\n"
+        "  what():  [../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer\n"
+        "torch.distributed.elastic.multiprocessing.api: failed (exitcode: -6)\n" + "=" * 500 + "\n"
+        "  exitcode  : -6 (pid: 27094)\n  error_file: <N/A>\n  exitcode  : -6 (pid: 27094)\n"
+    )
+    assert bench.log_evidence(log) == (
+        "terminate called after throwing an instance of 'gloo::IoException' | "
+        "what():  [../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer | "
+        "torch.distributed.elastic.multiprocessing.api: failed (exitcode: -6) | exitcode  : -6 (pid: 27094)"
+    )
+    assert bench.log_evidence("x" * 500 + "no error here") == f"log tail: {('x' * 387 + 'no error here')!r}"
+
+
 def test_without_two_gpus_and_without_cpu_it_stops_in_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench_multi_gpu.py"), "--out", str(tmp_path)],

@@ -195,3 +195,25 @@ def test_console_shows_one_progress_bar_and_no_future_warnings(tmp_path, tiny_qw
     assert "2/2" in proc.stderr and "loss=" in proc.stderr and "gamma=" in proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["global_step"] == 2
     assert len((tmp_path / "out" / "metrics.jsonl").read_text().splitlines()) == 3  # two steps and the summary
+
+
+def test_a_finished_run_ends_its_process_group(tmp_path, tiny_qwen2, monkeypatch, capsys):
+    """After the final save the recipe ends torch.distributed's group itself (Accelerator.end_training): a gloo
+    group left to the interpreter's exit once aborted a finished 2-process run with SIGABRT."""
+    import rewards
+    from accelerate import Accelerator
+
+    from tiny_training import digit_reward
+
+    monkeypatch.setitem(rewards.REWARD_FUNCS, "digits", digit_reward)
+    ended = []
+    monkeypatch.setattr(Accelerator, "end_training", lambda self: ended.append(self))
+    config = write(
+        tmp_path,
+        "run.yaml",
+        BASE.format(out=tmp_path / "out") + f"model_name_or_path: {tiny_qwen2}\ndataset_name: countdown\n"
+        "dataset_options: {num_numbers: 3, num_train: 8, num_test: 4}\nreward_funcs: [digits]\n"
+        "per_device_train_batch_size: 4\nnum_generations: 4\nmax_completion_length: 8\nbf16: false\n",
+    )
+    load_recipe().main(["--config", config])
+    assert (tmp_path / "out" / "model.safetensors").exists() and len(ended) == 1

@@ -206,6 +206,7 @@ def main(trainer_name: str, model_dir: str, out_dir: str, overrides: dict) -> No
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(result, f)
+    trainer.accelerator.end_training()  # as the recipe does: a gloo group left to the exit can abort the rank
 
 
 if __name__ == "__main__":  # guard: vLLM starts its workers with spawn
