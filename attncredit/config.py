@@ -85,7 +85,8 @@ class AnchorGRPOConfig(GRPOConfig):
         compile_generation (`bool`, *optional*, defaults to `False`):
             Generate with a static KV cache and let transformers compile the decoding step (TRL always turns this
             compilation off). Same sampling distribution; faster once compiled, after a compilation per new batch
-            shape. The cache of each batch size is kept and reused, so the step's CUDA graph replays.
+            shape. The latest call's cache is kept and reused while the shape stays, so the step's CUDA graph
+            replays; another shape (an evaluation's batch) replaces it, so one cache at most is held.
 
         > Parameters of the run (attncredit.output_dir)
 
@@ -250,8 +251,8 @@ class AnchorGRPOConfig(GRPOConfig):
             "step, which TRL always turns off (disable_compile). The samples come from the same distribution; on a "
             "GPU a SmolLM2-sized model then makes about 5x the tokens/s of plain generate, after a compilation of "
             "about 35 s for each new batch shape (prompt width), so it pays off in long runs whose prompts have few "
-            "distinct lengths. Sets cache_implementation to 'static' and keeps each batch size's cache for the next "
-            "call (attncredit/static_cache.py); not with use_vllm."
+            "distinct lengths. Sets cache_implementation to 'static' and keeps the latest call's cache for the next "
+            "call of the same shape, one cache at most (attncredit/static_cache.py); not with use_vllm."
         },
     )
 

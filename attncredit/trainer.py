@@ -119,7 +119,7 @@ class AnchorGRPOTrainer(GRPOTrainer):
         if args.compile_generation:
             # TRL builds its GenerationConfig with disable_compile=True; with the static cache that the config set,
             # transformers then compiles the decoding step (GenerationMixin._valid_auto_compile_criteria), whose CUDA
-            # graph replays only while the cache keeps its tensors: one cache per shape, reused (static_cache.py)
+            # graph replays only while the cache keeps its tensors: the latest shape's cache, reused (static_cache.py)
             self.generation_config.disable_compile = False
             reuse_static_caches(self.accelerator.unwrap_model(self.model))
         self.add_callback(MetricsJsonlCallback())

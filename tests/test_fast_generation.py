@@ -65,8 +65,8 @@ def test_generator_static_cache_matches_dynamic_greedy(tiny_qwen2):
         texts[cache, compile_] = [[s.text for s in per] for per in samples]
         assert gen.info()["cache"] == cache
         pool = gen.model.__dict__.get("_prepare_static_cache")
-        assert isinstance(pool, StaticCachePool) == compile_  # with compile, batches of 3 and 2 keep a cache each
-        assert not compile_ or sorted(batch for _, batch in pool._kept) == [2, 3]
+        assert isinstance(pool, StaticCachePool) == compile_  # with compile, only the last batch's cache is kept
+        assert not compile_ or pool.kept_shape[:2] == ("static", 2)
     assert texts["dynamic", False] == texts["static", False] == texts["static", True]
 
 
@@ -106,7 +106,7 @@ def test_compile_generation_compiles_the_decoding_step_and_samples_the_same(tiny
     assert compiled.generation_config.disable_compile is False
     assert getattr(compiled.accelerator.unwrap_model(compiled.model), "_compiled_call", None) is not None
     pool = compiled.accelerator.unwrap_model(compiled.model).__dict__["_prepare_static_cache"]
-    assert isinstance(pool, StaticCachePool) and len(pool._kept) == 1  # the rollout's cache, kept for the next one
+    assert isinstance(pool, StaticCachePool) and pool.kept_shape is not None  # the rollout's cache, kept for the next
     assert len(dynamic.rollouts) == len(compiled.rollouts) == 1
     assert torch.equal(dynamic.rollouts[0], compiled.rollouts[0])
 
@@ -126,8 +126,12 @@ def test_compile_generation_bad_combinations(tmp_path, overrides, message):
 
 def test_reused_static_cache_gives_the_same_tokens_and_keeps_its_tensors(tiny_qwen2):
     """A model with reuse_static_caches generates what a fresh model generates (greedy and seeded sampling) while
-    every call of one shape gets the same cache back, with the same key/value tensors (the addresses a CUDA graph
-    of the compiled decoding step was recorded with); another batch size keeps its own, a longer call replaces it."""
+    every call of the kept shape gets the same cache back, with the same key/value tensors (the addresses a CUDA
+    graph of the compiled decoding step was recorded with); a call of another batch size or a longer one replaces
+    it, and the replaced cache is released (at most one cache is held)."""
+    import gc
+    import weakref
+
     from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(1)
@@ -136,17 +140,10 @@ def test_reused_static_cache_gives_the_same_tokens_and_keeps_its_tensors(tiny_qw
     pooled = AutoModelForCausalLM.from_pretrained(str(tiny_qwen2))
     pool = reuse_static_caches(pooled)
     assert reuse_static_caches(pooled) is pool  # idempotent
-    seen = []
-    prepare = pool._prepare
-
-    def spy(*args, **kwargs):
-        seen.append(prepare(*args, **kwargs))
-        return seen[-1]
-
-    pool._prepare = spy
+    assert pool.kept_shape is None
     prompts_ = ["What is 1 + 2?", "What is 30 + 4?", "Say 7."]
     calls = [(3, 6, False), (3, 6, True), (2, 6, True), (3, 6, False), (3, 9, True), (3, 6, False)]
-    caches = []
+    caches, keys = [], []
     for batch, new_tokens, sample in calls:
         encoded = tokenizer(prompts_[:batch], return_tensors="pt", padding=True, padding_side="left")
         outputs = []
@@ -155,11 +152,15 @@ def test_reused_static_cache_gives_the_same_tokens_and_keeps_its_tensors(tiny_qw
             outputs.append(model.generate(**encoded, max_new_tokens=new_tokens, do_sample=sample, top_k=0,
                                           cache_implementation="static", return_dict_in_generate=True))
         assert torch.equal(outputs[0].sequences, outputs[1].sequences)
-        caches.append(outputs[1].past_key_values)
-    first = caches[0]
-    keys = first.layers[0].keys.data_ptr()
-    assert caches[1] is first and caches[3] is first  # batch 3, same length: handed back, reset
-    assert caches[1].layers[0].keys.data_ptr() == keys
-    assert caches[2] is not first  # batch 2: its own cache
-    assert caches[4] is not first and caches[5] is caches[4]  # a longer call replaces batch 3's; later ones reuse it
-    assert len(seen) == len(calls) and len(pool._kept) == 2
+        caches.append(weakref.ref(outputs[1].past_key_values))
+        keys.append(outputs[1].past_key_values.layers[0].keys.data_ptr())
+        assert pool.kept_shape[1] == batch
+        del outputs
+    gc.collect()
+    first, second, third, fourth, fifth, sixth = caches
+    # batch 3, same length: handed back reset, with the same tensors; batch 2 took the pool's one place and then
+    # batch 3 came back to a new cache; transformers never shortens the length, so the last call reuses the longer
+    assert second is first and keys[1] == keys[0]
+    assert len({id(first), id(third), id(fourth), id(fifth)}) == 4 and sixth is fifth and keys[5] == keys[4]
+    assert first() is third() is fourth() is None  # each replaced cache was released
+    assert fifth() is not None and pool.kept_shape == ("static", 3, pool.kept_shape[2])
