@@ -18,7 +18,7 @@ from tiny_training import SCRIPTS, assert_same_tensors, logged_steps, resume_rec
 from attncredit.cli import exp as exp_cli
 from attncredit.errors import ConfigError
 from attncredit.experiments import load_experiment, parse_only, run_experiment, write_report
-from attncredit.experiments.report import read_runs, side_by_side, summarize
+from attncredit.experiments.report import alone, read_runs, same_conditions, side_by_side, summarize
 from attncredit.experiments.stats import bootstrap_interval, mean_interval, paired_differences, t_quantile
 
 
@@ -111,14 +111,14 @@ def test_the_shipped_study_files_validate():
 # The report's statistics against a hand computation, on synthetic run folders
 # --------------------------------------------------------------------------------------------------------------
 def write_run(root, arm, seed, final, step_times, *, finished=True, max_steps=4, resumed=False, length=None,
-              start=1000.0, device="GPU-A", host=None):
+              start=1000.0, device="GPU-A", host=None, uuid=None):
     """A synthetic run folder; its training steps are logged at wall-clock ``start + 10 x step`` on ``device``."""
     run = root / f"{arm}-s{seed}"
     run.mkdir(parents=True)
     settings = dict(experiment="synthetic", arm=arm, seed=seed, max_steps=max_steps, baseline="none",
                     primary_metric="eval_rewards/acc/mean", train_metric="reward",
                     comparisons=[["coupled", "random"], ["random", "entropy"]], device=device,
-                    **({"host": host} if host else {}))
+                    **({"host": host} if host else {}), **({"device_uuid": uuid} if uuid else {}))
     (run / "experiment_run.json").write_text(json.dumps(settings))
     lines = [{"step": 0, "eval_rewards/acc/mean": 0.1}]
     for step, seconds in enumerate(step_times, start=1):
@@ -216,6 +216,35 @@ def test_step_time_ratio_pairs_only_runs_that_trained_side_by_side(tmp_path):
     assert summaries["coupled"].time_ratio == 0.5 and summaries["coupled"].time_pairs == 1
 
 
+def test_step_time_ratio_also_pairs_runs_that_each_trained_alone_on_one_gpu(tmp_path):
+    root = tmp_path / "results"
+    # One after another on GPU uuid U1, none beside them: none-s0 (2 s), coupled-s0 (2.1 s), random-s0 (3 s); then
+    # entropy-s0 and none-s1 side by side on U1 (4 s, 5 s). On U2: coupled-s1 alone (1 s): another GPU, no pair.
+    write_run(root, "none", 0, 0.5, [2.0] * 4, start=1000.0, uuid="U1")
+    write_run(root, "coupled", 0, 0.5, [2.1] * 4, start=2000.0, uuid="U1")
+    write_run(root, "random", 0, 0.5, [3.0] * 4, start=3000.0, uuid="U1")
+    write_run(root, "entropy", 0, 0.5, [4.0] * 4, start=4000.0, uuid="U1")
+    write_run(root, "none", 1, 0.5, [5.0] * 4, start=4005.0, uuid="U1")
+    write_run(root, "coupled", 1, 0.5, [1.0] * 4, start=2000.0, uuid="U2")
+    runs = {r.path.name: r for r in read_runs(root)}
+    everything = list(runs.values())
+    assert alone(runs["none-s0"], everything) and alone(runs["coupled-s1"], everything)  # U2 is another machine
+    assert not alone(runs["none-s1"], everything) and not alone(runs["entropy-s0"], everything)
+    assert same_conditions(runs["coupled-s0"], runs["none-s0"], everything)
+    assert not same_conditions(runs["coupled-s0"], runs["none-s1"], everything)  # none-s1 had a neighbour
+    assert not same_conditions(runs["coupled-s1"], runs["none-s0"], everything)  # alone, but on another GPU
+    summaries = summarize(everything, "eval_rewards/acc/mean", "none", 4)
+    assert summaries["coupled"].time_ratio == pytest.approx(1.05) and summaries["coupled"].time_pairs == 1
+    assert summaries["random"].time_ratio == pytest.approx(1.5) and summaries["random"].time_pairs == 1
+    assert summaries["entropy"].time_ratio == pytest.approx(0.8) and summaries["entropy"].time_pairs == 1  # beside
+    text = write_report(root)
+    assert "| 1.050 (1) |" in text and "each alone on the same GPU (same GPU UUID" in text
+    # without UUIDs (runs recorded before the runner wrote them) runs one after another do not compare
+    for run in everything:
+        run.settings.pop("device_uuid")
+    assert summarize(everything, "eval_rewards/acc/mean", "none", 4)["coupled"].time_ratio is None
+
+
 def test_statistics_primitives():
     for df, table in [(1, 12.706205), (4, 2.776445), (9, 2.262157), (30, 2.042272)]:
         assert t_quantile(0.975, df) == pytest.approx(table, abs=1e-6)
@@ -264,6 +293,7 @@ def test_a_run_with_its_last_checkpoint_is_finished_and_a_failing_run_is_tried_t
     assert json.loads((root / "none-s0" / "finished.json").read_text())["global_step"] == 4
     settings = json.loads((root / "coupled-s0" / "experiment_run.json").read_text())
     assert settings["arm"] == "coupled" and settings["seed"] == 0 and settings["device"] and settings["host"]
+    assert "device_uuid" in settings  # None here, without a GPU
     assert len(settings["git_commit"]) == 40 and isinstance(settings["git_dirty"], bool)  # this test runs in a checkout
     assert settings["attempt"] == 2 and settings["started"] in console.read_text()  # the latest start, stamped
     assert settings["config_contents"] == {"learning_rate": 1.0e-3, "eval_strategy": "steps", "eval_steps": 2}

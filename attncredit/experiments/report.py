@@ -17,11 +17,13 @@ For each arm (statistics in ``stats.py``):
   ``step_time`` is the wall time of GRPOTrainer's ``training_step`` calls of one optimizer step: generation,
   rewards, the credit statistics, loss and backward; the optimizer update itself and evaluation are outside it.
   Runs that share one GPU as parallel processes wait for each other inside it, and runs of different GPU blocks
-  ran on other machines beside other runs, so step times compare only between runs that trained side by side:
-  the same ``device`` (and ``host``, where both runs record one), with time spans (first to last logged training
-  step) that overlap by at least ``SIDE_BY_SIDE`` of the shorter one. The ratio to the baseline is the median,
-  over every such pair of a run of the arm and a run of the baseline, of the ratio of their median step times
-  ("-" where no baseline run trained beside a run of the arm); hence also
+  ran on other machines beside other runs, so step times compare only between runs that met the same conditions:
+  runs that trained side by side (the same ``device``, and ``host`` where both runs record one, with time spans,
+  first to last logged training step, that overlap by at least ``SIDE_BY_SIDE`` of the shorter one), and runs
+  that each trained alone on the same GPU (the same ``device_uuid``, which the runner records, and no other run
+  of the report overlapping either's span on that machine; runs outside the report, e.g. of another experiment,
+  are not seen). The ratio to the baseline is the median, over every such pair of a run of the arm and a run of
+  the baseline, of the ratio of their median step times ("-" where there is no such pair); hence also
 * the credit's own share of the wall time: the median of ``attncredit/time_share`` (the seconds of the attention
   statistics and of the credit over the wall time since the previous log) over the arm's logged steps; "-" for an
   arm without credit.
@@ -110,17 +112,45 @@ def _span(run: RunRecord) -> tuple[float, float] | None:
     return (min(times), max(times)) if len(times) >= 2 else None
 
 
-def side_by_side(a: RunRecord, b: RunRecord) -> bool:
-    """Whether runs ``a`` and ``b`` trained at the same time on the same machine (module docstring)."""
+def _same_machine(a: RunRecord, b: RunRecord) -> bool:
+    """Whether ``a`` and ``b`` may have run on one machine: the same GPU UUID where both record one, else the same
+    device name and, where both record one, host."""
+    if a.settings.get("device_uuid") and b.settings.get("device_uuid"):
+        return a.settings["device_uuid"] == b.settings["device_uuid"]
     if a.settings.get("device") != b.settings.get("device"):
         return False
-    if a.settings.get("host") and b.settings.get("host") and a.settings["host"] != b.settings["host"]:
-        return False
+    return not (a.settings.get("host") and b.settings.get("host") and a.settings["host"] != b.settings["host"])
+
+
+def _shared_seconds(a: RunRecord, b: RunRecord) -> tuple[float, float] | None:
+    """(seconds both spans share, the shorter span's length), None when either run has no span."""
     span_a, span_b = _span(a), _span(b)
     if span_a is None or span_b is None:
+        return None
+    return (min(span_a[1], span_b[1]) - max(span_a[0], span_b[0]),
+            min(span_a[1] - span_a[0], span_b[1] - span_b[0]))
+
+
+def side_by_side(a: RunRecord, b: RunRecord) -> bool:
+    """Whether runs ``a`` and ``b`` trained at the same time on the same machine (module docstring)."""
+    shared = _shared_seconds(a, b) if _same_machine(a, b) else None
+    return shared is not None and shared[1] > 0 and shared[0] >= SIDE_BY_SIDE * shared[1]
+
+
+def alone(run: RunRecord, runs: list[RunRecord]) -> bool:
+    """Whether ``run`` has a span and no other run of ``runs`` trained on its machine during any of it."""
+    if _span(run) is None:
         return False
-    shorter = min(span_a[1] - span_a[0], span_b[1] - span_b[0])
-    return shorter > 0 and min(span_a[1], span_b[1]) - max(span_a[0], span_b[0]) >= SIDE_BY_SIDE * shorter
+    return not any(other is not run and _same_machine(run, other) and (shared := _shared_seconds(run, other))
+                   and shared[0] > 0 for other in runs)
+
+
+def same_conditions(a: RunRecord, b: RunRecord, runs: list[RunRecord]) -> bool:
+    """Whether the step times of ``a`` and ``b`` compare: side by side, or each alone on the same GPU (module
+    docstring)."""
+    uuid = a.settings.get("device_uuid")
+    return side_by_side(a, b) or bool(uuid and uuid == b.settings.get("device_uuid") and alone(a, runs)
+                                      and alone(b, runs))
 
 
 def _train_values(run: RunRecord, key: str) -> list[float]:
@@ -128,13 +158,14 @@ def _train_values(run: RunRecord, key: str) -> list[float]:
     return [float(r[key]) for r in run.train.values() if key in r]
 
 
-def side_by_side_ratio(runs: list[RunRecord], arm: str, baseline: str) -> tuple[float | None, int]:
-    """(median over side-by-side pairs of median step time of the arm's run / the baseline run's, pairs)."""
+def time_ratio(runs: list[RunRecord], arm: str, baseline: str) -> tuple[float | None, int]:
+    """(median over the pairs in the same conditions of median step time of the arm's run / the baseline run's,
+    pairs)."""
     medians = {id(r): statistics.median(t) for r in runs
                if r.arm in (arm, baseline) and (t := _train_values(r, STEP_TIME))}
     ratios = [medians[id(run)] / medians[id(base)]
               for run in runs if run.arm == arm and id(run) in medians
-              for base in runs if base.arm == baseline and medians.get(id(base)) and side_by_side(run, base)]
+              for base in runs if base.arm == baseline and medians.get(id(base)) and same_conditions(run, base, runs)]
     return (statistics.median(ratios) if ratios else None), len(ratios)
 
 
@@ -147,7 +178,7 @@ class ArmSummary:
     bootstrap: Estimate | None = None  # paired, percentile bootstrap
     step_time: float | None = None
     timed_steps: int = 0
-    time_ratio: float | None = None  # vs the baseline, over runs side by side
+    time_ratio: float | None = None  # vs the baseline, over runs in the same conditions
     time_pairs: int = 0
     credit_share: float | None = None  # median attncredit/time_share
     runs: int = 0
@@ -189,7 +220,7 @@ def summarize(runs: list[RunRecord], primary: str, baseline: str, max_steps: int
         if shares[arm]:
             summary.credit_share = statistics.median(shares[arm])
         if arm != baseline:
-            summary.time_ratio, summary.time_pairs = side_by_side_ratio(runs, arm, baseline)
+            summary.time_ratio, summary.time_pairs = time_ratio(runs, arm, baseline)
             if pair := compare(summaries, arm, baseline):
                 summary.difference, summary.bootstrap = pair
     return summaries
@@ -220,7 +251,7 @@ def markdown(name: str, summaries: dict[str, ArmSummary], primary: str, baseline
         f"# {name}: {primary} at step {max_steps}",
         "",
         f"| arm | seeds | mean | 95% CI (t) | diff vs {baseline} | paired seeds | diff 95% CI (t) | "
-        f"diff 95% CI (bootstrap) | step time, median (s) | time / {baseline}, side by side (pairs) | "
+        f"diff 95% CI (bootstrap) | step time, median (s) | time / {baseline}, same conditions (pairs) | "
         "credit's share of the time |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -258,9 +289,11 @@ def markdown(name: str, summaries: dict[str, ArmSummary], primary: str, baseline
               "Step time: median of TRL's step_time over "
               + "; ".join(f"{s.arm} {s.timed_steps} steps of {s.runs} runs" for s in summaries.values()) + ". "
               "Runs sharing one GPU as parallel processes wait for each other within a step, and runs of other GPU "
-              "blocks ran on other machines beside other runs, so the time ratio pairs only runs that trained side "
-              f"by side (same device, overlapping time spans): the median over those pairs of the run's median step "
-              f"time over the {baseline} run's, with the number of pairs; the credit's own cost is its share of the "
+              "blocks ran on other machines beside other runs, so the time ratio pairs only runs in the same "
+              "conditions: side by side (same device, overlapping time spans) or each alone on the same GPU (same "
+              "GPU UUID, no other run of this report beside either): the median over those pairs of the run's "
+              f"median step time over the {baseline} run's, with the number of pairs; the credit's own cost is its "
+              "share of the "
               "time (median attncredit/time_share: attention statistics and credit seconds over the wall time)."]
     few = [s.arm for s in summaries.values() if len(s.final) < 2]
     if few:

@@ -15,7 +15,8 @@ State of a run folder, and what ``run`` does with it:
 
 A run that fails twice in a row within one ``run`` is not retried again; ``run`` names it in one line with its
 ``console.log``. Each run folder also gets ``experiment_run.json`` (experiment, arm, seed, overrides, the recipe
-config's contents, baseline, primary metric, git commit and whether the tree differed from it, versions, device),
+config's contents, baseline, primary metric, git commit and whether the tree differed from it, versions, device
+and its UUID, host),
 which ``report`` and ``collect`` read.
 """
 
@@ -92,15 +93,20 @@ def _git_state() -> dict:
     return {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": None if status is None else bool(status)}
 
 
-def _device() -> str:
-    """The GPU name from nvidia-smi (without initialising CUDA in the runner), or ``cpu``."""
+def _device() -> dict:
+    """``device`` (the GPU's name, or ``cpu``) and ``device_uuid`` (the GPU's UUID, None on a CPU) of the first GPU
+    nvidia-smi lists, without initialising CUDA in the runner. The UUID tells one physical GPU from another of the
+    same model, so that the report can compare runs that each had the same GPU to themselves."""
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,uuid", "--format=csv,noheader"], capture_output=True,
                              text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
-        return "cpu"
-    names = out.stdout.strip().splitlines()
-    return names[0] if out.returncode == 0 and names else "cpu"
+        return {"device": "cpu", "device_uuid": None}
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines:
+        return {"device": "cpu", "device_uuid": None}
+    name, _, uuid = lines[0].partition(",")  # "NVIDIA H100 80GB HBM3, GPU-5f0c..."
+    return {"device": name.strip(), "device_uuid": uuid.strip() or None}
 
 
 def _versions() -> dict:
@@ -249,7 +255,7 @@ def run_experiment(experiment: Experiment, runs: list[tuple[str, int]] | None = 
     print(f"{experiment.name}: {len(selected)} runs selected, {skipped} finished already, {len(todo)} to run"
           + (f", {len(elsewhere)} running elsewhere: {', '.join(elsewhere)}" if elsewhere else "")
           + f" ({parallel} at a time)", flush=True)
-    environment = {**_git_state(), "versions": _versions(), "device": _device(), "host": socket.gethostname()}
+    environment = {**_git_state(), "versions": _versions(), **_device(), "host": socket.gethostname()}
     bar = tqdm(total=len(todo) * experiment.max_steps, unit="step", disable=not progress, dynamic_ncols=True)
     waiting, active, failed, done = list(todo), [], [], 0
     last_shown = None
