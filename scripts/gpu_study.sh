@@ -48,6 +48,7 @@ EOF
     fi
     cp "$keep/sweep.log" "${OUT:-/tmp}/sweep.log" 2>/dev/null
     cp "$keep/gpu_use.csv" "${OUT:-/tmp}/gpu_use.csv" 2>/dev/null
+    cp "$keep/gpu_procs.csv" "${OUT:-/tmp}/gpu_procs.csv" 2>/dev/null
     python3 - "$root" <<'EOF'
 import json, sys
 from pathlib import Path
@@ -80,12 +81,17 @@ follow() {  # follow the sweep for SEC seconds (or until it ends), then pack
         sleep 20
         # GPU busy share and memory every 20 s: whether more parallel runs would add throughput
         nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits >>"$keep/gpu_use.csv" 2>/dev/null
+        # and each run's own memory: one process held 40-44 GB on 2026-12-07 and three side by side ran out
+        nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits 2>/dev/null \
+            | sed "s/^/$SECONDS, /" >>"$keep/gpu_procs.csv"
         # a snapshot every minute: a command cut by its time limit still returns what $OUT holds
         (((n += 1) % 3 == 0)) && pack "$exp" >/dev/null 2>&1
     done
     tail -n 3 "$keep/sweep.log" 2>/dev/null
     awk -F', ' '{u += $1; m = ($2 > m ? $2 : m); n++} END {if (n) printf "GPU busy %.0f%% on average over %d samples, at most %d MiB used\n", u / n, n, m}' \
         "$keep/gpu_use.csv" 2>/dev/null
+    awk -F', ' '{m = ($3 > m ? $3 : m)} END {if (NR) printf "one process held at most %d MiB\n", m}' \
+        "$keep/gpu_procs.csv" 2>/dev/null
     pack "$exp"
 }
 
@@ -104,6 +110,7 @@ for run in sorted(done.glob("*/finished.json")):
         print(f"+ {run.parent.name}: finished in an earlier block (docs/study), skipped")
 EOF
     : >"$keep/gpu_use.csv"  # this sweep's GPU samples only
+    : >"$keep/gpu_procs.csv"
     setsid nohup python3 -m attncredit exp run "$exp" --only "$selection" --parallel "$parallel" \
         >"$keep/sweep.log" 2>&1 </dev/null &
     sleep 5
