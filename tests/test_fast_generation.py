@@ -163,4 +163,4 @@ def test_reused_static_cache_gives_the_same_tokens_and_keeps_its_tensors(tiny_qw
     assert second is first and keys[1] == keys[0]
     assert len({id(first), id(third), id(fourth), id(fifth)}) == 4 and sixth is fifth and keys[5] == keys[4]
     assert first() is third() is fourth() is None  # each replaced cache was released
-    assert fifth() is not None and pool.kept_shape == ("static", 3, pool.kept_shape[2])
+    assert fifth() is not None and pool.kept_shape[:2] == ("static", 3)
