@@ -13,7 +13,7 @@
 #   bash scripts/gpu_study.sh sweep EXP "SELECTION" N SEC # part2 without the install, on a machine that had part2
 #   bash scripts/gpu_study.sh follow EXP SEC              # follow the running sweep SEC s more
 #
-# SEC counts from the command's start, install included (it took 2 minutes on 2026-12-07), and the follow loop may
+# SEC counts from the command's start, install included (about a minute on 2026-12-07), and the follow loop may
 # pass it by one 20 s sample and a pack: SEC <= 560 keeps a command inside the 600 s limit, so it ends with its
 # progress table instead of being killed.
 #
