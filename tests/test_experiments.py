@@ -18,7 +18,7 @@ from tiny_training import SCRIPTS, assert_same_tensors, logged_steps, resume_rec
 from attncredit.cli import exp as exp_cli
 from attncredit.errors import ConfigError
 from attncredit.experiments import load_experiment, parse_only, run_experiment, write_report
-from attncredit.experiments.report import alone, read_runs, same_conditions, side_by_side, summarize
+from attncredit.experiments.report import alone, plot_curves, read_runs, same_conditions, side_by_side, summarize
 from attncredit.experiments.stats import bootstrap_interval, mean_interval, paired_differences, t_quantile
 
 
@@ -182,6 +182,24 @@ def test_report_statistics_equal_a_hand_computation(tmp_path):
     assert "Left out (no eval_rewards/acc/mean at step 4, e.g. unfinished): random-s1." in text
     assert "none 12 steps of 3 runs" in text and "random 6 steps of 2 runs" in text
     assert (root / "report.md").read_text() == text and (root / "curves.png").stat().st_size > 10_000
+
+
+def test_curves_span_the_runs_values_and_cut_wider_bands(tmp_path):
+    root = tmp_path / "results"
+    write_run(root, "none", 0, 0.2, [2.0] * 4)
+    write_run(root, "none", 1, 0.9, [2.0] * 4)
+    runs = read_runs(root)
+
+    spans = plot_curves(runs, "eval_rewards/acc/mean", "reward", tmp_path / "curves.png", ["none"])
+
+    # held-out values: 0.1 (step 0, both seeds), 0.2 and 0.9 (step 4); padded by 5% of the range 0.8
+    assert spans["held-out"] == pytest.approx((0.1 - 0.04, 0.9 + 0.04))
+    # two seeds at step 4: the 95% t band (t(0.975, 1) = 12.7) reaches far past both edges, and is cut there
+    band = mean_interval([0.2, 0.9])
+    assert band.low < spans["held-out"][0] - 1 and band.high > spans["held-out"][1] + 1
+    # train: reward 0.1 x step, trailing means 0.1, 0.15, 0.2, 0.25 in both runs; padded by 5% of 0.15
+    assert spans["train"] == pytest.approx((0.1 - 0.0075, 0.25 + 0.0075))
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
 
 
 def test_step_time_ratio_pairs_only_runs_that_trained_side_by_side(tmp_path):

@@ -315,15 +315,19 @@ def _band(series: dict[int, list[float]]):
     return steps, mean, low, high
 
 
-def plot_curves(runs: list[RunRecord], primary: str, train_metric: str, path: Path, arms: list[str]) -> None:
+def plot_curves(runs: list[RunRecord], primary: str, train_metric: str, path: Path,
+                arms: list[str]) -> dict[str, tuple[float, float]]:
     """``curves.png``: primary metric and smoothed train metric vs step, mean and 95% t band per arm (in the
-    order of ``arms``)."""
+    order of ``arms``). Each panel's y-axis spans the runs' own values (padded by 5% of their range), so a band
+    wider than anything a run reached (two seeds: t(0.975, 1) = 12.7 standard errors) is cut at the panel's edge
+    instead of squeezing the curves; returns those spans, ``{"held-out": (low, high), "train": (low, high)}``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    values: dict[str, list[float]] = {"held-out": [], "train": []}
     for index, arm in enumerate(arms):
         color = f"C{index % 10}"
         evals: dict[int, list[float]] = {}
@@ -336,19 +340,30 @@ def plot_curves(runs: list[RunRecord], primary: str, train_metric: str, path: Pa
             for i, (step, _) in enumerate(points):
                 window = [v for _, v in points[max(0, i - SMOOTH + 1): i + 1]]
                 train.setdefault(step, []).append(sum(window) / len(window))
-        for axis, series in ((left, evals), (right, train)):
+        for panel, axis, series in (("held-out", left, evals), ("train", right, train)):
             if series:
                 steps, mean, low, high = _band(series)
                 axis.plot(steps, mean, color=color, label=arm)
                 axis.fill_between(steps, low, high, color=color, alpha=0.2)
+                values[panel] += [v for per_step in series.values() for v in per_step]
+    spans = {}
+    for panel, axis in (("held-out", left), ("train", right)):
+        if values[panel]:
+            low, high = min(values[panel]), max(values[panel])
+            pad = 0.05 * (high - low) or 0.05 * max(abs(high), 1.0)
+            spans[panel] = (low - pad, high + pad)
+            axis.set_ylim(*spans[panel])
     left.set(xlabel="step", ylabel=primary, title="held-out metric (mean, 95% t band over seeds)")
     right.set(xlabel="step", ylabel=train_metric, title=f"train metric, trailing mean of {SMOOTH} steps")
     for axis in (left, right):
         axis.grid(alpha=0.3)
-        axis.legend()
-    fig.tight_layout()
+        axis.legend(loc="lower right")
+    fig.text(0.5, 0.01, "y-axes span the runs' own values; bands wider than that are cut at the edge",
+             ha="center", fontsize=8, color="0.4")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return spans
 
 
 def write_report(root: str | Path, *, primary: str | None = None, baseline: str | None = None,
