@@ -36,7 +36,23 @@ if [[ -n "$have" && "${have%% *}" != "$lock_stamp" ]]; then
     echo "+ $venv was made from another lock: rebuilding it"
     rm -rf "$venv"
 fi
-[[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
+if [[ ! -x "$venv/bin/python" ]]; then
+    # A lock's wheels are those of the Python it was resolved under (its first line names it): take that minor
+    # version's interpreter when the machine has one, else python3 (or $ATTNCREDIT_PYTHON), with a warning.
+    want=$(sed -nE '1s/.*\(Python ([0-9]+\.[0-9]+)\.[0-9]+.*/\1/p' "$lock")
+    python=${ATTNCREDIT_PYTHON:-}
+    if [[ -z $python ]]; then
+        python=python3
+        [[ -n $want ]] && "python$want" -c "" >/dev/null 2>&1 && python=python$want
+    fi
+    got=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    if [[ -n $want && $got != "$want" ]]; then
+        echo "+ warning: the $name lock was resolved under Python $want but $python is Python $got; a pin without a" \
+             "wheel for $got fails below: install python$want (or set ATTNCREDIT_PYTHON) or regenerate the lock" \
+             "(bash scripts/lock_env.sh)" >&2
+    fi
+    "$python" -m venv "$venv"
+fi
 if [[ "${have%% *}" != "$lock_stamp" ]]; then
     echo "+ installing the $name lock into $venv (one to several minutes on a fresh venv)"
     "$venv/bin/python" -m pip install -q --no-deps -r "$lock"
