@@ -45,7 +45,8 @@ if [[ ! -x "$venv/bin/python" ]]; then
         python=python3
         [[ -n $want ]] && "python$want" -c "" >/dev/null 2>&1 && python=python$want
     fi
-    got=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    got=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])') ||
+        { echo "error: the interpreter '$python' does not run; set ATTNCREDIT_PYTHON to a Python $want" >&2; exit 2; }
     if [[ -n $want && $got != "$want" ]]; then
         echo "+ warning: the $name lock was resolved under Python $want but $python is Python $got; a pin without a" \
              "wheel for $got fails below: install python$want (or set ATTNCREDIT_PYTHON) or regenerate the lock" \

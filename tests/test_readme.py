@@ -44,7 +44,8 @@ def test_quick_start_is_two_commands_and_ci_runs_the_second():
 def test_setup_runs_once_then_is_a_no_op(tmp_path):
     """scripts/setup_env.sh (scripts/install_lock.sh): a venv whose stamp matches is left alone (its python is
     never called); one made from the same lock under another pyproject.toml only gets attncredit reinstalled; one
-    made from another lock is removed and rebuilt from the lock. A fake ``python3`` and venv python record the calls."""
+    made from another lock is removed and rebuilt from the lock, with the Python the lock names. Fake ``python3``,
+    ``python3.X`` and venv python record the calls."""
     venv = tmp_path / "venv"
     calls = tmp_path / "calls"
     fake = f'#!/usr/bin/env bash\necho "$(basename "$0") $@" >> {calls}\nexit 1\n'
@@ -54,14 +55,18 @@ def test_setup_runs_once_then_is_a_no_op(tmp_path):
         (venv / "bin" / "python").write_text(fake)
         (venv / "bin" / "python").chmod(0o755)
 
-    shim = tmp_path / "shim"  # python3 -m venv VENV: a fake venv whose python fails after recording its call
+    # python3 and the lock's python3.X: `-c CODE` runs this interpreter (install_lock.sh asks its version);
+    # `-m venv VENV` makes a fake venv whose python fails after recording its call
+    shim = tmp_path / "shim"
     shim.mkdir()
     (tmp_path / "fake_python").write_text(fake)
-    (shim / "python3").write_text(
-        f'#!/usr/bin/env bash\necho "python3 $@" >> {calls}\nmkdir -p "$3/bin"\n'
-        f'cp {tmp_path / "fake_python"} "$3/bin/python"\nchmod +x "$3/bin/python"\n'
-    )
-    (shim / "python3").chmod(0o755)
+    lock_python = re.search(r"\(Python (\d+\.\d+)\.", (ROOT / "attncredit/stacks/cpu.txt").read_text()).group(1)
+    for name in ("python3", f"python{lock_python}"):
+        (shim / name).write_text(
+            f'#!/usr/bin/env bash\n[[ $1 == -c ]] && exec {sys.executable} "$@"\necho "{name} $@" >> {calls}\n'
+            f'mkdir -p "$3/bin"\ncp {tmp_path / "fake_python"} "$3/bin/python"\nchmod +x "$3/bin/python"\n'
+        )
+        (shim / name).chmod(0o755)
 
     def stamp(*files):
         out = subprocess.run(f"cat {' '.join(files)} | sha256sum | cut -d' ' -f1", shell=True, cwd=ROOT,
@@ -88,7 +93,8 @@ def test_setup_runs_once_then_is_a_no_op(tmp_path):
     assert rebuild.returncode != 0 and "rebuilding" in rebuild.stdout, rebuild.stdout + rebuild.stderr
     assert not (venv / ".attncredit-setup").exists()  # the old venv went
     assert calls.read_text().splitlines() == [
-        f"python3 -m venv {venv}", f"python -m pip install -q --no-deps -r {ROOT / 'attncredit/stacks/cpu.txt'}"
+        f"python{lock_python} -m venv {venv}",
+        f"python -m pip install -q --no-deps -r {ROOT / 'attncredit/stacks/cpu.txt'}",
     ]
 
 
