@@ -3,7 +3,8 @@
 #
 #     bash scripts/install_lock.sh VENV_DIR LOCK      # LOCK: cpu or vllm-cpu (attncredit/stacks/LOCK.txt)
 #
-# scripts/setup_env.sh and scripts/setup_vllm_cpu_env.sh call it. The lock is installed with
+# scripts/setup_env.sh and scripts/setup_vllm_cpu_env.sh call it. A new venv gets the Python the lock's first line
+# names when the machine has it (else python3, with a warning; $ATTNCREDIT_PYTHON chooses). The lock is installed with
 # `pip install --no-deps -r` (every package pinned, pip, setuptools and wheel included), attncredit editable without
 # dependencies and without build isolation (the lock's setuptools builds it), then `attncredit env --lock LOCK`
 # fails in one line per package that differs and for each requirement of attncredit the lock leaves unmet.
